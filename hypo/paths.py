@@ -1,0 +1,32 @@
+"""Where hypo keeps generated data and caches.
+
+Defaults live under the repository (``data/`` and ``cache/``, both git-ignored); the
+environment variables ``HYPO_DATA`` and ``HYPO_CACHE`` move them elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: Seeds and sizes of the embedded default cohorts (issue 2).
+DEV_COHORT = {"name": "dev", "patients": 511, "seed": 20230511}
+ANALYSIS_COHORT = {"name": "analysis", "patients": 200, "seed": 20230901}
+
+
+def data_dir() -> Path:
+    """Root folder for generated cohorts."""
+    return Path(os.environ.get("HYPO_DATA", REPO_ROOT / "data"))
+
+
+def cache_dir() -> Path:
+    """Root folder for derived caches (slice stores, CAMs, anatomy)."""
+    return Path(os.environ.get("HYPO_CACHE", REPO_ROOT / "cache"))
+
+
+def default_cohort_dir(which: str = "dev") -> Path:
+    """Folder of an embedded default synthetic cohort (``"dev"`` or ``"analysis"``)."""
+    spec = {"dev": DEV_COHORT, "analysis": ANALYSIS_COHORT}[which]
+    return data_dir() / "synthetic" / f"{spec['name']}-n{spec['patients']}-s{spec['seed']}"
