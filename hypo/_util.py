@@ -62,7 +62,9 @@ def write_table_atomic(path: str | os.PathLike, df) -> Path:
         elif path.suffix == ".parquet":
             df.to_parquet(tmp, index=False)
         else:
-            raise ValueError(f"{path}: unknown table suffix {path.suffix!r}; use .tsv, .csv or .parquet")
+            raise ValueError(
+                f"{path}: unknown table suffix {path.suffix!r}; use .tsv, .csv or .parquet"
+            )
     return path
 
 

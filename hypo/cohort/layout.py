@@ -1,0 +1,69 @@
+"""The on-disk layout of a hypo cohort (BIDS-flavoured).
+
+::
+
+    DIR/
+      participants.tsv                    participant_id (sub-...), clinical columns
+      generator.json                      synthetic cohorts only: parameters, outcome model, hash
+      slice_labels.tsv                    optional: participant_id, slice, lesion_visible (reader)
+      sub-<id>/dwi/sub-<id>_dwi.nii.gz
+      derivatives/lesion_masks/sub-<id>/dwi/sub-<id>_label-lesion_mask.nii.gz   (optional)
+      derivatives/truth/sub-<id>_label-<lesion|brain|ventricles|cortex|hemisphere>_mask.nii.gz
+      derivatives/truth/truth.tsv         synthetic ground truth per patient
+
+``slice`` always counts axial slices in the canonical (RAS+) voxel order, inferior to
+superior, starting at 0, whatever the storage order of the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PARTICIPANTS = "participants.tsv"
+GENERATOR = "generator.json"
+SLICE_LABELS = "slice_labels.tsv"
+TRUTH_DIR = Path("derivatives") / "truth"
+TRUTH_TABLE = TRUTH_DIR / "truth.tsv"
+TRUTH_LABELS = ("lesion", "brain", "ventricles", "cortex", "hemisphere")
+
+#: Clinical columns of the paper's table, in the order participants.tsv writes them.
+CLINICAL_COLUMNS = (
+    "age",
+    "sex",
+    "group",
+    "mrs_before",
+    "nihss_baseline",
+    "ivt",
+    "iat",
+    "onset_to_imaging_h",
+    "mrs_3months",
+    "nihss_24h",
+    "nihss_3months",
+    "hypertension",
+    "diabetes",
+    "atrial_fibrillation",
+    "smoking",
+    "dyslipidemia",
+)
+REQUIRED_COLUMNS = ("participant_id",)
+
+
+def dwi_path(root: Path, pid: str) -> Path:
+    return Path(root) / pid / "dwi" / f"{pid}_dwi.nii.gz"
+
+
+def lesion_mask_path(root: Path, pid: str) -> Path:
+    return (
+        Path(root)
+        / "derivatives"
+        / "lesion_masks"
+        / pid
+        / "dwi"
+        / f"{pid}_label-lesion_mask.nii.gz"
+    )
+
+
+def truth_mask_path(root: Path, pid: str, label: str) -> Path:
+    if label not in TRUTH_LABELS:
+        raise ValueError(f"unknown truth label {label!r}; expected one of {TRUTH_LABELS}")
+    return Path(root) / TRUTH_DIR / f"{pid}_label-{label}_mask.nii.gz"
