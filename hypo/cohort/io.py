@@ -447,7 +447,7 @@ class Cohort:
         ``lesion_visible``, ``lesion_area_mm2`` (lesion cross-section from the mask, NaN
         without one), ``label_source``: ``'reader'`` when the label comes from
         slice_labels.tsv, ``'mask'`` when derived from the lesion mask (visible when the
-        area is at least ``min_lesion_area_mm2``), ``'none'`` when neither exists.
+        area is non-zero and at least ``min_lesion_area_mm2``), ``'none'`` when neither exists.
         ``lesion_visible`` is bool; it becomes pandas' nullable ``boolean`` only when some
         slice has no label at all. Extra columns of slice_labels.tsv (e.g. ``img_id``) are
         kept. Computed once per cohort object.
@@ -478,9 +478,8 @@ class Cohort:
             frame["label_source"] = "none"
             frame["lesion_visible"] = pd.array([pd.NA] * n, dtype="boolean")
             has_mask = frame["lesion_area_mm2"].notna()
-            frame.loc[has_mask, "lesion_visible"] = (
-                frame.loc[has_mask, "lesion_area_mm2"] >= self.min_lesion_area_mm2
-            )
+            area = frame.loc[has_mask, "lesion_area_mm2"]
+            frame.loc[has_mask, "lesion_visible"] = (area > 0) & (area >= self.min_lesion_area_mm2)
             frame.loc[has_mask, "label_source"] = "mask"
             if reader is not None:
                 rows = reader[reader["participant_id"] == pid]
