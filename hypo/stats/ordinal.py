@@ -1,0 +1,396 @@
+"""Proportional-odds (cumulative logit) models of an ordinal outcome such as mRS at 3 months.
+
+Sign convention (statsmodels ``OrderedModel``, R ``MASS::polr``, ``ordinal::clm``, Stata
+``ologit``)::
+
+    logit P(Y <= j | x) = theta_j - x' beta
+
+so ``beta > 0`` (OR = exp(beta) > 1) means a *higher* outcome level, i.e. a *worse* mRS.
+Stroke papers usually quote the common OR for a *better* outcome, exp(-beta): see
+:meth:`OrdinalResult.or_better`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from statsmodels.miscmodels.ordinal_model import OrderedModel
+
+from ._design import Design, build_design, ordinal_codes
+
+__all__ = [
+    "ConvergenceError",
+    "OrdinalFitError",
+    "OrdinalResult",
+    "SeparationError",
+    "fit_proportional_odds",
+    "lr_test_terms",
+]
+
+Z95 = stats.norm.ppf(0.975)
+
+#: |beta| x SD(x) above this (an OR of ~2e4 per SD) is taken as (quasi-)complete separation.
+SEPARATION_EFFECT_PER_SD = 10.0
+#: BFGS iteration cap; well-posed mRS models converge in < 100.
+MAX_ITER = 2000
+
+
+class OrdinalFitError(ValueError):
+    """A model could not be fitted to give trustworthy numbers."""
+
+
+class ConvergenceError(OrdinalFitError):
+    """The optimiser stopped before the likelihood was maximised."""
+
+
+class SeparationError(OrdinalFitError):
+    """(Quasi-)complete separation: some coefficient runs off to infinity."""
+
+
+@dataclass
+class OrdinalResult:
+    """A fitted proportional-odds model.
+
+    Attributes
+    ----------
+    coef : DataFrame
+        Indexed by design-matrix column; columns ``estimate, se, z, p, OR, OR_low, OR_high``
+        (log-odds scale, 95 % Wald interval). OR > 1 means a higher (worse) outcome level.
+    thresholds : DataFrame
+        Cut-points ``theta_j`` on the natural (logit) scale, indexed ``"0|1"``, ``"1|2"``...
+        with delta-method standard errors.
+    loglik, aic : float
+        Log-likelihood and Akaike information criterion.
+    n : float
+        Number of patients (the sum of the frequency weights when weights are given).
+    """
+
+    coef: pd.DataFrame
+    thresholds: pd.DataFrame
+    loglik: float
+    aic: float
+    n: float
+    converged: bool
+    formula: str
+    outcome: str
+    outcome_levels: list
+    link: str
+    cov_type: str
+    sm_result: object
+    design: Design = field(repr=False)
+    codes: np.ndarray = field(repr=False)  # outcome codes 0..K-1 of the rows fitted (expanded)
+    exog: pd.DataFrame = field(repr=False)  # design rows fitted (expanded by weights)
+    groups: np.ndarray | None = field(default=None, repr=False)
+    dropped: dict = field(default_factory=dict)
+    fit_warnings: list = field(default_factory=list)
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.outcome_levels)
+
+    @property
+    def params(self) -> pd.Series:
+        """Coefficients (log-odds, higher = worse) followed by natural-scale thresholds."""
+        return pd.concat([self.coef["estimate"], self.thresholds["estimate"]])
+
+    def or_better(self) -> pd.DataFrame:
+        """Odds ratios for a *better* (lower) outcome, exp(-beta), with their 95 % CI."""
+        est = self.coef["estimate"]
+        se = self.coef["se"]
+        return pd.DataFrame(
+            {
+                "OR_better": np.exp(-est),
+                "OR_better_low": np.exp(-est - Z95 * se),
+                "OR_better_high": np.exp(-est + Z95 * se),
+                "p": self.coef["p"],
+            }
+        )
+
+    def linear_predictor(self, data: pd.DataFrame | None = None) -> np.ndarray:
+        """x' beta for ``data`` (default: the rows fitted, before weight expansion).
+
+        Higher values mean a higher (worse) predicted outcome.
+        """
+        X = self.design.X if data is None else self.design.matrix_for(data)
+        return X.to_numpy(float) @ self.coef["estimate"].to_numpy()
+
+    def predict_proba(self, data: pd.DataFrame | None = None) -> pd.DataFrame:
+        """P(Y = level | x) for every outcome level; rows as in ``data``."""
+        eta = self.linear_predictor(data)
+        theta = self.thresholds["estimate"].to_numpy()
+        cdf = _cdf(self.link, theta[None, :] - eta[:, None])
+        cdf = np.hstack([np.zeros((len(eta), 1)), cdf, np.ones((len(eta), 1))])
+        return pd.DataFrame(np.diff(cdf, axis=1), columns=self.outcome_levels)
+
+    def summary(self) -> str:
+        """Plain-text summary that says in words which way the odds ratios point."""
+        lines = [
+            f"Proportional-odds ({self.link}) model: {self.formula}",
+            f"n = {self.n:g} ({'sum of frequency weights' if self.design.weights is not None else 'patients'})"
+            + (f"; rows dropped for missing values: {self.dropped}" if self.dropped else ""),
+            f"outcome levels (low to high): {self.outcome_levels}",
+            f"log-likelihood = {self.loglik:.3f}, AIC = {self.aic:.3f}, "
+            f"converged = {self.converged}, covariance = {self.cov_type}",
+            "",
+            f"logit P({self.outcome} <= j) = theta_j - x'beta.",
+            f"OR > 1 means higher (worse) {self.outcome}; "
+            f"the OR for a better (lower) {self.outcome} is exp(-beta) = 1/OR (see or_better()).",
+            "",
+            self.coef.to_string(float_format=lambda v: f"{v:.4g}"),
+            "",
+            "Thresholds (natural scale):",
+            self.thresholds.to_string(float_format=lambda v: f"{v:.4g}"),
+        ]
+        if self.fit_warnings:
+            lines += ["", "Warnings during the fit:", *[f"  {w}" for w in self.fit_warnings]]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def _cdf(link: str, x: np.ndarray) -> np.ndarray:
+    if link == "logit":
+        return stats.logistic.cdf(x)
+    if link == "probit":
+        return stats.norm.cdf(x)
+    raise ValueError(f"link {link!r}: expected 'logit' or 'probit'")
+
+
+def _expand(design: Design) -> tuple[pd.Series, pd.DataFrame, np.ndarray | None]:
+    """Repeat each row by its frequency weight (polr's ``weights=`` for counts)."""
+    y, X, g = design.y, design.X, design.groups
+    if design.weights is None:
+        return y, X, g
+    w = design.weights
+    if np.any(w != np.round(w)):
+        raise ValueError(
+            "weights must be whole-numbered frequency weights (counts of identical patients); "
+            f"got e.g. {w[w != np.round(w)][:3].tolist()}"
+        )
+    reps = w.astype(int)
+    pos = np.repeat(np.arange(len(y)), reps)
+    y2 = y.iloc[pos].reset_index(drop=True)
+    X2 = X.iloc[pos].reset_index(drop=True)
+    g2 = None if g is None else g[pos]
+    return y2, X2, g2
+
+
+def _check_exog(X: pd.DataFrame, formula: str) -> None:
+    if X.shape[1] == 0:
+        raise ValueError(f"formula {formula!r} has no covariate columns to estimate")
+    const = [c for c in X.columns if np.ptp(X[c].to_numpy(float)) == 0]
+    if const:
+        raise ValueError(
+            f"formula {formula!r}: design column(s) {const} are constant in the rows fitted; "
+            f"their effect cannot be estimated (thresholds play the intercept's role)"
+        )
+    rank = np.linalg.matrix_rank(X.to_numpy(float))
+    if rank < X.shape[1]:
+        raise ValueError(
+            f"formula {formula!r}: design columns {list(X.columns)} are collinear "
+            f"(rank {rank} < {X.shape[1]})"
+        )
+
+
+def _fit_sm(
+    codes: np.ndarray,
+    X: pd.DataFrame,
+    link: str,
+    cov_type: str,
+    groups: np.ndarray | None,
+    start_params: np.ndarray | None = None,
+):
+    """Fit statsmodels' OrderedModel with BFGS; return (result, warnings as text)."""
+    model = OrderedModel(codes, X, distr=link)
+    fit_kw: dict = {"method": "bfgs", "maxiter": MAX_ITER, "disp": False}
+    if cov_type == "cluster":
+        fit_kw["cov_type"] = "cluster"
+        fit_kw["cov_kwds"] = {"groups": np.asarray(pd.factorize(groups)[0])}
+    elif cov_type != "nonrobust":
+        fit_kw["cov_type"] = cov_type
+    if start_params is not None:
+        fit_kw["start_params"] = start_params
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with np.errstate(all="ignore"):
+            res = model.fit(**fit_kw)
+    msgs = [f"{w.category.__name__}: {w.message}" for w in caught]
+    return res, msgs
+
+
+def _check_fit(res, X: pd.DataFrame, formula: str, msgs: list[str]) -> None:
+    k = X.shape[1]
+    beta = np.asarray(res.params[:k], dtype=float)
+    se = np.asarray(res.bse[:k], dtype=float)
+    sd = X.to_numpy(float).std(axis=0)
+    effect = np.abs(beta) * sd
+    sep = [c for c, e, s in zip(X.columns, effect, se) if e > SEPARATION_EFFECT_PER_SD]
+    sep_warned = any("PerfectSeparation" in m for m in msgs)
+    if sep or sep_warned:
+        raise SeparationError(
+            f"formula {formula!r}: (quasi-)complete separation; coefficient(s) "
+            f"{sep or list(X.columns)} run off towards infinity (|beta| x SD = "
+            f"{np.round(effect, 1).tolist()}). Merge sparse outcome levels, drop or "
+            f"coarsen the separating covariate, or use a penalised model."
+        )
+    if not res.mle_retvals.get("converged", False):
+        raise ConvergenceError(
+            f"formula {formula!r}: BFGS did not converge in {MAX_ITER} iterations "
+            f"(retvals: { {k: v for k, v in res.mle_retvals.items() if k in ('converged', 'iterations', 'warnflag')} }); "
+            f"rescale covariates or simplify the model"
+        )
+    all_se = np.asarray(res.bse, dtype=float)
+    if not np.all(np.isfinite(all_se)):
+        names = list(X.columns) + [f"threshold {j + 1}" for j in range(len(all_se) - k)]
+        bad = [n for n, s in zip(names, all_se) if not np.isfinite(s)]
+        raise OrdinalFitError(
+            f"formula {formula!r}: the information matrix is singular (non-finite standard "
+            f"errors for {bad}); a covariate or an outcome level carries no information"
+        )
+
+
+def fit_proportional_odds(
+    data: pd.DataFrame,
+    formula: str,
+    weights: str | np.ndarray | pd.Series | None = None,
+    cov_type: str = "nonrobust",
+    groups: str | np.ndarray | pd.Series | None = None,
+    link: str = "logit",
+) -> OrdinalResult:
+    """Fit a proportional-odds model ``outcome ~ covariates`` (no intercept; thresholds instead).
+
+    Parameters
+    ----------
+    data : DataFrame
+        One row per patient (or per covariate pattern with ``weights``).
+    formula : str
+        Patsy formula, e.g. ``"mrs_3months ~ lesion_volume_ml + age + C(sex)"``. The
+        left side names an ordered categorical or integer column; unused levels are
+        dropped. Any intercept is removed from the design matrix.
+    weights : str or array, optional
+        Frequency weights (whole numbers; a column name or one value per row), as in
+        R's ``polr(..., weights = Freq)``. Rows are expanded, so ``n`` is the sum of weights.
+    cov_type : {"nonrobust", "cluster", "HC0", ...}
+        Covariance of the estimates; ``"cluster"`` needs ``groups``.
+    groups : str or array, optional
+        Cluster labels (e.g. centre) for ``cov_type="cluster"``.
+    link : {"logit", "probit"}
+        Link function; odds ratios are only meaningful for ``"logit"``.
+
+    Returns
+    -------
+    OrdinalResult
+
+    Raises
+    ------
+    ValueError
+        Missing column (the available ones are listed), an outcome that is not ordinal,
+        a single outcome level, constant or collinear covariates.
+    SeparationError, ConvergenceError
+        (Subclasses of ValueError.) The fit cannot give a trustworthy number.
+    """
+    if link not in ("logit", "probit"):
+        raise ValueError(f"link {link!r}: expected 'logit' or 'probit'")
+    if cov_type == "cluster" and groups is None:
+        raise ValueError("cov_type='cluster' needs groups= (a column name or one label per row)")
+    if groups is not None and cov_type != "cluster":
+        raise ValueError(f"groups were given but cov_type={cov_type!r}; use cov_type='cluster'")
+    design = build_design(data, formula, weights=weights, groups=groups)
+    y, X, g = _expand(design)
+    codes, levels = ordinal_codes(y, design.outcome)
+    _check_exog(X, formula)
+    res, msgs = _fit_sm(codes, X, link, cov_type, g)
+    _check_fit(res, X, formula, msgs)
+    return _result_from_sm(res, design, formula, codes, levels, X, g, link, cov_type, msgs)
+
+
+def _result_from_sm(res, design, formula, codes, levels, X, g, link, cov_type, msgs):
+    k = X.shape[1]
+    params = np.asarray(res.params, dtype=float)
+    cov = np.asarray(res.cov_params(), dtype=float)
+    beta, se = params[:k], np.sqrt(np.diag(cov)[:k])
+    z = beta / se
+    coef = pd.DataFrame(
+        {
+            "estimate": beta,
+            "se": se,
+            "z": z,
+            "p": 2 * stats.norm.sf(np.abs(z)),
+            "OR": np.exp(beta),
+            "OR_low": np.exp(beta - Z95 * se),
+            "OR_high": np.exp(beta + Z95 * se),
+        },
+        index=pd.Index(X.columns, name="term"),
+    )
+    # Natural-scale cuts theta_j = a_1 + sum_{i<=j} exp(a_i): delta method through the
+    # Jacobian d theta_j / d a_i (1 for the first cut, exp(a_i) for the log-increments).
+    a = params[k:]
+    theta = res.model.transform_threshold_params(params)[1:-1]
+    m = len(a)
+    jac = np.zeros((m, m))
+    jac[:, 0] = 1.0
+    for j in range(m):
+        jac[j, 1 : j + 1] = np.exp(a[1 : j + 1])
+    th_cov = jac @ cov[k:, k:] @ jac.T
+    names = [f"{levels[j]}|{levels[j + 1]}" for j in range(m)]
+    thresholds = pd.DataFrame(
+        {"estimate": theta, "se": np.sqrt(np.diag(th_cov))}, index=pd.Index(names, name="cut")
+    )
+    return OrdinalResult(
+        coef=coef,
+        thresholds=thresholds,
+        loglik=float(res.llf),
+        aic=float(-2 * res.llf + 2 * len(params)),
+        n=float(len(codes)),
+        converged=bool(res.mle_retvals.get("converged", False)),
+        formula=formula,
+        outcome=design.outcome,
+        outcome_levels=list(levels),
+        link=link,
+        cov_type=cov_type,
+        sm_result=res,
+        design=design,
+        codes=codes,
+        exog=X,
+        groups=g,
+        dropped=dict(design.dropped),
+        fit_warnings=msgs,
+    )
+
+
+def _null_loglik(codes: np.ndarray) -> float:
+    """Log-likelihood of the thresholds-only model (closed form: observed proportions)."""
+    counts = np.bincount(codes)
+    counts = counts[counts > 0]
+    return float(np.sum(counts * np.log(counts / counts.sum())))
+
+
+def lr_test_terms(result: OrdinalResult) -> pd.DataFrame:
+    """Likelihood-ratio test of each formula term (all its design columns at once).
+
+    Each term is dropped in turn and the model refitted on exactly the same rows.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``term, chi2, df, p``; one row per term.
+    """
+    rows = []
+    for term, cols in result.design.term_columns.items():
+        rest = result.exog.drop(columns=cols)
+        if rest.shape[1] == 0:
+            ll0 = _null_loglik(result.codes)
+        else:
+            res0, msgs = _fit_sm(result.codes, rest, result.link, "nonrobust", None)
+            _check_fit(res0, rest, f"{result.formula} without {term}", msgs)
+            ll0 = float(res0.llf)
+        chi2 = max(2 * (result.loglik - ll0), 0.0)
+        rows.append(
+            {"term": term, "chi2": chi2, "df": len(cols), "p": stats.chi2.sf(chi2, len(cols))}
+        )
+    return pd.DataFrame(rows, columns=["term", "chi2", "df", "p"])
