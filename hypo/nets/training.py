@@ -1,0 +1,477 @@
+"""Training of the paper's CNNs: Adam, batch 64, early stopping, resumable checkpoints.
+
+A run folder holds, before the first step, ``run.json`` (configuration, split, class
+weights, subsampling, augmentation, cohort and generator hashes); during training
+``log.csv`` (Keras ``CSVLogger``) and ``checkpoint/`` (written atomically after every
+epoch: all model variables including BatchNorm statistics and dropout seed states, all
+optimizer variables, the best weights so far and the early-stopping counters). Because
+the data pipeline draws each epoch's order and augmentation from ``(seed, epoch)``
+(:mod:`hypo.nets.data`), a run killed after epoch k and resumed ends with the same
+weights as one that ran straight through.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from hypo._util import atomic_path, rng_for, write_json_atomic
+from hypo.nets.architectures import build_model
+from hypo.nets.data import AugmentConfig, make_dataset, steps_per_epoch
+from hypo.nets.labels import task_labels
+from hypo.nets.splits import PatientSplit, patient_split
+
+
+@dataclass
+class TrainConfig:
+    """Training settings (defaults from the paper's code).
+
+    Parameters
+    ----------
+    architecture : str
+        Name for :func:`hypo.nets.build_model`.
+    epochs : int
+        Maximum epochs (paper code: 100 stroke, 400 mRS).
+    batch_size : int
+        Global batch size (paper: 64).
+    learning_rate : float
+        Adam learning rate (Keras default 1e-3, as in the paper's code).
+    patience : int
+        Early stopping: epochs without a lower validation loss before stopping; the best
+        epoch's weights are restored.
+    seed : int
+        Seeds weights, dropout masks, shuffles, augmentation and subsampling.
+    dropout : float
+        Dropout rate (paper: 0.3).
+    augment : AugmentConfig
+        Geometric augmentation of training batches (horizontal flip off by default).
+    class_weight : bool
+        Weight training slices by inverse class frequency ("balanced").
+    negative_fraction : float or None
+        Keep this fraction of the lesion-free (class 0) training slices, drawn with the
+        seed; ``None`` keeps all.
+    precision : {"float32", "mixed_bfloat16", "mixed_float16"}
+        Keras dtype policy of the body; logits and softmax stay float32.
+    strategy : {None, "mirrored"}
+        ``"mirrored"`` trains on ``tf.distribute.MirroredStrategy`` over all visible
+        devices.
+    deterministic : bool
+        Call ``tf.config.experimental.enable_op_determinism()`` (bit-reproducible
+        kernels; may be slower on GPUs).
+    """
+
+    architecture: str = "gap"
+    epochs: int = 100
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    patience: int = 10
+    seed: int = 0
+    dropout: float = 0.3
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    class_weight: bool = True
+    negative_fraction: float | None = None
+    precision: str = "float32"
+    strategy: str | None = None
+    deterministic: bool = True
+
+    def __post_init__(self):
+        if isinstance(self.augment, dict):
+            self.augment = AugmentConfig(**self.augment)
+        if self.strategy not in (None, "mirrored"):
+            raise ValueError(f"TrainConfig.strategy={self.strategy!r}; expected None or 'mirrored'")
+        if self.negative_fraction is not None and not 0 < self.negative_fraction <= 1:
+            raise ValueError(
+                f"TrainConfig.negative_fraction={self.negative_fraction}; expected (0, 1]"
+            )
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("TrainConfig: epochs and batch_size must be positive")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["augment"] = self.augment.to_dict()
+        return d
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns."""
+
+    model: keras.Model
+    history: pd.DataFrame
+    best_epoch: int
+    out_dir: Path
+    class_weights: dict
+    n_train_slices: int
+    epoch_seconds: list
+    final_weights: list
+
+
+class Interrupt(Exception):
+    """Raised by a callback to stop training abruptly (tests kill a run with it)."""
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _values(variables) -> list[np.ndarray]:
+    return [np.asarray(v.numpy()) for v in variables]
+
+
+def _assign(variables, values, what: str, path: Path) -> None:
+    if len(variables) != len(values):
+        raise ValueError(
+            f"{path}: checkpoint has {len(values)} {what} variables, the model "
+            f"{len(variables)}; was it written by a different architecture?"
+        )
+    for v, a in zip(variables, values):
+        if tuple(v.shape) != tuple(a.shape):
+            raise ValueError(f"{path}: {what} variable {v.path} has shape {v.shape}, not {a.shape}")
+        v.assign(a)
+
+
+class _RunState(keras.callbacks.Callback):
+    """Early stopping on validation loss + per-epoch checkpoint of the whole run state."""
+
+    def __init__(self, ckpt_dir: Path, patience: int, state: dict | None = None):
+        super().__init__()
+        self.ckpt_dir = Path(ckpt_dir)
+        self.patience = int(patience)
+        s = state or {}
+        self.best = s.get("best", np.inf)
+        self.best_epoch = s.get("best_epoch", -1)
+        self.wait = s.get("wait", 0)
+        self.stopped = s.get("stopped", False)
+        self.best_weights = None
+        self.epoch_seconds = list(s.get("epoch_seconds", []))
+        self._t0 = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch_seconds.append(time.perf_counter() - self._t0)
+        val = (logs or {}).get("val_loss")
+        if val is None:
+            raise ValueError("training: no val_loss in the logs; a validation set is required")
+        if val < self.best:
+            self.best, self.best_epoch, self.wait = float(val), int(epoch), 0
+            self.best_weights = self.model.get_weights()
+        else:
+            self.wait += 1
+            if self.wait >= self.patience:
+                self.model.stop_training = True
+                self.stopped = True
+        self.save(epoch + 1)
+
+    def save(self, next_epoch: int) -> None:
+        with atomic_path(self.ckpt_dir) as tmp:
+            tmp.mkdir()
+            arrays = {f"m{i}": a for i, a in enumerate(_values(self.model.variables))}
+            arrays.update(
+                {f"o{i}": a for i, a in enumerate(_values(self.model.optimizer.variables))}
+            )
+            np.savez(tmp / "state.npz", **arrays)
+            if self.best_weights is not None:
+                np.savez(tmp / "best.npz", **{f"w{i}": a for i, a in enumerate(self.best_weights)})
+            (tmp / "state.json").write_text(
+                json.dumps(
+                    {
+                        "next_epoch": int(next_epoch),
+                        "best": self.best,
+                        "best_epoch": self.best_epoch,
+                        "wait": self.wait,
+                        "stopped": self.stopped,
+                        "n_model_variables": len(self.model.variables),
+                        "epoch_seconds": self.epoch_seconds,
+                    },
+                    indent=2,
+                )
+            )
+
+    def restore_best(self) -> None:
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+
+def _load_checkpoint(model: keras.Model, ckpt: Path) -> tuple[dict, list | None]:
+    state = json.loads((ckpt / "state.json").read_text())
+    with np.load(ckpt / "state.npz") as z:
+        m = [z[f"m{i}"] for i in range(len([k for k in z.files if k.startswith("m")]))]
+        o = [z[f"o{i}"] for i in range(len([k for k in z.files if k.startswith("o")]))]
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    _assign(model.variables, m, "model", ckpt)
+    _assign(model.optimizer.variables, o, "optimizer", ckpt)
+    best = None
+    if (ckpt / "best.npz").exists():
+        with np.load(ckpt / "best.npz") as z:
+            best = [z[f"w{i}"] for i in range(len(z.files))]
+    return state, best
+
+
+# --------------------------------------------------------------------------- training
+
+
+def class_weights_for(y: np.ndarray, n_classes: int) -> dict:
+    """Balanced class weights ``n / (K * n_c)`` (classes absent from ``y`` get 0)."""
+    counts = np.bincount(y, minlength=n_classes).astype(float)
+    w = np.where(counts > 0, len(y) / (n_classes * np.maximum(counts, 1)), 0.0)
+    return {int(k): float(v) for k, v in enumerate(w)}
+
+
+def subsample_negatives(rows: np.ndarray, y: np.ndarray, fraction: float, seed: int):
+    """Keep ``fraction`` of the class-0 entries of ``rows`` (seeded), all others."""
+    neg = rows[y[rows] == 0]
+    k = int(round(fraction * len(neg)))
+    keep_neg = rng_for(seed, "negative-subsample").choice(neg, size=k, replace=False)
+    return np.sort(np.concatenate([rows[y[rows] != 0], keep_neg]))
+
+
+def _strategy(name: str | None):
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def train(
+    images: np.ndarray,
+    labels: np.ndarray,
+    patient_ids: np.ndarray,
+    split: PatientSplit,
+    out_dir,
+    config: TrainConfig | None = None,
+    n_classes: int | None = None,
+    provenance: dict | None = None,
+    resume: bool = False,
+    callbacks=(),
+    verbose: int | str = "auto",
+) -> TrainResult:
+    """Train ``config.architecture`` on the training patients, early-stopped on validation.
+
+    Parameters
+    ----------
+    images : np.ndarray
+        ``(n, H, W)`` float32 slices (array or memory map). Rows whose label is negative
+        are never used.
+    labels : np.ndarray of int
+        Class per row (``-1`` = not part of this task).
+    patient_ids : np.ndarray of str
+        ``participant_id`` per row; the split assigns rows through it.
+    split : PatientSplit
+        Patient-level split; only ``train`` and ``val`` patients are read.
+    out_dir : path
+        Run folder (``run.json``, ``log.csv``, ``checkpoint/``).
+    provenance : dict, optional
+        Extra facts recorded in ``run.json`` before training (cohort id/hash, generator
+        hash, command line).
+    resume : bool
+        Continue from ``out_dir/checkpoint`` if present (else start fresh).
+    callbacks : sequence of keras.callbacks.Callback
+        Called after the run's own checkpointing callback.
+
+    Returns
+    -------
+    TrainResult
+        ``model`` carries the weights of the epoch with the lowest validation loss.
+    """
+    config = config or TrainConfig()
+    out_dir = Path(out_dir)
+    images_ok = images.ndim in (3, 4) and len(images) == len(labels) == len(patient_ids)
+    if not images_ok:
+        raise ValueError(
+            f"train: images {images.shape}, labels {len(labels)}, patient_ids "
+            f"{len(patient_ids)}; expected (n, H, W) images and n labels and n patient ids"
+        )
+    labels = np.asarray(labels, dtype=np.int64)
+    n_classes = int(n_classes or (3 if config.architecture == "mrs" else 2))
+    if labels.max() >= n_classes:
+        raise ValueError(f"train: label {labels.max()} but n_classes={n_classes}")
+    parts = split.indices(np.asarray(patient_ids).astype(str))
+    train_rows = parts["train"][labels[parts["train"]] >= 0]
+    val_rows = parts["val"][labels[parts["val"]] >= 0]
+    if len(train_rows) == 0 or len(val_rows) == 0:
+        raise ValueError(
+            f"train: {len(train_rows)} training and {len(val_rows)} validation slices; "
+            "the split's patients do not match patient_ids"
+        )
+    if set(split.train) & (set(split.val) | set(split.test)):
+        raise ValueError("train: a patient is in the training set and in val/test")
+    if config.negative_fraction is not None:
+        train_rows = subsample_negatives(train_rows, labels, config.negative_fraction, config.seed)
+    cw = class_weights_for(labels[train_rows], n_classes) if config.class_weight else None
+    weights = None
+    if cw is not None:
+        weights = np.zeros(len(labels), dtype=np.float32)
+        weights[train_rows] = [cw[int(c)] for c in labels[train_rows]]
+
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    ckpt = out_dir / "checkpoint"
+    resuming = resume and (ckpt / "state.json").exists()
+    run_file = out_dir / "run.json"
+    if not resuming:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for stale in (out_dir / "log.csv",):
+            stale.unlink(missing_ok=True)
+        write_json_atomic(
+            run_file,
+            {
+                "config": config.to_dict(),
+                "n_classes": n_classes,
+                "split": split.to_dict(),
+                "n_train_slices": int(len(train_rows)),
+                "n_val_slices": int(len(val_rows)),
+                "class_weights": cw,
+                "negative_subsampling": config.negative_fraction,
+                "horizontal_flip": config.augment.horizontal_flip,
+                "provenance": provenance or {},
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "argv": sys.argv,
+            },
+        )
+
+    strategy = _strategy(config.strategy)
+    input_shape = tuple(images.shape[1:3]) + (1,)
+    with strategy.scope():
+        model = build_model(
+            config.architecture,
+            input_shape=input_shape,
+            n_classes=n_classes,
+            dropout=config.dropout,
+            seed=config.seed,
+            precision=config.precision,
+        )
+        model.compile(
+            optimizer=keras.optimizers.Adam(config.learning_rate),
+            loss=keras.losses.CategoricalCrossentropy(),
+            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        )
+        state, best = None, None
+        if resuming:
+            state, best = _load_checkpoint(model, ckpt)
+    first = int(state["next_epoch"]) if state else 0
+    run_state = _RunState(ckpt, config.patience, state)
+    run_state.best_weights = best
+
+    steps = steps_per_epoch(len(train_rows), config.batch_size)
+    if first < config.epochs and not run_state.stopped:
+        train_ds = make_dataset(
+            images,
+            labels,
+            train_rows,
+            batch_size=config.batch_size,
+            n_classes=n_classes,
+            sample_weight=weights,
+            shuffle=True,
+            augment=config.augment,
+            seed=config.seed,
+            epochs=(first, config.epochs),
+        )
+        val_ds = make_dataset(
+            images, labels, val_rows, batch_size=config.batch_size, n_classes=n_classes
+        )
+        logger = keras.callbacks.CSVLogger(str(out_dir / "log.csv"), append=resuming)
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=config.epochs,
+            initial_epoch=first,
+            steps_per_epoch=steps,
+            callbacks=[run_state, logger, *callbacks],
+            verbose=verbose,
+            shuffle=False,
+        )
+    final_weights = model.get_weights()
+    run_state.restore_best()
+    log = out_dir / "log.csv"
+    history = pd.read_csv(log) if log.exists() else pd.DataFrame()
+    return TrainResult(
+        model=model,
+        history=history,
+        best_epoch=run_state.best_epoch,
+        out_dir=out_dir,
+        class_weights=cw or {},
+        n_train_slices=int(len(train_rows)),
+        epoch_seconds=run_state.epoch_seconds,
+        final_weights=final_weights,
+    )
+
+
+# --------------------------------------------------------------------------- slice stores
+
+
+def task_of(architecture: str) -> str:
+    return "mrs" if architecture == "mrs" else "stroke"
+
+
+def prepare_store(store, architecture: str, split_seed: int = 0, val_size=0.15, test_size=0.15):
+    """Labels and patient split for ``architecture`` on a slice store.
+
+    Returns
+    -------
+    labels : np.ndarray of int
+        Class per store row; ``-1`` for rows outside the task (mRS: patients without
+        a 3-month mRS).
+    split : PatientSplit
+    sl : hypo.nets.labels.SliceLabels
+    """
+    task = task_of(architecture)
+    sl = task_labels(task, store.table)
+    labels = np.full(len(store.table), -1, dtype=np.int64)
+    labels[sl.index] = sl.y
+    table = store.table.iloc[sl.index]
+    strat = ("group", "mrs_group") if task == "mrs" else ("group",)
+    strat = tuple(c for c in strat if c == "mrs_group" or c in table.columns)
+    split = patient_split(table, val_size, test_size, seed=split_seed, stratify=strat)
+    return labels, split, sl
+
+
+def train_on_store(
+    store,
+    out_dir,
+    config: TrainConfig | None = None,
+    split_seed: int = 0,
+    resume: bool = False,
+    command: str | None = None,
+    verbose="auto",
+    callbacks=(),
+):
+    """Labels, patient split and training on a :class:`hypo.preprocess.SliceStore`.
+
+    Records the store's cohort id, cohort hash and generator hash in ``run.json``
+    before training starts. Returns ``(TrainResult, labels, split, slice_labels)``.
+    """
+    config = config or TrainConfig()
+    labels, split, sl = prepare_store(store, config.architecture, split_seed)
+    meta = getattr(store, "meta", {}) or {}
+    provenance = {
+        "cohort_id": store.cohort_id,
+        "cohort_hash": store.cohort_hash,
+        "generator_hash": meta.get("generator_hash"),
+        "slice_store": str(store.path),
+        "preprocessing": asdict(store.config),
+        "excluded_patients": sl.excluded_patients,
+        "command": command,
+    }
+    result = train(
+        np.asarray(store.images) if not hasattr(store.images, "filename") else store.images,
+        labels,
+        store.table["participant_id"].astype(str).to_numpy(),
+        split,
+        out_dir,
+        config,
+        n_classes=len(sl.classes),
+        provenance=provenance,
+        resume=resume,
+        verbose=verbose,
+        callbacks=callbacks,
+    )
+    return result, labels, split, sl
