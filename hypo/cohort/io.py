@@ -40,7 +40,7 @@ GROUPS = ("stroke", "TIA")
 NA_VALUES = ("n/a", "N/A", "NA", "na", "", "nan", "NaN")
 
 #: Columns that are never converted to numbers even when every value looks numeric.
-TEXT_COLUMNS = ("participant_id", "group", "sex")
+TEXT_COLUMNS = ("participant_id", "group")
 
 #: Tolerance (mm) when comparing the affines of an image and its mask.
 AFFINE_ATOL_MM = 1e-3
