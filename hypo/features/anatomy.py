@@ -1,0 +1,589 @@
+"""Anatomy of every slice, from the image alone.
+
+For each preprocessed axial slice (radiological view: column 0 = patient's RIGHT) this
+module estimates, without any ground truth:
+
+* the **brain mask** (Otsu threshold of the slice, holes filled, largest component);
+* the **midsagittal line**: the line (angle + offset) about which the brain is most
+  mirror-symmetric, found by rotating the slice through candidate angles and locating,
+  for each angle, the column of maximal mirror correlation with one FFT (the correlation
+  of an image with its mirror image about column ``c`` is its row-wise autoconvolution at
+  ``2c``; by Cauchy-Schwarz it peaks where the image is symmetric). A rotated head is
+  therefore handled, and the image centre plays no role;
+* **hemispheres** in the patient's true orientation: pixels on the high-column side of the
+  line are the patient's LEFT (label 1), the low-column side the RIGHT (label 2), as in
+  the truth masks;
+* **ventricles**: dark (CSF) components inside the brain, away from its rim, near its
+  centre;
+* the **cortical-edge band**: brain pixels within ``edge_width_mm`` of the brain's border
+  (distances in mm from the store's ``pixel_mm_row/col``);
+* the **lesion**: pixels hyperintense relative to the brain's own intensity distribution
+  (robust z-score from median and MAD) in components of at least ``lesion_min_area_mm2``.
+
+Masks are packed into one ``uint8`` label image per slice (bit flags, see ``BRAIN`` ...
+``LESION``) so a cohort's anatomy costs one byte per pixel on disk. :func:`anatomy_for_store`
+computes the anatomy of a slice store once, in batches, and caches it next to the store.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+from scipy import fft as sp_fft
+from scipy import ndimage
+
+from hypo._util import stable_hash, write_json_atomic
+
+#: Bit flags of the packed label image.
+BRAIN, LEFT, RIGHT, VENTRICLE, EDGE, LESION = 1, 2, 4, 8, 16, 32
+#: Hemisphere codes, as in the synthetic truth masks.
+HEMI_LEFT, HEMI_RIGHT = 1, 2
+ANATOMY_VERSION = 1
+
+
+@dataclass(frozen=True)
+class AnatomyConfig:
+    """Settings of the image-derived anatomy.
+
+    Parameters
+    ----------
+    edge_width_mm : float
+        Width of the cortical-edge band inside the brain border, mm (sulcal effacement
+        happens in the outer few mm of cortex; 5 mm by default).
+    lesion_z : float
+        Robust z-score (``(x - median) / (1.4826 MAD)`` over the slice's brain pixels)
+        above which a pixel is hyperintense.
+    lesion_min_area_mm2 : float
+        Smallest connected hyperintense component kept as lesion, mm^2 (the cohort's
+        ``min_lesion_area_mm2`` for a visible lesion is 10 mm^2).
+    ventricle_level : float
+        A brain pixel is CSF-dark below ``background + ventricle_level * (tissue -
+        background)``, with the brain's median as tissue and the outside's median as
+        background.
+    ventricle_min_depth_mm : float
+        Ventricle pixels lie at least this far inside the brain border, mm (keeps sulcal
+        CSF at the rim out).
+    ventricle_central_fraction : float
+        A dark component is a ventricle when its centroid lies within this fraction of
+        the brain's half-width and half-height from the brain's centroid.
+    ventricle_min_area_mm2 : float
+        Smallest dark component kept as ventricle, mm^2.
+    max_angle_deg, coarse_step_deg, fine_step_deg : float
+        Midline angle search: a coarse grid over +-``max_angle_deg``, then a fine grid
+        around the best coarse angle.
+    per_patient_angle : bool
+        When slices come with patient ids, use each patient's median midline angle (over
+        slices with at least half the patient's largest brain area) for all of their
+        slices and refit the offsets: an in-plane head rotation is shared by a patient's
+        slices, and small slices near the vertex or the skull base are poorly determined.
+    min_brain_area_px : int
+        A slice with a smaller brain gets no midline (NaN) and no hemispheres.
+    """
+
+    edge_width_mm: float = 5.0
+    lesion_z: float = 3.5
+    lesion_min_area_mm2: float = 10.0
+    ventricle_level: float = 0.5
+    ventricle_min_depth_mm: float = 6.0
+    ventricle_central_fraction: float = 0.5
+    ventricle_min_area_mm2: float = 5.0
+    max_angle_deg: float = 20.0
+    coarse_step_deg: float = 2.0
+    fine_step_deg: float = 0.5
+    per_patient_angle: bool = True
+    min_brain_area_px: int = 64
+
+    def key(self) -> str:
+        return stable_hash({"version": ANATOMY_VERSION, **asdict(self)}, 12)
+
+
+@dataclass
+class Anatomy:
+    """Image-derived anatomy of a set of slices.
+
+    Attributes
+    ----------
+    labels : ndarray, uint8, shape (n, H, W)
+        Packed bit flags: ``BRAIN``, ``LEFT``, ``RIGHT``, ``VENTRICLE``, ``EDGE``, ``LESION``.
+    table : DataFrame
+        One row per slice: ``midline_angle_deg`` (angle of the midline from the image's
+        vertical axis in mm space, positive when its posterior end lies towards higher
+        columns, i.e. the patient's left), ``midline_col_px`` (column where the midline
+        crosses the centre row), ``midline_offset_px`` (that minus the centre column),
+        ``symmetry`` (mirror correlation at the optimum, 0-1), ``brain_area_mm2``,
+        ``ventricle_area_left_mm2``, ``ventricle_area_right_mm2``, ``ventricle_asymmetry``
+        ((L - R)/(L + R) of ventricle areas, NaN without ventricles), ``septum_shift_mm``
+        (signed distance of the septum, the gap between the lateral ventricles, from the
+        midline, positive towards the patient's left; NaN where not found),
+        ``lesion_image_area_mm2``, ``pixel_mm_row``, ``pixel_mm_col``.
+    path : Path or None
+        Cache folder when loaded from / written to disk.
+    """
+
+    labels: np.ndarray
+    table: pd.DataFrame
+    path: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def brain(self) -> np.ndarray:
+        return (self.labels & BRAIN) > 0
+
+    @property
+    def hemisphere(self) -> np.ndarray:
+        """uint8 (n, H, W): 0 outside the brain, 1 = patient's left, 2 = patient's right."""
+        out = np.zeros(self.labels.shape, np.uint8)
+        out[(self.labels & LEFT) > 0] = HEMI_LEFT
+        out[(self.labels & RIGHT) > 0] = HEMI_RIGHT
+        return out
+
+    @property
+    def ventricles(self) -> np.ndarray:
+        return (self.labels & VENTRICLE) > 0
+
+    @property
+    def edge(self) -> np.ndarray:
+        return (self.labels & EDGE) > 0
+
+    @property
+    def lesion(self) -> np.ndarray:
+        return (self.labels & LESION) > 0
+
+    def masks(self) -> dict[str, np.ndarray]:
+        """The masks as a dict of arrays (brain, hemisphere, ventricles, edge, lesion)."""
+        return {
+            "brain": self.brain,
+            "hemisphere": self.hemisphere,
+            "ventricles": self.ventricles,
+            "edge": self.edge,
+            "lesion": self.lesion,
+        }
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, mmap_mode: str = "r") -> Anatomy:
+        path = Path(path)
+        if not (path / "meta.json").exists():
+            raise FileNotFoundError(f"{path}: not an anatomy cache (no meta.json)")
+        labels = np.load(path / "labels.npy", mmap_mode=mmap_mode)
+        table = pd.read_parquet(path / "anatomy.parquet")
+        return cls(labels, table, path)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _pixel_mm(pixel_mm, n: int) -> np.ndarray:
+    arr = np.asarray(pixel_mm, dtype=float)
+    if arr.ndim == 0:
+        arr = np.full((n, 2), float(arr))
+    elif arr.shape == (2,):
+        arr = np.broadcast_to(arr, (n, 2)).copy()
+    if arr.shape != (n, 2):
+        raise ValueError(
+            f"pixel_mm has shape {np.shape(pixel_mm)}; expected a scalar, (row_mm, col_mm) "
+            f"or one (row_mm, col_mm) pair per slice, shape ({n}, 2)"
+        )
+    if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+        raise ValueError("pixel_mm must be positive and finite (mm per output pixel)")
+    return arr
+
+
+def _to_uint8(img: np.ndarray) -> np.ndarray:
+    lo, hi = np.percentile(img, [0.5, 99.5])
+    if hi <= lo:
+        return np.zeros(img.shape, np.uint8)
+    return np.clip((img - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
+
+
+def brain_mask(img: np.ndarray) -> np.ndarray:
+    """Brain mask of one slice: Otsu threshold, holes filled, largest component (bool)."""
+    g = _to_uint8(img)
+    if g.max() == 0:
+        return np.zeros(img.shape, bool)
+    _, b = cv2.threshold(g, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    # A small closing bridges the dark sulci at the rim so hole filling reaches the CSF.
+    b = cv2.morphologyEx(b, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(b, connectivity=8)
+    if n <= 1:
+        return np.zeros(img.shape, bool)
+    k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    return ndimage.binary_fill_holes(lab == k)
+
+
+def _affine(theta_deg: float, centre: tuple[float, float], aspect: float, canvas: int):
+    """Original (x=col, y=row) -> canvas: scale rows by ``aspect``, rotate, centre."""
+    cx, cy = centre
+    t = math.radians(theta_deg)
+    c, s = math.cos(t), math.sin(t)
+    rot = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]], float)
+    scale = np.array([[1, 0, 0], [0, aspect, 0], [0, 0, 1]], float)
+    pre = np.array([[1, 0, -cx], [0, 1, -cy], [0, 0, 1]], float)
+    h = (canvas - 1) / 2.0
+    post = np.array([[1, 0, h], [0, 1, h], [0, 0, 1]], float)
+    return (post @ rot @ scale @ pre)[:2]
+
+
+def _mirror_profile(f: np.ndarray, theta: float, centre, aspect: float, canvas: int):
+    """Best mirror column (canvas coords) and its normalised score at angle ``theta``."""
+    m = _affine(theta, centre, aspect, canvas)
+    w = cv2.warpAffine(f, m, (canvas, canvas), flags=cv2.INTER_LINEAR)
+    energy = float((w * w).sum())
+    if energy <= 0:
+        return np.nan, 0.0
+    nfft = sp_fft.next_fast_len(2 * canvas, real=True)
+    spec = sp_fft.rfft(w, n=nfft, axis=1)
+    prof = sp_fft.irfft((spec * spec).sum(axis=0), n=nfft)[: 2 * canvas - 1]
+    k = int(np.argmax(prof))
+    # Parabolic refinement of the peak (index k = 2c).
+    kk = float(k)
+    if 0 < k < len(prof) - 1:
+        a, b, c = prof[k - 1], prof[k], prof[k + 1]
+        den = a - 2 * b + c
+        if den < 0:
+            kk = k + 0.5 * (a - c) / den
+    return kk / 2.0, float(prof[k]) / energy
+
+
+def _fit_line(f: np.ndarray, centre, aspect: float, angles: np.ndarray, canvas: int):
+    """Best (angle, column, score) over ``angles``, the angle refined by a parabola."""
+    res = [_mirror_profile(f, float(th), centre, aspect, canvas) for th in angles]
+    scores = np.array([r[1] for r in res])
+    k = int(np.argmax(scores))
+    best = (float(angles[k]), res[k][0], float(scores[k]))
+    if 0 < k < len(angles) - 1:
+        a, b, c = scores[k - 1], scores[k], scores[k + 1]
+        den = a - 2 * b + c
+        if den < 0:
+            th = float(angles[k]) + 0.5 * (a - c) / den * float(angles[1] - angles[0])
+            col, score = _mirror_profile(f, th, centre, aspect, canvas)
+            if score >= best[2]:
+                best = (th, col, score)
+    return best
+
+
+def _line_points(theta: float, col: float, centre, aspect: float, canvas: int):
+    """Two points (x, y) of the midline in original pixel coordinates."""
+    inv = cv2.invertAffineTransform(_affine(theta, centre, aspect, canvas))
+    pts = np.array([[col, 0.0, 1.0], [col, canvas - 1.0, 1.0]])
+    return pts @ inv.T  # (2, 2): rows (x, y)
+
+
+def _symmetry_weight(img: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """Non-negative image for the symmetry search: brain intensities, hyperintensities capped.
+
+    Capping at a robust upper level keeps a one-sided bright lesion from pulling the
+    line; the brain silhouette and the dark ventricles carry the symmetry.
+    """
+    vals = img[brain]
+    lo = float(np.percentile(img, 1))
+    med = float(np.median(vals))
+    mad = float(np.median(np.abs(vals - med))) * 1.4826 + 1e-6
+    f = np.clip(img, lo, med + 2 * mad) - lo
+    f = f.astype(np.float32)
+    f[~brain] = 0
+    return f
+
+
+def _septum_shift(vent_rows, vent_cols, p0, d, pr, pc) -> float:
+    """Signed distance (mm, + towards patient's left) of the inter-ventricular gap."""
+    if vent_rows.size < 2:
+        return np.nan
+    # Signed distance of each ventricle pixel from the line, in mm.
+    x_mm = (vent_cols - p0[0]) * pc
+    y_mm = (vent_rows - p0[1]) * pr
+    dx, dy = d[0] * pc, d[1] * pr
+    norm = math.hypot(dx, dy)
+    s = (x_mm * dy - y_mm * dx) / norm
+    along = (x_mm * dx + y_mm * dy) / norm
+    bins = np.round(along / max(pr, 1e-6)).astype(int)
+    mids = []
+    for b in np.unique(bins):
+        sv = np.sort(s[bins == b])
+        if sv.size < 2:
+            continue
+        gaps = np.diff(sv)
+        j = int(np.argmax(gaps))
+        # A real septum gap separates pixels on both sides of it by more than a pixel.
+        if gaps[j] > 1.5 * max(pr, pc):
+            mids.append(0.5 * (sv[j] + sv[j + 1]))
+    return float(np.median(mids)) if mids else np.nan
+
+
+# --------------------------------------------------------------------------- main entry
+
+
+def compute_anatomy(
+    images: np.ndarray,
+    pixel_mm,
+    *,
+    groups=None,
+    config: AnatomyConfig | None = None,
+) -> Anatomy:
+    """Brain, midline, hemispheres, ventricles, cortical edge and lesion of each slice.
+
+    Parameters
+    ----------
+    images : ndarray, shape (n, H, W)
+        Preprocessed axial slices (any per-slice intensity scaling), radiological view.
+    pixel_mm : float, (row_mm, col_mm) or ndarray (n, 2)
+        Pixel size in mm (rows, columns) of each slice, e.g. the slice table's
+        ``pixel_mm_row`` and ``pixel_mm_col``.
+    groups : sequence of length n, optional
+        Patient id of each slice; enables ``config.per_patient_angle``.
+    config : AnatomyConfig, optional
+
+    Returns
+    -------
+    Anatomy
+        Packed label image and per-slice table (see :class:`Anatomy`).
+    """
+    config = config or AnatomyConfig()
+    images = np.asarray(images)
+    if images.ndim != 3:
+        raise ValueError(f"images have shape {images.shape}; expected (n_slices, rows, cols)")
+    n, H, W = images.shape
+    pmm = _pixel_mm(pixel_mm, n)
+    if groups is not None and len(groups) != n:
+        raise ValueError(f"groups has {len(groups)} entries; images have {n} slices")
+    canvas = int(math.ceil(math.hypot(H, W) * 1.15)) + 2
+    coarse = np.arange(
+        -config.max_angle_deg, config.max_angle_deg + 1e-9, config.coarse_step_deg, dtype=float
+    )
+    labels = np.zeros((n, H, W), np.uint8)
+    brains, fits, weights = [], [], []
+    for i in range(n):
+        img = np.asarray(images[i], dtype=np.float32)
+        b = brain_mask(img)
+        brains.append(b)
+        if b.sum() < config.min_brain_area_px:
+            fits.append(None)
+            weights.append(None)
+            continue
+        rr, cc = np.nonzero(b)
+        centre = (float(cc.mean()), float(rr.mean()))
+        aspect = pmm[i, 0] / pmm[i, 1]
+        f = _symmetry_weight(img, b)
+        # The coarse search runs at half resolution: a quarter of the cost, same optimum.
+        half = cv2.resize(f, (W // 2, H // 2), interpolation=cv2.INTER_AREA)
+        th, _, _ = _fit_line(half, (centre[0] / 2, centre[1] / 2), aspect, coarse, canvas // 2 + 1)
+        fine = th + np.arange(
+            -config.coarse_step_deg, config.coarse_step_deg + 1e-9, config.fine_step_deg
+        )
+        th, col, score = _fit_line(f, centre, aspect, fine, canvas)
+        fits.append([th, col, score, centre, aspect])
+        weights.append(f)
+    if groups is not None and config.per_patient_angle:
+        g = np.asarray(groups)
+        area = np.array([b.sum() for b in brains], float)
+        for pid in pd.unique(g):
+            idx = [i for i in np.flatnonzero(g == pid) if fits[i] is not None]
+            if len(idx) < 2:
+                continue
+            big = [i for i in idx if area[i] >= 0.5 * area[idx].max()]
+            th = float(np.median([fits[i][0] for i in big]))
+            for i in idx:
+                centre, aspect = fits[i][3], fits[i][4]
+                col, score = _mirror_profile(weights[i], th, centre, aspect, canvas)
+                fits[i][:3] = [th, col, score]
+    rows = []
+    rr_grid, cc_grid = np.mgrid[:H, :W]
+    for i in range(n):
+        img = np.asarray(images[i], dtype=np.float32)
+        b = brains[i]
+        pr, pc = pmm[i]
+        lab = labels[i]
+        lab[b] = BRAIN
+        rec = {
+            "midline_angle_deg": np.nan,
+            "midline_col_px": np.nan,
+            "midline_offset_px": np.nan,
+            "symmetry": np.nan,
+            "brain_area_mm2": float(b.sum() * pr * pc),
+            "ventricle_area_left_mm2": 0.0,
+            "ventricle_area_right_mm2": 0.0,
+            "ventricle_asymmetry": np.nan,
+            "septum_shift_mm": np.nan,
+            "lesion_image_area_mm2": 0.0,
+            "pixel_mm_row": pr,
+            "pixel_mm_col": pc,
+        }
+        if not b.any():
+            rows.append(rec)
+            continue
+        # Cortical-edge band, by distance in mm from the brain's border.
+        depth = ndimage.distance_transform_edt(b, sampling=(pr, pc))
+        lab[b & (depth <= config.edge_width_mm)] |= EDGE
+        vals = img[b]
+        med = float(np.median(vals))
+        mad = float(np.median(np.abs(vals - med))) * 1.4826
+        # Lesion: robust hyperintensity inside the brain, small specks dropped.
+        if mad > 0:
+            hyper = (b & ((img - med) / mad > config.lesion_z)).astype(np.uint8)
+            lab[_keep_components(hyper, config.lesion_min_area_mm2 / (pr * pc))] |= LESION
+        # Ventricles: CSF-dark, deep, central components.
+        outside = img[~b]
+        bg = float(np.median(outside)) if outside.size > 16 else float(np.percentile(img, 1))
+        thr = bg + config.ventricle_level * (med - bg)
+        dark = (b & (img < thr) & (depth >= config.ventricle_min_depth_mm)).astype(np.uint8)
+        vent = _central_components(
+            dark, b, config.ventricle_min_area_mm2 / (pr * pc), config.ventricle_central_fraction
+        )
+        lab[vent] |= VENTRICLE
+        rec["lesion_image_area_mm2"] = float(((lab & LESION) > 0).sum() * pr * pc)
+        fit = fits[i]
+        if fit is not None and np.isfinite(fit[1]):
+            th, col, score, centre, aspect = fit
+            (x0, y0), (x1, y1) = _line_points(th, col, centre, aspect, canvas)
+            d = np.array([x1 - x0, y1 - y0])
+            if d[1] < 0:
+                d = -d
+            # Column of the line at each row; the high-column side is the patient's left.
+            side = (cc_grid - x0) * d[1] - (rr_grid - y0) * d[0]
+            lab[b & (side > 0)] |= LEFT
+            lab[b & (side <= 0)] |= RIGHT
+            yc = (H - 1) / 2.0
+            col_c = x0 + (yc - y0) * d[0] / d[1]
+            rec.update(
+                midline_angle_deg=math.degrees(math.atan2(d[0] * pc, d[1] * pr)),
+                midline_col_px=col_c,
+                midline_offset_px=col_c - (W - 1) / 2.0,
+                symmetry=score,
+            )
+            vl = int((vent & (side > 0)).sum())
+            vr = int((vent & (side <= 0)).sum())
+            rec["ventricle_area_left_mm2"] = vl * pr * pc
+            rec["ventricle_area_right_mm2"] = vr * pr * pc
+            if vl + vr:
+                rec["ventricle_asymmetry"] = (vl - vr) / (vl + vr)
+            vr_rows, vr_cols = np.nonzero(vent)
+            rec["septum_shift_mm"] = _septum_shift(vr_rows, vr_cols, (x0, y0), d, pr, pc)
+        rows.append(rec)
+    table = pd.DataFrame(rows)
+    return Anatomy(labels, table)
+
+
+def _keep_components(binary: np.ndarray, min_area_px: float) -> np.ndarray:
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    if n <= 1:
+        return np.zeros(binary.shape, bool)
+    keep = np.zeros(n, bool)
+    keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_area_px
+    return keep[lab]
+
+
+def _central_components(dark, brain, min_area_px, fraction) -> np.ndarray:
+    n, lab, stats, cents = cv2.connectedComponentsWithStats(dark, connectivity=8)
+    if n <= 1:
+        return np.zeros(dark.shape, bool)
+    rr, cc = np.nonzero(brain)
+    cy, cx = rr.mean(), cc.mean()
+    hh = max((rr.max() - rr.min()) / 2.0, 1.0)
+    hw = max((cc.max() - cc.min()) / 2.0, 1.0)
+    keep = np.zeros(n, bool)
+    area = stats[1:, cv2.CC_STAT_AREA]
+    near = (np.abs(cents[1:, 0] - cx) <= fraction * hw) & (
+        np.abs(cents[1:, 1] - cy) <= fraction * hh
+    )
+    keep[1:] = (area >= min_area_px) & near
+    return keep[lab]
+
+
+# --------------------------------------------------------------------------- store cache
+
+
+def anatomy_path(store, config: AnatomyConfig | None = None) -> Path:
+    """Cache folder of a store's anatomy: ``<store.path>/anatomy-<config key>``."""
+    config = config or AnatomyConfig()
+    return Path(store.path) / f"anatomy-{config.key()}"
+
+
+def anatomy_for_store(
+    store,
+    config: AnatomyConfig | None = None,
+    batch_size: int = 256,
+    progress: bool = True,
+) -> Anatomy:
+    """Anatomy of every slice of a slice store, computed once and cached beside it.
+
+    Memory is bounded by ``batch_size`` slices; the labels are written into a memory map
+    in a private folder that is published by rename, so a half-finished run leaves no
+    cache behind and a rerun starts afresh.
+    """
+    from tqdm.auto import tqdm
+
+    from hypo._util import atomic_path
+
+    config = config or AnatomyConfig()
+    path = anatomy_path(store, config)
+    if (path / "meta.json").exists():
+        return Anatomy.open(path)
+    table = store.table
+    for col in ("participant_id", "pixel_mm_row", "pixel_mm_col"):
+        if col not in table.columns:
+            raise ValueError(f"slice store {store.path}: slice table lacks column {col!r}")
+    n = len(table)
+    _, H, W = store.images.shape
+    pids = table["participant_id"].astype(str).to_numpy()
+    # Batches end on patient boundaries so the per-patient midline angle sees all slices.
+    bounds = _patient_batches(pids, batch_size)
+    with atomic_path(path) as tmp:
+        tmp.mkdir()
+        labels = np.lib.format.open_memmap(
+            tmp / "labels.npy", mode="w+", dtype=np.uint8, shape=(n, H, W)
+        )
+        parts = []
+        for a, b in tqdm(bounds, desc="anatomy", unit="batch", disable=not progress):
+            pmm = table[["pixel_mm_row", "pixel_mm_col"]].to_numpy()[a:b]
+            res = compute_anatomy(
+                np.asarray(store.images[a:b]), pmm, groups=pids[a:b], config=config
+            )
+            labels[a:b] = res.labels
+            parts.append(res.table)
+        labels.flush()
+        del labels
+        tab = pd.concat(parts, ignore_index=True)
+        keys = ["store_index", "participant_id", "slice"]
+        for j, k in enumerate(c for c in keys if c in table.columns):
+            tab.insert(j, k, table[k].to_numpy())
+        tab.to_parquet(tmp / "anatomy.parquet", index=False)
+        write_json_atomic(
+            tmp / "meta.json",
+            {
+                "anatomy_version": ANATOMY_VERSION,
+                "config": asdict(config),
+                "config_key": config.key(),
+                "store": str(store.path),
+                "n_slices": n,
+                "bits": {
+                    "brain": BRAIN,
+                    "left": LEFT,
+                    "right": RIGHT,
+                    "ventricle": VENTRICLE,
+                    "edge": EDGE,
+                    "lesion": LESION,
+                },
+            },
+        )
+    return Anatomy.open(path)
+
+
+def _patient_batches(pids: np.ndarray, batch_size: int) -> list[tuple[int, int]]:
+    if len(pids) == 0:
+        return []
+    starts = np.flatnonzero(np.r_[True, pids[1:] != pids[:-1]])
+    ends = np.r_[starts[1:], len(pids)]
+    out, a = [], 0
+    for s, e in zip(starts, ends):
+        if e - a > batch_size and s > a:
+            out.append((a, s))
+            a = s
+    out.append((a, len(pids)))
+    return out
