@@ -15,3 +15,11 @@ def tiny_cohort(tmp_path):
     from tests.helpers import make_tiny_cohort
 
     return make_tiny_cohort(tmp_path)
+
+
+@pytest.fixture
+def hypo_cache(tmp_path_factory, monkeypatch):
+    """Point HYPO_CACHE at a fresh folder so a test neither reads nor leaves cached state."""
+    cache = tmp_path_factory.mktemp("hypo_cache")
+    monkeypatch.setenv("HYPO_CACHE", str(cache))
+    return cache

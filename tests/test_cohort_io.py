@@ -24,6 +24,8 @@ from tests.helpers import (
 
 ORDERS = ["LPS", "PIR", "ASL", "SRA"]
 
+pytestmark = pytest.mark.usefixtures("hypo_cache")
+
 
 def test_import_is_light():
     import subprocess
@@ -238,3 +240,35 @@ def test_four_d_single_volume_is_squeezed(tiny_cohort):
     write_nifti(layout.dwi_path(tiny_cohort, "sub-001"), data, img.affine)
     vol = hypo.cohort.load(tiny_cohort).dwi("sub-001")
     assert vol.data.shape == TINY_SHAPE
+
+
+def test_clean_validation_is_remembered_until_inputs_change(tiny_cohort, monkeypatch):
+    import hypo.cohort.validation as validation
+
+    calls = []
+    real = validation.validate
+    monkeypatch.setattr(validation, "validate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    hypo.cohort.load(tiny_cohort)
+    hypo.cohort.load(tiny_cohort)
+    assert len(calls) == 1
+    write_nifti(
+        layout.dwi_path(tiny_cohort, "sub-002"),
+        np.zeros(TINY_SHAPE, np.float32),
+        canonical_affine(),
+    )
+    with pytest.raises(CohortError, match="empty"):
+        hypo.cohort.load(tiny_cohort)
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("axcodes", ORDERS)
+def test_header_only_shape_and_zooms_match_canonical(tmp_path, axcodes):
+    from hypo.cohort.io import canonical_zooms, read_image, to_canonical_shape
+
+    zooms = (1.5, 2.0, 5.0)
+    root = make_tiny_cohort(tmp_path, 1, axcodes=axcodes, zooms=zooms)
+    img = read_image(layout.dwi_path(root, "sub-001"))
+    vol = hypo.cohort.load(root).dwi("sub-001")
+    assert to_canonical_shape(img) == vol.data.shape == TINY_SHAPE
+    np.testing.assert_allclose(canonical_zooms(img), vol.zooms)
+    np.testing.assert_allclose(vol.zooms, zooms)

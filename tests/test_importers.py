@@ -18,6 +18,7 @@ from tests.helpers import canonical_affine, reorient, tiny_volume, write_nifti
 
 # Expected by every paper import; tests that care assert them with pytest.warns.
 pytestmark = [
+    pytest.mark.usefixtures("hypo_cache"),
     pytest.mark.filterwarnings("ignore:.*records no voxel size"),
     pytest.mark.filterwarnings("ignore:.*have no slices in"),
 ]

@@ -13,6 +13,8 @@ from hypo.cohort import layout
 from hypo.cohort.__main__ import main as cli
 from tests.helpers import canonical_affine, make_tiny_cohort, tiny_volume, write_nifti
 
+pytestmark = pytest.mark.usefixtures("hypo_cache")
+
 
 def _problems_for(problems, pid):
     return [p for p in problems if p.participant_id == pid]

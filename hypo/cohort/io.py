@@ -20,6 +20,7 @@ import json
 import os
 import re
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -463,37 +464,15 @@ class Cohort:
             reader = type_columns(read_table(path))
             reader["slice"] = reader["slice"].astype(int)
             reader["lesion_visible"] = reader["lesion_visible"].astype(int).astype(bool)
-        frames = []
-        for pid in self.participant_ids():
-            img = read_image(self.dwi_path(pid))
-            n = int(to_canonical_shape(img)[2])
-            frame = pd.DataFrame({"participant_id": pid, "slice": np.arange(n)})
-            mask_path = layout.lesion_mask_path(self.root, pid)
-            if mask_path.is_file():
-                mask = load_mask(mask_path, img)
-                zooms = np.asarray(nib.as_closest_canonical(img).header.get_zooms()[:3])
-                frame["lesion_area_mm2"] = mask.sum(axis=(0, 1)) * float(zooms[0] * zooms[1])
-            else:
-                frame["lesion_area_mm2"] = np.nan
-            frame["label_source"] = "none"
-            frame["lesion_visible"] = pd.array([pd.NA] * n, dtype="boolean")
-            has_mask = frame["lesion_area_mm2"].notna()
-            area = frame.loc[has_mask, "lesion_area_mm2"]
-            frame.loc[has_mask, "lesion_visible"] = (area > 0) & (area >= self.min_lesion_area_mm2)
-            frame.loc[has_mask, "label_source"] = "mask"
-            if reader is not None:
-                rows = reader[reader["participant_id"] == pid]
-                rows = rows.drop(columns="participant_id").set_index("slice")
-                if len(rows):
-                    extra = [c for c in rows.columns if c != "lesion_visible"]
-                    if extra:
-                        frame = frame.join(rows[extra], on="slice")
-                    labelled = frame["slice"].isin(rows.index)
-                    frame.loc[labelled, "lesion_visible"] = (
-                        rows["lesion_visible"].reindex(frame.loc[labelled, "slice"]).to_numpy()
-                    )
-                    frame.loc[labelled, "label_source"] = "reader"
-            frames.append(frame)
+        by_pid = dict(iter(reader.groupby("participant_id"))) if reader is not None else {}
+        # Threads: gzip decompression releases the GIL, so mask reads overlap.
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            frames = list(
+                pool.map(
+                    lambda pid: self._patient_slice_labels(pid, by_pid.get(pid)),
+                    self.participant_ids(),
+                )
+            )
         columns = ["participant_id", "slice", "lesion_visible", "lesion_area_mm2", "label_source"]
         if not frames:
             return pd.DataFrame({c: [] for c in columns})
@@ -502,6 +481,35 @@ class Cohort:
         if not out["lesion_visible"].isna().any():
             out["lesion_visible"] = out["lesion_visible"].astype(bool)
         return out
+
+    def _patient_slice_labels(self, pid: str, reader: pd.DataFrame | None) -> pd.DataFrame:
+        img = read_image(self.dwi_path(pid))
+        n = int(to_canonical_shape(img)[2])
+        frame = pd.DataFrame({"participant_id": pid, "slice": np.arange(n)})
+        mask_path = layout.lesion_mask_path(self.root, pid)
+        if mask_path.is_file():
+            mask = load_mask(mask_path, img)
+            zooms = canonical_zooms(img)
+            frame["lesion_area_mm2"] = mask.sum(axis=(0, 1)) * float(zooms[0] * zooms[1])
+        else:
+            frame["lesion_area_mm2"] = np.nan
+        frame["label_source"] = "none"
+        frame["lesion_visible"] = pd.array([pd.NA] * n, dtype="boolean")
+        has_mask = frame["lesion_area_mm2"].notna()
+        area = frame.loc[has_mask, "lesion_area_mm2"]
+        frame.loc[has_mask, "lesion_visible"] = (area > 0) & (area >= self.min_lesion_area_mm2)
+        frame.loc[has_mask, "label_source"] = "mask"
+        if reader is not None and len(reader):
+            rows = reader.drop(columns="participant_id").set_index("slice")
+            extra = [c for c in rows.columns if c != "lesion_visible"]
+            if extra:
+                frame = frame.join(rows[extra], on="slice")
+            labelled = frame["slice"].isin(rows.index)
+            frame.loc[labelled, "lesion_visible"] = (
+                rows["lesion_visible"].reindex(frame.loc[labelled, "slice"]).to_numpy()
+            )
+            frame.loc[labelled, "label_source"] = "reader"
+        return frame
 
     def truth(self) -> pd.DataFrame | None:
         """derivatives/truth/truth.tsv indexed by ``participant_id``, or ``None``."""
@@ -522,6 +530,13 @@ def to_canonical_shape(img: nib.spatialimages.SpatialImage) -> tuple[int, int, i
     """Shape an image will have after reorientation to RAS+ (header only, no voxel read)."""
     ornt = nib.orientations.io_orientation(img.affine)
     return tuple(int(img.shape[int(i)]) for i in np.argsort(ornt[:, 0]))
+
+
+def canonical_zooms(img: nib.spatialimages.SpatialImage) -> np.ndarray:
+    """Voxel size (mm) along the RAS+ axes, from the header alone (no voxel read)."""
+    ornt = nib.orientations.io_orientation(img.affine)
+    zooms = np.asarray(img.header.get_zooms()[:3], dtype=float)
+    return zooms[np.argsort(ornt[:, 0])]
 
 
 def load(
@@ -550,6 +565,8 @@ def load(
     check_voxels : bool
         Read every voxel during validation (truncated files, NaN/inf, empty volumes).
         False checks headers only, which is much faster but misses those problems.
+        A clean full validation is remembered under ``cache_dir()/cohort_validation``
+        keyed by :func:`content_hash`, so loading the same unchanged cohort again skips it.
 
     Returns
     -------
@@ -560,7 +577,13 @@ def load(
     root = Path(path)
     if min_lesion_area_mm2 < 0:
         raise ValueError(f"min_lesion_area_mm2 = {min_lesion_area_mm2}; expected >= 0 mm^2")
-    problems = validate(root, check_voxels=check_voxels)
+    digest = content_hash(root)
+    if check_voxels and _validated_before(digest):
+        problems = []
+    else:
+        problems = validate(root, check_voxels=check_voxels)
+        if check_voxels and not problems:
+            _remember_validated(digest)
     cohort_level = [p for p in problems if p.participant_id is None]
     if problems and (not skip_invalid or cohort_level):
         what = "cohort-level problems" if skip_invalid else "problems"
@@ -573,8 +596,10 @@ def load(
     bad = {p.participant_id for p in problems}
     for p in problems:
         warnings.warn(f"skipping {p}", stacklevel=2)
-    participants = participants[~participants.index.isin(bad)]
-    digest = content_hash(root)
+    well_formed = [
+        isinstance(i, str) and bool(PARTICIPANT_ID_PATTERN.match(i)) for i in participants.index
+    ]
+    participants = participants[~participants.index.isin(bad) & np.asarray(well_formed, bool)]
     return Cohort(
         root=root,
         cohort_id=f"{root.resolve().name}-{digest[:8]}",
@@ -584,3 +609,28 @@ def load(
         min_lesion_area_mm2=float(min_lesion_area_mm2),
         window=window,
     )
+
+
+#: Bump when validation rules change, so cached verdicts of older rules are not trusted.
+VALIDATION_RULES_VERSION = 1
+
+
+def _validation_stamp(digest: str) -> Path:
+    from hypo.paths import cache_dir
+
+    return cache_dir() / "cohort_validation" / f"v{VALIDATION_RULES_VERSION}-{digest}.ok"
+
+
+def _validated_before(digest: str) -> bool:
+    """A full validation of exactly these inputs (same content hash) found no problem."""
+    return _validation_stamp(digest).is_file()
+
+
+def _remember_validated(digest: str) -> None:
+    # Only clean verdicts are cached: problem reports are always computed afresh.
+    from hypo._util import write_text_atomic
+
+    try:
+        write_text_atomic(_validation_stamp(digest), "validated, no problems\n")
+    except OSError:
+        pass  # a read-only cache only costs the next load() another validation
