@@ -1,0 +1,197 @@
+"""Saving and loading hypo models with their model cards.
+
+A model folder holds ``model.keras`` (architecture + weights, no optimizer state, so it
+stays small) and ``card.json`` (what the model is, what it was trained on, how well it
+did, and the command that retrains it). Models load with ``safe_mode=True``: hypo
+models use only built-in Keras layers, so no Lambda layers or pickles are involved.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from hypo._util import atomic_path, write_json_atomic
+from hypo.nets.architectures import ARCHITECTURES, SIZE_FREE, build_model, check_input_shape
+
+MODEL_FILE = "model.keras"
+CARD_FILE = "card.json"
+REQUIRED_CARD_FIELDS = ("architecture", "input_shape", "classes")
+CARD_FIELDS = (
+    "architecture",
+    "input_shape",
+    "classes",
+    "cohort",
+    "train_patients",
+    "val_patients",
+    "test_patients",
+    "split_seed",
+    "preprocessing",
+    "cam_layer",
+    "versions",
+    "metrics",
+    "command",
+)
+
+
+def library_versions() -> dict:
+    """Versions of the libraries that shape a model's numbers."""
+    import sklearn
+    import tensorflow as tf
+
+    import hypo
+
+    return {
+        "hypo": hypo.__version__,
+        "keras": keras.__version__,
+        "tensorflow": tf.__version__,
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _validate_card(card: dict, where) -> None:
+    if not isinstance(card, dict):
+        raise ValueError(f"{where}: model card must be a dict, got {type(card).__name__}")
+    missing = [k for k in REQUIRED_CARD_FIELDS if k not in card]
+    if missing:
+        raise ValueError(f"{where}: model card lacks field(s) {missing}")
+    if card["architecture"] not in ARCHITECTURES:
+        raise ValueError(
+            f"{where}: unknown architecture {card['architecture']!r} in the model card; "
+            f"expected one of {ARCHITECTURES}"
+        )
+
+
+def save_model(model: keras.Model, out_dir, card: dict) -> Path:
+    """Write ``out_dir/model.keras`` (no optimizer) and ``out_dir/card.json`` atomically.
+
+    ``card`` needs at least ``architecture``, ``input_shape`` and ``classes``; the
+    library versions and the CAM layer are filled in when absent.
+    """
+    from hypo.nets.architectures import cam_layer_name
+
+    out_dir = Path(out_dir)
+    card = dict(card)
+    card.setdefault("input_shape", list(model.input_shape[1:]))
+    card.setdefault("cam_layer", cam_layer_name(model))
+    card.setdefault("versions", library_versions())
+    _validate_card(card, out_dir)
+    n_out = model.output_shape[-1]
+    if len(card["classes"]) != n_out:
+        raise ValueError(
+            f"{out_dir}: card names {len(card['classes'])} classes, the model outputs {n_out}"
+        )
+    # A twin built from the config is uncompiled, so the file carries no optimizer state.
+    bare = keras.Model.from_config(model.get_config())
+    bare.set_weights(model.get_weights())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / MODEL_FILE) as tmp:
+        bare.save(tmp)
+    write_json_atomic(out_dir / CARD_FILE, card)
+    return out_dir
+
+
+def read_card(path_or_dir) -> dict:
+    """The model card of a model folder (or of the folder holding a ``.keras`` file)."""
+    p = Path(path_or_dir)
+    card_file = p / CARD_FILE if p.is_dir() else p.parent / CARD_FILE
+    if not card_file.exists():
+        raise FileNotFoundError(f"{card_file}: no model card next to the model")
+    try:
+        return json.loads(card_file.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{card_file}: not valid JSON ({e})") from e
+
+
+def load_model(path_or_dir, input_shape=None) -> keras.Model:
+    """Load a hypo model with ``safe_mode=True`` and attach its card as ``model.hypo_card``.
+
+    Parameters
+    ----------
+    path_or_dir : path
+        A model folder (``model.keras`` + ``card.json``) or the ``.keras`` file itself.
+    input_shape : tuple of int, optional
+        Run the model at another input size: GAP architectures are rebuilt at that size
+        with the same weights (any size their poolings divide); Flatten architectures
+        only take their training size. Raises ``ValueError`` otherwise.
+    """
+    p = Path(path_or_dir)
+    model_file = p / MODEL_FILE if p.is_dir() else p
+    if not model_file.exists():
+        raise FileNotFoundError(f"{model_file}: no such model file")
+    if not zipfile.is_zipfile(model_file):
+        raise ValueError(f"{model_file}: not a Keras model file (.keras is a zip archive)")
+    card = read_card(model_file)
+    _validate_card(card, model_file.parent / CARD_FILE)
+    try:
+        model = keras.models.load_model(model_file, compile=False, safe_mode=True)
+    except Exception as e:
+        raise ValueError(f"{model_file}: Keras could not load it as a model ({e})") from e
+    if model.output_shape[-1] != len(card["classes"]):
+        raise ValueError(
+            f"{model_file}: the model outputs {model.output_shape[-1]} classes, its card "
+            f"names {len(card['classes'])}"
+        )
+    built = tuple(int(s) for s in model.input_shape[1:])
+    if input_shape is not None and tuple(int(s) for s in input_shape) != built:
+        arch = card["architecture"]
+        check_input_shape(arch, input_shape, build_shape=built)
+        if arch not in SIZE_FREE:  # pragma: no cover - check_input_shape raised already
+            raise ValueError(f"{model_file}: {arch!r} takes only {built}")
+        resized = build_model(
+            arch,
+            input_shape=tuple(input_shape),
+            n_classes=model.output_shape[-1],
+            dropout=_dropout_rate(model),
+        )
+        resized.set_weights(model.get_weights())
+        model = resized
+    # Bypass Keras attribute tracking so the card stays a plain, JSON-ready dict.
+    object.__setattr__(model, "hypo_card", card)
+    return model
+
+
+def _dropout_rate(model: keras.Model) -> float:
+    rates = [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
+    return float(rates[0]) if rates else 0.0
+
+
+def make_card(
+    architecture: str,
+    model: keras.Model,
+    classes,
+    split=None,
+    cohort: dict | None = None,
+    preprocessing: dict | None = None,
+    metrics: dict | None = None,
+    command: str | None = None,
+    **extra,
+) -> dict:
+    """Assemble a model card from the run's parts (fields listed in ``CARD_FIELDS``)."""
+    from hypo.nets.architectures import cam_layer_name
+
+    card = {
+        "architecture": architecture,
+        "input_shape": [int(s) for s in model.input_shape[1:]],
+        "n_parameters": int(model.count_params()),
+        "classes": list(classes),
+        "cohort": cohort or {},
+        "train_patients": list(split.train) if split is not None else [],
+        "val_patients": list(split.val) if split is not None else [],
+        "test_patients": list(split.test) if split is not None else [],
+        "split_seed": split.seed if split is not None else None,
+        "preprocessing": preprocessing or {},
+        "cam_layer": cam_layer_name(model),
+        "versions": library_versions(),
+        "metrics": metrics or {},
+        "command": command,
+    }
+    card.update(extra)
+    return card
