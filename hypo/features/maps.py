@@ -1,0 +1,596 @@
+"""Features of each class activation map, per slice.
+
+Every feature is computed from the **raw** map (never normalised per image) against the
+slice's image-derived anatomy (:mod:`hypo.features.anatomy`) and its lesion mask (the
+cohort's manual mask where the store has one, else the image-derived one). All features
+are invariant to the map's overall scale except the ``map_mass_*`` columns, which serve
+as weights when slices are aggregated per patient.
+
+Conventions
+-----------
+* Hemispheres are the patient's: ``L`` = patient's left (high columns of a radiological
+  slice, beyond the estimated midline), ``R`` = patient's right. ``asymmetry_index`` =
+  ``(L - R) / (L + R)`` of the map's mass: +1 when all relevance lies in the left
+  hemisphere.
+* Metrics run on brain pixels (lesion pixels count as brain) unless the name says
+  ``outside``; background pixels never enter the lesion, asymmetry or concentration
+  features (``shared/notes/cam-methods.md``).
+* A map without mass in the brain (all zero) gives NaN for every ratio, never a warning.
+
+The data dictionary of every column is :data:`FEATURE_DICTIONARY`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.special import xlogy
+
+from hypo.features.anatomy import BRAIN, EDGE, LEFT, LESION, RIGHT, VENTRICLE
+
+MAP_SOURCES = ("cam", "control_uniform", "control_intensity", "control_random_model")
+SIDES = ("left", "right", "bilateral", "none")
+
+#: (column, definition, unit) of every per-slice feature and covariate.
+FEATURE_DICTIONARY: list[tuple[str, str, str]] = [
+    ("store_index", "row of the slice in the slice store", "index"),
+    ("participant_id", "patient identifier (participants.tsv)", "id"),
+    ("slice", "canonical axial slice index, inferior to superior from 0", "index"),
+    (
+        "map_source",
+        "cam = the model's map; control_uniform / control_intensity / control_random_model "
+        "= negative-control maps (uniform, image intensity, Grad-CAM of a randomised-weights "
+        "model)",
+        "label",
+    ),
+    ("method", "CAM method (gradcam, gradcampp, ...; 'control' for constructed maps)", "label"),
+    ("layer", "evaluation layer of the CAM", "label"),
+    ("class_index", "class whose pre-softmax score the map explains", "index"),
+    (
+        "cell_mm",
+        "size of one CAM cell at the evaluation layer, mm (mean of rows/cols). Structures "
+        "narrower than a cell (e.g. a 5 mm edge band vs a ~12 mm cell) are resolved only by "
+        "interpolation of the map: features of such bands mostly measure interpolation",
+        "mm",
+    ),
+    ("map_mass_brain", "sum of the raw map over brain pixels (aggregation weight)", "map units"),
+    ("map_mass_total", "sum of the raw map over the whole slice", "map units"),
+    ("map_max", "maximum of the raw map", "map units"),
+    (
+        "relevance_mass_lesion",
+        "sum(a[lesion]) / sum(a[brain]); NaN without lesion or without map mass",
+        "fraction 0-1",
+    ),
+    (
+        "pointing_game_hit",
+        "1 if the map's maximum (over brain pixels) lies in the lesion; NaN without lesion",
+        "0/1",
+    ),
+    (
+        "relevance_rank_accuracy",
+        "|top-K map pixels & lesion| / K, K = lesion pixel count; NaN without lesion",
+        "fraction 0-1",
+    ),
+    (
+        "top_iou_lesion",
+        "IoU of the top `top_fraction` (default 5 %) brain pixels of the map with the lesion",
+        "fraction 0-1",
+    ),
+    (
+        "asymmetry_index",
+        "(L - R) / (L + R) of map mass, L = patient's left hemisphere about the estimated "
+        "midline; +1 = all on the left",
+        "-1..1",
+    ),
+    ("asymmetry_abs", "|asymmetry_index|", "0..1"),
+    (
+        "asymmetry_ipsi_contra",
+        "(ipsi - contra) / (ipsi + contra): map mass on the lesion's side vs the other side; "
+        "NaN when the lesion side is none or bilateral",
+        "-1..1",
+    ),
+    (
+        "ventricle_density_ratio",
+        "mean map value over ventricle pixels / mean over brain pixels, lesion pixels "
+        "excluded from both (a compressed ventricle is smaller; a density does not fall "
+        "with its area); 1 = as dense as the brain average",
+        "ratio",
+    ),
+    (
+        "edge_density_ratio",
+        "mean map value in the cortical-edge band / mean over brain pixels, lesion pixels "
+        "excluded from both",
+        "ratio",
+    ),
+    (
+        "outside_density_ratio",
+        "mean map value outside the brain / mean over non-lesion brain pixels",
+        "ratio",
+    ),
+    ("ventricle_mass_fraction", "sum(a[ventricles]) / sum(a[brain]) (secondary)", "fraction"),
+    ("edge_mass_fraction", "sum(a[edge band]) / sum(a[brain]) (secondary)", "fraction"),
+    ("outside_mass_fraction", "sum(a[outside brain]) / sum(a) (secondary)", "fraction"),
+    (
+        "entropy_norm",
+        "entropy of the map as a distribution over brain pixels / log(number of brain "
+        "pixels): 1 = uniform, 0 = one pixel",
+        "0..1",
+    ),
+    ("top_share", "share of brain map mass in the top `top_fraction` brain pixels", "fraction"),
+    ("lesion_source", "mask = the cohort's lesion mask; image = image-derived lesion", "label"),
+    ("lesion_area_mm2", "lesion cross-section on the slice (lesion_source)", "mm^2"),
+    ("lesion_volume_ml", "lesion_area_mm2 x slice thickness / 1000", "mL"),
+    ("lesion_image_area_mm2", "image-derived lesion cross-section (check column)", "mm^2"),
+    ("lesion_left_px", "lesion pixels in the patient's left hemisphere", "px"),
+    ("lesion_right_px", "lesion pixels in the patient's right hemisphere", "px"),
+    ("lesion_left_fraction", "share of lesion pixels in the patient's left hemisphere", "fraction"),
+    (
+        "lesion_side",
+        "left / right (>= 90 % of the lesion on one side), bilateral, or none",
+        "label",
+    ),
+    ("brain_area_mm2", "image-derived brain cross-section", "mm^2"),
+    ("ventricle_area_mm2", "image-derived ventricle cross-section", "mm^2"),
+    ("ventricle_area_left_mm2", "ventricle cross-section in the patient's left hemisphere", "mm^2"),
+    (
+        "ventricle_area_right_mm2",
+        "ventricle cross-section in the patient's right hemisphere",
+        "mm^2",
+    ),
+    (
+        "ventricle_asymmetry",
+        "(L - R) / (L + R) of ventricle areas; a compressed right ventricle gives > 0",
+        "-1..1",
+    ),
+    (
+        "septum_shift_mm",
+        "signed distance of the septum (gap between lateral ventricles) from the symmetry "
+        "midline, + towards the patient's left; NaN where no gap is found",
+        "mm",
+    ),
+    ("midline_angle_deg", "angle of the symmetry midline from vertical", "degrees"),
+    ("midline_offset_px", "column offset of the midline from the image centre", "px"),
+    ("slice_thickness_mm", "slice thickness", "mm"),
+]
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Settings of the map features.
+
+    Parameters
+    ----------
+    top_fraction : float
+        Fraction of brain pixels counted as the map's "top" (Quantus-style top-k, 5 %).
+    bilateral_fraction : float
+        A lesion is bilateral when at least this share of it lies in the minority side.
+    chunk : int
+        Slices per vectorised block (bounds the temporary arrays at about
+        ``chunk x 7 x H x W x 4`` bytes).
+    """
+
+    top_fraction: float = 0.05
+    bilateral_fraction: float = 0.10
+    chunk: int = 64
+
+
+def _ratio(num, den):
+    num = np.asarray(num, float)
+    den = np.asarray(den, float)
+    out = np.full(np.broadcast(num, den).shape, np.nan)
+    ok = den > 0
+    np.divide(num, den, out=out, where=ok)
+    return out
+
+
+def lesion_side(left_px, right_px, bilateral_fraction: float = 0.10) -> np.ndarray:
+    """'left' / 'right' / 'bilateral' / 'none' from lesion pixel counts per hemisphere."""
+    left_px = np.asarray(left_px, float)
+    right_px = np.asarray(right_px, float)
+    tot = left_px + right_px
+    frac = _ratio(left_px, tot)
+    out = np.full(tot.shape, "none", dtype=object)
+    out[tot > 0] = "bilateral"
+    out[(tot > 0) & (frac >= 1 - bilateral_fraction)] = "left"
+    out[(tot > 0) & (frac <= bilateral_fraction)] = "right"
+    return out
+
+
+def side_sign(side) -> np.ndarray:
+    """+1 for 'left', -1 for 'right', NaN otherwise (ipsilateral = lesion side)."""
+    side = np.asarray(side, dtype=object)
+    return np.where(side == "left", 1.0, np.where(side == "right", -1.0, np.nan))
+
+
+def _check(maps, labels, lesion):
+    maps = np.asarray(maps)
+    if maps.ndim != 3:
+        raise ValueError(f"maps have shape {maps.shape}; expected (n_slices, rows, cols)")
+    if labels.shape != maps.shape:
+        raise ValueError(
+            f"maps have shape {maps.shape} but the anatomy labels have {labels.shape}; "
+            "resize the maps to the slice size first (CamStore.iter_chunks(resized=True))"
+        )
+    if lesion is not None and np.shape(lesion) != maps.shape:
+        raise ValueError(f"lesion mask has shape {np.shape(lesion)}; the maps have {maps.shape}")
+    a = maps.reshape(len(maps), -1).astype(np.float32, copy=False)
+    bad = ~np.isfinite(a).all(axis=1)
+    if bad.any():
+        raise ValueError(f"maps of slices {np.flatnonzero(bad)[:10].tolist()} contain NaN/inf")
+    neg = (a < -1e-6 * np.maximum(np.abs(a).max(axis=1, keepdims=True), 1e-30)).any(axis=1)
+    if neg.any():
+        raise ValueError(
+            f"maps of slices {np.flatnonzero(neg)[:10].tolist()} have negative values; "
+            "features need non-negative (ReLU'd, raw) maps"
+        )
+    return np.maximum(a, 0)
+
+
+def map_features(
+    maps: np.ndarray,
+    labels: np.ndarray,
+    *,
+    lesion: np.ndarray | None = None,
+    side: np.ndarray | None = None,
+    config: FeatureConfig | None = None,
+    on_empty_brain: str = "raise",
+) -> pd.DataFrame:
+    """Features of a batch of maps, one row per slice.
+
+    Parameters
+    ----------
+    maps : ndarray, shape (n, H, W)
+        Raw, non-negative maps at the slice size (one class, method and layer).
+    labels : ndarray, uint8, shape (n, H, W)
+        Packed anatomy labels (:attr:`hypo.features.anatomy.Anatomy.labels`).
+    lesion : ndarray (n, H, W), optional
+        Lesion mask to use (e.g. the store's manual ``lesion`` mask); default: the
+        image-derived lesion in ``labels``.
+    side : array of str (n,), optional
+        Lesion side ('left', 'right', 'bilateral', 'none') for ``asymmetry_ipsi_contra``,
+        e.g. the patient's side; default: the side of the slice's own lesion pixels.
+    config : FeatureConfig, optional
+    on_empty_brain : {"raise", "nan"}
+        What to do with a slice whose anatomy has no brain pixel.
+
+    Returns
+    -------
+    DataFrame with the map columns of :data:`FEATURE_DICTIONARY` (no identifiers).
+    """
+    config = config or FeatureConfig()
+    labels = np.asarray(labels)
+    a_all = _check(maps, labels, lesion)
+    n = len(a_all)
+    lab_all = labels.reshape(n, -1)
+    les_all = None if lesion is None else np.asarray(lesion).reshape(n, -1) > 0
+    parts = []
+    for s in range(0, n, config.chunk):
+        e = min(n, s + config.chunk)
+        les = ((lab_all[s:e] & LESION) > 0) if les_all is None else les_all[s:e]
+        parts.append(
+            _features_block(
+                a_all[s:e], lab_all[s:e], les, None if side is None else side[s:e], config
+            )
+        )
+    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if on_empty_brain == "raise" and n:
+        empty = np.flatnonzero(out["_brain_px"].to_numpy() == 0)
+        if empty.size:
+            raise ValueError(
+                f"slices {empty[:10].tolist()} have no brain pixels in their anatomy; "
+                "check the anatomy (or pass on_empty_brain='nan')"
+            )
+    elif on_empty_brain not in ("raise", "nan"):
+        raise ValueError(f"on_empty_brain={on_empty_brain!r}; expected 'raise' or 'nan'")
+    return out.drop(columns="_brain_px")
+
+
+def _features_block(a, lab, les, side, config: FeatureConfig) -> pd.DataFrame:
+    n, P = a.shape
+    brain = ((lab & BRAIN) > 0) | les
+    les = les & brain
+    left = (lab & LEFT) > 0
+    right = (lab & RIGHT) > 0
+    vent = (lab & VENTRICLE) > 0
+    edge = (lab & EDGE) > 0
+    nonles = brain & ~les
+    regions = np.stack(
+        [brain, les, left, right, vent & ~les, edge & ~les, nonles, vent, edge], axis=1
+    ).astype(np.float32)
+    # Batched mat-vec: one BLAS call for all region sums of all slices in the block.
+    sums = np.matmul(regions, a[:, :, None])[..., 0].astype(float)
+    counts = regions.sum(axis=2).astype(float)
+    (m_b, m_les, m_l, m_r, m_vnl, m_enl, m_nl, m_v, m_e) = sums.T
+    (n_b, n_les, _, _, n_vnl, n_enl, n_nl, _, _) = counts.T
+    m_tot = a.sum(axis=1, dtype=np.float64)
+    n_out = P - n_b
+    m_out = m_tot - m_b
+    has_les = n_les > 0
+    mass_ok = m_b > 0
+
+    ab = np.where(brain, a, -1.0).astype(np.float32)  # background ranks last
+    point = np.full(n, np.nan)
+    rank = np.full(n, np.nan)
+    top_iou = np.full(n, np.nan)
+    top_share = np.full(n, np.nan)
+    for i in range(n):
+        if not mass_ok[i]:
+            continue
+        row = ab[i]
+        point[i] = float(les[i, int(np.argmax(row))]) if has_les[i] else np.nan
+        k5 = max(1, int(np.ceil(config.top_fraction * n_b[i])))
+        top = np.argpartition(row, P - k5)[P - k5 :]
+        top_share[i] = float(a[i, top].sum(dtype=np.float64)) / m_b[i]
+        if has_les[i]:
+            hit = float(les[i, top].sum())
+            top_iou[i] = hit / (k5 + n_les[i] - hit)
+            k = int(n_les[i])
+            topk = np.argpartition(row, P - k)[P - k :]
+            rank[i] = float(les[i, topk].sum()) / k
+    ent = np.full(n, np.nan)
+    ok = mass_ok & (n_b > 1)
+    if ok.any():
+        ab0 = np.where(brain, a, 0.0)
+        plogp = xlogy(ab0, ab0).sum(axis=1, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            h = np.log(np.where(ok, m_b, 1.0)) - plogp / np.where(ok, m_b, 1.0)
+            ent[ok] = h[ok] / np.log(n_b[ok])
+    asym = _ratio(m_l - m_r, m_l + m_r)
+    if side is None:
+        lpx = (les & left).sum(axis=1)
+        rpx = (les & right).sum(axis=1)
+        side = lesion_side(lpx, rpx, config.bilateral_fraction)
+    brain_density = _ratio(m_nl, n_nl)
+    return pd.DataFrame(
+        {
+            "map_mass_brain": m_b,
+            "map_mass_total": m_tot,
+            "map_max": a.max(axis=1).astype(float) if P else np.zeros(n),
+            "relevance_mass_lesion": np.where(has_les, _ratio(m_les, m_b), np.nan),
+            "pointing_game_hit": point,
+            "relevance_rank_accuracy": rank,
+            "top_iou_lesion": top_iou,
+            "asymmetry_index": asym,
+            "asymmetry_abs": np.abs(asym),
+            "asymmetry_ipsi_contra": asym * side_sign(side),
+            "ventricle_density_ratio": _ratio(_ratio(m_vnl, n_vnl), brain_density),
+            "edge_density_ratio": _ratio(_ratio(m_enl, n_enl), brain_density),
+            "outside_density_ratio": _ratio(_ratio(m_out, n_out), brain_density),
+            "ventricle_mass_fraction": _ratio(m_v, m_b),
+            "edge_mass_fraction": _ratio(m_e, m_b),
+            "outside_mass_fraction": _ratio(m_out, m_tot),
+            "entropy_norm": ent,
+            "top_share": top_share,
+            "_brain_px": n_b,
+        }
+    )
+
+
+def image_covariates(
+    labels: np.ndarray,
+    anatomy_table: pd.DataFrame,
+    pixel_mm,
+    slice_thickness_mm,
+    lesion: np.ndarray | None = None,
+    config: FeatureConfig | None = None,
+) -> pd.DataFrame:
+    """Per-slice image covariates (lesion size and side, ventricles, midline), no map needed.
+
+    Parameters
+    ----------
+    labels : uint8 (n, H, W)
+        Packed anatomy labels.
+    anatomy_table : DataFrame
+        :attr:`Anatomy.table` rows of the same slices.
+    pixel_mm : (n, 2) array of (row_mm, col_mm)
+    slice_thickness_mm : (n,) array or float
+    lesion : (n, H, W), optional
+        Manual lesion mask; default the image-derived one.
+    """
+    config = config or FeatureConfig()
+    labels = np.asarray(labels)
+    n = len(labels)
+    if len(anatomy_table) != n:
+        raise ValueError(f"anatomy table has {len(anatomy_table)} rows; labels have {n} slices")
+    if lesion is not None and np.shape(lesion) != labels.shape:
+        raise ValueError(f"lesion mask has shape {np.shape(lesion)}; labels have {labels.shape}")
+    pmm = np.broadcast_to(np.asarray(pixel_mm, float), (n, 2))
+    thick = np.broadcast_to(np.asarray(slice_thickness_mm, float), (n,))
+    px_area = pmm[:, 0] * pmm[:, 1]
+    lab = labels.reshape(n, -1)
+    les = (lab & LESION) > 0 if lesion is None else np.asarray(lesion).reshape(n, -1) > 0
+    lpx = (les & ((lab & LEFT) > 0)).sum(axis=1)
+    rpx = (les & ((lab & RIGHT) > 0)).sum(axis=1)
+    area = les.sum(axis=1) * px_area
+    t = anatomy_table
+    return pd.DataFrame(
+        {
+            "lesion_source": "image" if lesion is None else "mask",
+            "lesion_area_mm2": area,
+            "lesion_volume_ml": area * thick / 1000.0,
+            "lesion_image_area_mm2": t["lesion_image_area_mm2"].to_numpy(float),
+            "lesion_left_px": lpx,
+            "lesion_right_px": rpx,
+            "lesion_left_fraction": _ratio(lpx, lpx + rpx),
+            "lesion_side": lesion_side(lpx, rpx, config.bilateral_fraction),
+            "brain_area_mm2": t["brain_area_mm2"].to_numpy(float),
+            "ventricle_area_left_mm2": t["ventricle_area_left_mm2"].to_numpy(float),
+            "ventricle_area_right_mm2": t["ventricle_area_right_mm2"].to_numpy(float),
+            "ventricle_area_mm2": (
+                t["ventricle_area_left_mm2"].to_numpy(float)
+                + t["ventricle_area_right_mm2"].to_numpy(float)
+            ),
+            "ventricle_asymmetry": t["ventricle_asymmetry"].to_numpy(float),
+            "septum_shift_mm": t["septum_shift_mm"].to_numpy(float),
+            "midline_angle_deg": t["midline_angle_deg"].to_numpy(float),
+            "midline_offset_px": t["midline_offset_px"].to_numpy(float),
+            "slice_thickness_mm": thick,
+        }
+    )
+
+
+def control_maps(images: np.ndarray, kind: str) -> np.ndarray:
+    """Negative-control maps built from the images alone, shape (n, H, W).
+
+    ``"control_uniform"``: all ones (relevance spread evenly: features then restate
+    anatomy alone). ``"control_intensity"``: the image shifted so its minimum is 0 (a map
+    that only tracks brightness, e.g. of a bright DWI lesion).
+    """
+    x = np.asarray(images, np.float32)
+    if kind == "control_uniform":
+        return np.ones_like(x)
+    if kind == "control_intensity":
+        return x - x.reshape(len(x), -1).min(axis=1)[:, None, None]
+    raise ValueError(f"unknown control {kind!r}; expected 'control_uniform' or 'control_intensity'")
+
+
+def features_for_store(
+    store,
+    anatomy,
+    cams=None,
+    *,
+    controls=("control_uniform", "control_intensity"),
+    patient_side: dict | None = None,
+    config: FeatureConfig | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Per-slice features of every map of a store, with negative controls side by side.
+
+    Parameters
+    ----------
+    store : SliceStore
+    anatomy : Anatomy
+        :func:`hypo.features.anatomy.anatomy_for_store` of the same store.
+    cams : CamStore or list of CamStore, optional
+        CAM caches of :func:`hypo.cam.stream.compute_store` (all methods and classes of
+        each are used). A cache named ``control_random_model`` by its methods is treated
+        as that control.
+    controls : sequence of str
+        Image-made controls (``control_uniform``, ``control_intensity``), computed once.
+    patient_side : dict participant_id -> side, optional
+        Lesion side per patient for ``asymmetry_ipsi_contra``; default: computed from the
+        store's lesions (see :func:`patient_lesion_side`).
+
+    Returns
+    -------
+    DataFrame: one row per slice x map (source, method, layer, class), identifiers first,
+    then map features, then the slice's image covariates.
+    """
+    from tqdm.auto import tqdm
+
+    config = config or FeatureConfig()
+    table = store.table
+    n = len(table)
+    if len(anatomy) != n:
+        raise ValueError(
+            f"anatomy has {len(anatomy)} slices but the store {store.path} has {n}; "
+            "was it computed for another store?"
+        )
+    lesion = store.masks.get("lesion") if hasattr(store, "masks") else None
+    pmm = table[["pixel_mm_row", "pixel_mm_col"]].to_numpy(float)
+    thick = (
+        table["slice_thickness_mm"].to_numpy(float)
+        if "slice_thickness_mm" in table.columns
+        else np.ones(n)
+    )
+    covs = []
+    step = 512
+    for s in range(0, n, step):
+        e = min(n, s + step)
+        covs.append(
+            image_covariates(
+                np.asarray(anatomy.labels[s:e]),
+                anatomy.table.iloc[s:e],
+                pmm[s:e],
+                thick[s:e],
+                None if lesion is None else np.asarray(lesion[s:e]),
+                config,
+            )
+        )
+    cov = pd.concat(covs, ignore_index=True)
+    ids = pd.DataFrame(
+        {
+            "store_index": np.arange(n),
+            "participant_id": table["participant_id"].astype(str).to_numpy(),
+            "slice": table["slice"].to_numpy() if "slice" in table.columns else np.arange(n),
+        }
+    )
+    if patient_side is None:
+        patient_side = patient_lesion_side(ids["participant_id"], cov, config)
+    side = ids["participant_id"].map(patient_side).fillna("none").to_numpy(object)
+    pix = pmm.mean(axis=1)
+
+    frames = []
+
+    def add(source, method, layer, cls, start, stop, maps2d, cell_px):
+        f = map_features(
+            maps2d,
+            np.asarray(anatomy.labels[start:stop]),
+            lesion=None if lesion is None else np.asarray(lesion[start:stop]),
+            side=side[start:stop],
+            config=config,
+            on_empty_brain="nan",
+        )
+        head = ids.iloc[start:stop].reset_index(drop=True).copy()
+        head["map_source"] = source
+        head["method"] = method
+        head["layer"] = layer
+        head["class_index"] = int(cls)
+        head["cell_mm"] = cell_px * pix[start:stop] if cell_px is not None else np.nan
+        frames.append(pd.concat([head, f], axis=1))
+
+    for cs in [] if cams is None else (cams if isinstance(cams, list | tuple) else [cams]):
+        raw_shape = _raw_spatial(cs)
+        in_shape = tuple(cs.input_shape[:-1]) if len(cs.input_shape) > 2 else cs.input_shape
+        cell_px = float(np.mean(np.asarray(in_shape, float) / np.asarray(raw_shape, float)))
+        for method in cs.methods:
+            source = method if method.startswith("control_") else "cam"
+            label = "control" if source != "cam" else method
+            it = cs.iter_chunks(method, resized=True)
+            for start, stop, maps in tqdm(
+                it, total=cs.n_chunks, desc=f"features {method}", disable=not progress
+            ):
+                maps = np.asarray(maps)
+                for j, cls in enumerate(cs.classes):
+                    add(source, label, cs.layer, cls, start, stop, maps[:, j], cell_px)
+    for kind in controls:
+        for s in range(0, n, 256):
+            e = min(n, s + 256)
+            add(kind, "control", "image", -1, s, e, control_maps(store.images[s:e], kind), None)
+    if not frames:
+        raise ValueError("no maps to featurise: pass cams and/or controls")
+    feats = pd.concat(frames, ignore_index=True)
+    cov_cols = cov.copy()
+    cov_cols.insert(0, "store_index", np.arange(n))
+    return feats.merge(cov_cols, on="store_index", how="left", validate="m:1")
+
+
+def _raw_spatial(cs) -> tuple[int, ...]:
+    for i in range(cs.n_chunks):
+        try:
+            arr = cs._load(i, f"raw_{cs.methods[0]}")
+            return tuple(arr.shape[2:])
+        except FileNotFoundError:
+            continue
+    raise FileNotFoundError(f"{cs.path}: no computed CAM chunk")
+
+
+def patient_lesion_side(
+    participant_ids, covariates: pd.DataFrame, config: FeatureConfig | None = None
+) -> dict:
+    """Lesion side of each patient from their slices' lesion pixels per hemisphere."""
+    config = config or FeatureConfig()
+    g = (
+        pd.DataFrame(
+            {
+                "pid": np.asarray(participant_ids),
+                "l": covariates["lesion_left_px"].to_numpy(),
+                "r": covariates["lesion_right_px"].to_numpy(),
+            }
+        )
+        .groupby("pid", sort=False)[["l", "r"]]
+        .sum()
+    )
+    return dict(zip(g.index, lesion_side(g["l"], g["r"], config.bilateral_fraction)))

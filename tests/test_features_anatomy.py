@@ -1,0 +1,172 @@
+"""Image-derived anatomy: brain, symmetry midline (rotated heads), hemispheres, ventricles."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from hypo.features.anatomy import (
+    EDGE,
+    HEMI_LEFT,
+    HEMI_RIGHT,
+    Anatomy,
+    AnatomyConfig,
+    anatomy_for_store,
+    compute_anatomy,
+)
+
+
+def phantom(size=96, angle=0.0, lesion=None, vent_shift=0.0, seed=0, right_ventricle=True):
+    """A symmetric head: bright ellipse with two dark ventricles, rotated by ``angle`` (cv2,
+    degrees counter-clockwise on screen). ``lesion`` = (row, col, radius) before rotation.
+
+    Returns the z-scored image and the true masks (brain, ventricles, lesion, hemisphere:
+    1 = patient's left = high columns before rotation).
+    """
+    H = W = size
+    r, c = np.mgrid[:H, :W].astype(float)
+    cy, cx = (H - 1) / 2, (W - 1) / 2
+    img = np.full((H, W), 10.0)
+    brain = ((r - cy) / (0.42 * H)) ** 2 + ((c - cx) / (0.34 * W)) ** 2 <= 1
+    img[brain] = 120.0
+    vent = np.zeros((H, W), bool)
+    for s in (-1, 1) if right_ventricle else (1,):
+        vc = cx + s * 0.07 * W + vent_shift
+        vent |= ((r - (cy - 0.05 * H)) / (0.12 * H)) ** 2 + ((c - vc) / (0.04 * W)) ** 2 <= 1
+    img[vent] = 25.0
+    les = np.zeros((H, W), bool)
+    if lesion is not None:
+        lr, lc, rad = lesion
+        les = ((r - lr) ** 2 + (c - lc) ** 2 <= rad**2) & brain
+        img[les] = 250.0
+    img += np.random.default_rng(seed).normal(0, 3, img.shape)
+    hemi = np.where(brain, np.where(c > cx, HEMI_LEFT, HEMI_RIGHT), 0)
+    M = cv2.getRotationMatrix2D((cx, cy), angle, 1.0)
+
+    def rot(a, flag):
+        a = a.astype(np.float32)
+        return cv2.warpAffine(a, M, (W, H), flags=flag, borderValue=float(a.min()))
+
+    img = rot(img, cv2.INTER_LINEAR)
+    img = (img - img.mean()) / img.std()
+    masks = {
+        k: rot(v, cv2.INTER_NEAREST).astype(v.dtype if v.dtype != bool else np.uint8)
+        for k, v in {"brain": brain, "ventricles": vent, "lesion": les, "hemisphere": hemi}.items()
+    }
+    masks = {
+        k: (v.astype(bool) if k != "hemisphere" else v.astype(np.uint8)) for k, v in masks.items()
+    }
+    return img.astype(np.float32), masks
+
+
+def dice(a, b):
+    return 2 * (a & b).sum() / max(a.sum() + b.sum(), 1)
+
+
+@pytest.mark.parametrize("angle", [0.0, 10.0, -10.0])
+def test_rotated_head_gives_right_midline_and_hemispheres(angle):
+    img, truth = phantom(96, angle, lesion=(45, 60, 5))
+    a = compute_anatomy(img[None], 1.5)
+    row = a.table.iloc[0]
+    # cv2's positive angle turns the posterior end of the midline towards higher columns.
+    assert abs(row["midline_angle_deg"] - angle) < 2.0
+    assert abs(row["midline_offset_px"]) < 1.5
+    hemi = a.hemisphere[0]
+    both = truth["brain"] & a.brain[0]
+    agree = (hemi[both] == truth["hemisphere"][both]).mean()
+    assert agree > 0.97
+    assert dice(a.brain[0], truth["brain"]) > 0.95
+    assert dice(a.ventricles[0], truth["ventricles"]) > 0.85
+    assert dice(a.lesion[0], truth["lesion"]) > 0.8
+
+
+def test_midline_follows_the_head_not_the_image_centre():
+    img, _ = phantom(96)
+    shifted = np.roll(img, 9, axis=1)  # head 9 px to the patient's left
+    shifted[:, :9] = img.min()
+    a = compute_anatomy(np.stack([img, shifted]), 1.0)
+    off = a.table["midline_offset_px"].to_numpy()
+    assert abs(off[1] - off[0] - 9) < 1.0
+
+
+def test_mirrored_slice_swaps_hemispheres():
+    img, _ = phantom(96, 7.0, lesion=(45, 62, 5))
+    a = compute_anatomy(np.stack([img, img[:, ::-1].copy()]), 1.0)
+    h0, h1 = a.hemisphere
+    h1m = h1[:, ::-1]
+    inside = (h0 > 0) & (h1m > 0)
+    assert ((h0 == HEMI_LEFT) == (h1m == HEMI_RIGHT))[inside].mean() > 0.97
+    assert np.sign(a.table["midline_angle_deg"][0]) == -np.sign(a.table["midline_angle_deg"][1])
+    # The lesion is on the patient's left (high columns) and ends up on the right when mirrored.
+    assert (h0[a.lesion[0]] == HEMI_LEFT).mean() > 0.9
+    assert (h1[a.lesion[1]] == HEMI_RIGHT).mean() > 0.9
+
+
+def test_edge_band_width_in_mm():
+    img, truth = phantom(96)
+    thin = compute_anatomy(img[None], 1.0, config=AnatomyConfig(edge_width_mm=3.0))
+    thick = compute_anatomy(img[None], 1.0, config=AnatomyConfig(edge_width_mm=6.0))
+    # Halving the pixel size doubles the band's width in pixels.
+    fine = compute_anatomy(img[None], 0.5, config=AnatomyConfig(edge_width_mm=3.0))
+    n3, n6, n3f = (((x.labels & EDGE) > 0).sum() for x in (thin, thick, fine))
+    assert 1.7 < n6 / n3 < 2.2
+    assert 1.7 < n3f / n3 < 2.2
+    assert not (thin.edge[0] & ~thin.brain[0]).any()
+
+
+def test_ventricle_asymmetry_and_septum_shift():
+    img, _ = phantom(128, 0.0, vent_shift=4.0)  # ventricles pushed 4 px to the patient's left
+    a = compute_anatomy(img[None], 0.5)
+    t = a.table.iloc[0]
+    assert 1.5 < t["septum_shift_mm"] < 2.5  # 4 px of 0.5 mm
+    assert abs(t["ventricle_asymmetry"]) < 0.1  # both ventricles, same size
+    img, _ = phantom(128, 0.0, right_ventricle=False)  # right ventricle collapsed
+    t = compute_anatomy(img[None], 0.5).table.iloc[0]
+    assert t["ventricle_asymmetry"] > 0.9
+    assert np.isnan(t["septum_shift_mm"])  # no gap between two ventricles to find
+
+
+def test_empty_and_bad_inputs():
+    a = compute_anatomy(np.zeros((2, 32, 32), np.float32), 1.0)
+    assert not a.brain.any()
+    assert a.table["midline_angle_deg"].isna().all()
+    with pytest.raises(ValueError, match="pixel_mm"):
+        compute_anatomy(np.zeros((2, 32, 32)), np.ones((3, 2)))
+    with pytest.raises(ValueError, match="expected \\(n_slices, rows, cols\\)"):
+        compute_anatomy(np.zeros((32, 32)), 1.0)
+
+
+def test_per_patient_angle_and_store_cache(tmp_path):
+    imgs, pids = [], []
+    for p, ang in (("sub-1", 8.0), ("sub-2", -6.0)):
+        for k in range(3):
+            imgs.append(phantom(64, ang, seed=k)[0])
+            pids.append(p)
+    images = np.stack(imgs)
+
+    class Store:
+        path = tmp_path / "store"
+        table = pd.DataFrame(
+            {
+                "participant_id": pids,
+                "slice": [0, 1, 2] * 2,
+                "pixel_mm_row": 1.0,
+                "pixel_mm_col": 1.0,
+            }
+        )
+
+    Store.images = images
+    Store.path.mkdir()
+    a = anatomy_for_store(Store, batch_size=2, progress=False)
+    angles = a.table.groupby("participant_id")["midline_angle_deg"]
+    assert (angles.max() - angles.min()).max() < 1e-6  # one angle per patient
+    assert abs(angles.mean()["sub-1"] - 8) < 2 and abs(angles.mean()["sub-2"] + 6) < 2
+    again = Anatomy.open(a.path)
+    np.testing.assert_array_equal(np.asarray(again.labels), np.asarray(a.labels))
+    direct = compute_anatomy(
+        images, Store.table[["pixel_mm_row", "pixel_mm_col"]].to_numpy(), groups=pids
+    )
+    np.testing.assert_array_equal(direct.labels, np.asarray(a.labels))
+    assert anatomy_for_store(Store, progress=False).path == a.path  # cached
