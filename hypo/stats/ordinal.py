@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special, stats
 from statsmodels.miscmodels.ordinal_model import OrderedModel
 
 from ._design import Design, build_design, ordinal_codes
@@ -197,6 +197,21 @@ def _check_exog(X: pd.DataFrame, formula: str) -> None:
         )
 
 
+class _LogitOrderedModel(OrderedModel):
+    """OrderedModel with the logistic cdf/pdf evaluated by ``scipy.special.expit``.
+
+    Same likelihood; scipy.stats' generic ``logistic.cdf`` costs most of a fit's time in
+    the finite-difference score (bootstrap and permutation loops fit hundreds of models).
+    """
+
+    def cdf(self, x):
+        return special.expit(x)
+
+    def pdf(self, x):
+        p = special.expit(x)
+        return p * (1 - p)
+
+
 def _fit_sm(
     codes: np.ndarray,
     X: pd.DataFrame,
@@ -206,7 +221,10 @@ def _fit_sm(
     start_params: np.ndarray | None = None,
 ):
     """Fit statsmodels' OrderedModel with BFGS; return (result, warnings as text)."""
-    model = OrderedModel(codes, X, distr=link)
+    if link == "logit":
+        model = _LogitOrderedModel(codes, X, distr="logit")
+    else:
+        model = OrderedModel(codes, X, distr=link)
     fit_kw: dict = {"method": "bfgs", "maxiter": MAX_ITER, "disp": False}
     if cov_type == "cluster":
         fit_kw["cov_type"] = "cluster"
