@@ -272,3 +272,10 @@ def test_header_only_shape_and_zooms_match_canonical(tmp_path, axcodes):
     assert to_canonical_shape(img) == vol.data.shape == TINY_SHAPE
     np.testing.assert_allclose(canonical_zooms(img), vol.zooms)
     np.testing.assert_allclose(vol.zooms, zooms)
+
+
+def test_skipping_every_patient_raises(tiny_cohort):
+    for pid in ("sub-001", "sub-002", "sub-003"):
+        layout.dwi_path(tiny_cohort, pid).unlink()
+    with pytest.raises(CohortError, match="every patient"), pytest.warns(UserWarning):
+        hypo.cohort.load(tiny_cohort, skip_invalid=True)

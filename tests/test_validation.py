@@ -215,3 +215,9 @@ def test_validation_speed_scales(tmp_path):
     assert hypo.cohort.validate(root) == []
     per_patient = (time.perf_counter() - t0) / 40
     assert per_patient * 511 < 30.0
+
+
+def test_empty_table_is_a_cohort_problem(tiny_cohort):
+    _edit_table(tiny_cohort, lambda t: t.iloc[:0])
+    problems = hypo.cohort.validate(tiny_cohort)
+    assert any(p.participant_id is None and "no rows" in p.what for p in problems)

@@ -600,6 +600,8 @@ def load(
         isinstance(i, str) and bool(PARTICIPANT_ID_PATTERN.match(i)) for i in participants.index
     ]
     participants = participants[~participants.index.isin(bad) & np.asarray(well_formed, bool)]
+    if participants.empty:
+        raise CohortError(f"{root}: every patient has a problem; nothing left to load", problems)
     return Cohort(
         root=root,
         cohort_id=f"{root.resolve().name}-{digest[:8]}",

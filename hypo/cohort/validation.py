@@ -108,6 +108,8 @@ def validate(
     problems += _check_columns(table)
     if "participant_id" not in table.columns:
         return problems
+    if table.empty:
+        problems.append(Problem(None, layout.PARTICIPANTS, "has no rows", "at least one patient"))
     ids_problems, valid_ids = _check_ids(table)
     problems += ids_problems
     problems += _check_clinical(table)
@@ -429,4 +431,7 @@ def summary_line(path: str | os.PathLike, problems: list[Problem]) -> str:
     if not problems:
         return f"OK: {root} - {n} patients, no problems"
     pids = {p.participant_id for p in problems if p.participant_id is not None}
-    return f"{len(problems)} problem(s) in {root}: {len(pids)} patient(s) affected of {n}"
+    return (
+        f"{len(problems)} problem(s) in {root}: {len(pids)} participant id(s) concerned; "
+        f"{n} rows in participants.tsv"
+    )
