@@ -279,3 +279,14 @@ def test_skipping_every_patient_raises(tiny_cohort):
         layout.dwi_path(tiny_cohort, pid).unlink()
     with pytest.raises(CohortError, match="every patient"), pytest.warns(UserWarning):
         hypo.cohort.load(tiny_cohort, skip_invalid=True)
+
+
+def test_truncated_truth_mask_read_names_the_file(tmp_path):
+    root = make_tiny_cohort(tmp_path, 1, synthetic=True)
+    path = layout.truth_mask_path(root, "sub-001", "brain")
+    hypo.cohort.load(root)
+    blob = path.read_bytes()
+    path.write_bytes(blob[: len(blob) // 2])
+    cohort = hypo.cohort.load(root)  # truth masks get header checks only
+    with pytest.raises(CohortError, match="label-brain_mask.nii.gz: voxels cannot be read"):
+        cohort.truth_mask("sub-001", "brain")

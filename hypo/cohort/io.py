@@ -20,6 +20,7 @@ import json
 import os
 import re
 import warnings
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,6 +158,19 @@ class Volume:
 # --------------------------------------------------------------------------- reading
 
 
+def read_voxels(
+    img: nib.spatialimages.SpatialImage, path
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`to_canonical` with a read failure (e.g. a truncated ``.nii.gz``) naming the file."""
+    try:
+        return to_canonical(img)
+    except (EOFError, OSError, ValueError, zlib.error) as exc:
+        raise CohortError(
+            f"{path}: voxels cannot be read ({type(exc).__name__}: {exc}); expected a complete "
+            "NIfTI file (python -m hypo.cohort validate DIR lists every broken file)"
+        ) from exc
+
+
 def read_image(path: str | os.PathLike) -> nib.Nifti1Image:
     """Open a NIfTI file as a 3D image (header only; voxels are read on demand).
 
@@ -210,7 +224,7 @@ def load_volume(
 ) -> Volume:
     """Read one DWI file into a canonical, windowed :class:`Volume`."""
     img = read_image(path)
-    data, affine, zooms = to_canonical(img)
+    data, affine, zooms = read_voxels(img, path)
     grey, win = window_intensities(np.asarray(data), window)
     return Volume(
         participant_id=participant_id,
@@ -245,7 +259,7 @@ def load_mask(
             f"differs from its image (shape {reference.shape}, affine "
             f"{reference.affine.round(3).tolist()}); expected the same shape and affine"
         )
-    data, _, _ = to_canonical(img)
+    data, _, _ = read_voxels(img, path)
     data = np.asarray(data)
     if binarise:
         return (data > 0).astype(np.uint8)
