@@ -45,7 +45,7 @@ CLINICAL_COLUMNS = (
     "smoking",
     "dyslipidemia",
 )
-REQUIRED_COLUMNS = ("participant_id",)
+REQUIRED_COLUMNS = ("participant_id", "group")
 
 
 def dwi_path(root: Path, pid: str) -> Path:
