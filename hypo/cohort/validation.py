@@ -52,7 +52,7 @@ from hypo.cohort.io import (
 )
 
 #: Columns participants.tsv must have (see the module docstring for why ``group``).
-REQUIRED_COLUMNS = ("participant_id", "group")
+REQUIRED_COLUMNS = layout.REQUIRED_COLUMNS
 
 #: Integer-valued clinical scores and their allowed range (inclusive).
 SCORE_RANGES = {
