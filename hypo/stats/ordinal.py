@@ -225,7 +225,8 @@ def _fit_sm(
         model = _LogitOrderedModel(codes, X, distr="logit")
     else:
         model = OrderedModel(codes, X, distr=link)
-    fit_kw: dict = {"method": "bfgs", "maxiter": MAX_ITER, "disp": False}
+    # gtol tighter than scipy's 1e-5 so cut-points agree with R to ~1e-5, not ~1e-3.
+    fit_kw: dict = {"method": "bfgs", "maxiter": MAX_ITER, "disp": False, "gtol": 1e-7}
     if cov_type == "cluster":
         fit_kw["cov_type"] = "cluster"
         fit_kw["cov_kwds"] = {"groups": np.asarray(pd.factorize(groups)[0])}
