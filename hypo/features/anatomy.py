@@ -59,6 +59,12 @@ class AnatomyConfig:
     lesion_z : float
         Robust z-score (``(x - median) / (1.4826 MAD)`` over the slice's brain pixels)
         above which a pixel is hyperintense.
+    lesion_mirror_z : float
+        ... and by how many robust SDs it must exceed its mirror image about the midline
+        (grey matter is bright on both sides, an infarct on one: bilateral, mirror-symmetric
+        lesions are missed by design).
+    lesion_z_no_midline : float
+        Threshold of the absolute rule alone, for slices without a midline.
     lesion_min_area_mm2 : float
         Smallest connected hyperintense component kept as lesion, mm^2 (the cohort's
         ``min_lesion_area_mm2`` for a visible lesion is 10 mm^2).
@@ -84,12 +90,16 @@ class AnatomyConfig:
         slices, and small slices near the vertex or the skull base are poorly determined.
     min_brain_area_px : int
         A slice with a smaller brain gets no midline (NaN) and no hemispheres.
+    brain_min_solidity : float
+        A slice whose brain candidate is less solid (area / convex hull) gets no brain.
     """
 
     edge_width_mm: float = 5.0
-    lesion_z: float = 3.5
+    lesion_z: float = 2.0
+    lesion_mirror_z: float = 1.5
+    lesion_z_no_midline: float = 3.5
     lesion_min_area_mm2: float = 10.0
-    ventricle_level: float = 0.5
+    ventricle_level: float = 0.7
     ventricle_min_depth_mm: float = 6.0
     ventricle_central_fraction: float = 0.5
     ventricle_min_area_mm2: float = 5.0
@@ -98,6 +108,7 @@ class AnatomyConfig:
     fine_step_deg: float = 0.5
     per_patient_angle: bool = True
     min_brain_area_px: int = 64
+    brain_min_solidity: float = 0.85
 
     def key(self) -> str:
         return stable_hash({"version": ANATOMY_VERSION, **asdict(self)}, 12)
@@ -203,19 +214,39 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
     return np.clip((img - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
 
 
-def brain_mask(img: np.ndarray) -> np.ndarray:
-    """Brain mask of one slice: Otsu threshold, holes filled, largest component (bool)."""
+def brain_mask(img: np.ndarray, min_solidity: float = 0.85) -> np.ndarray:
+    """Brain mask of one slice: Otsu threshold, holes filled, largest component (bool).
+
+    Empty when the component's solidity (area / convex hull area) is below
+    ``min_solidity``: a noise-only slice, not a head.
+    """
     g = _to_uint8(img)
     if g.max() == 0:
         return np.zeros(img.shape, bool)
     _, b = cv2.threshold(g, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    # A small closing bridges the dark sulci at the rim so hole filling reaches the CSF.
+    # An opening removes background noise above the threshold (it would otherwise bridge
+    # into a frame-filling blob); a closing bridges the dark sulci at the rim so hole
+    # filling reaches the CSF.
+    b = cv2.morphologyEx(b, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
     b = cv2.morphologyEx(b, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
     n, lab, stats, _ = cv2.connectedComponentsWithStats(b, connectivity=8)
     if n <= 1:
         return np.zeros(img.shape, bool)
     k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    return ndimage.binary_fill_holes(lab == k)
+    comp = ndimage.binary_fill_holes(lab == k)
+    # A head is convex-ish; the largest blob of a noise-only slice (skull base, vertex) is
+    # ragged. Such slices get no brain rather than a made-up one.
+    contours, _ = cv2.findContours(
+        comp.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+    )
+    hull = cv2.contourArea(cv2.convexHull(max(contours, key=cv2.contourArea)))
+    if hull <= 0 or comp.sum() / hull < min_solidity:
+        return np.zeros(img.shape, bool)
+    # Even a tightly cropped head meets the frame over a small part of it; noise fills it.
+    frame = np.concatenate([comp[0], comp[-1], comp[:, 0], comp[:, -1]])
+    if frame.mean() > 0.6:
+        return np.zeros(img.shape, bool)
+    return comp
 
 
 def _affine(theta_deg: float, centre: tuple[float, float], aspect: float, canvas: int):
@@ -361,7 +392,7 @@ def compute_anatomy(
     brains, fits, weights = [], [], []
     for i in range(n):
         img = np.asarray(images[i], dtype=np.float32)
-        b = brain_mask(img)
+        b = brain_mask(img, config.brain_min_solidity)
         brains.append(b)
         if b.sum() < config.min_brain_area_px:
             fits.append(None)
@@ -422,24 +453,35 @@ def compute_anatomy(
         depth = ndimage.distance_transform_edt(b, sampling=(pr, pc))
         lab[b & (depth <= config.edge_width_mm)] |= EDGE
         vals = img[b]
-        med = float(np.median(vals))
-        mad = float(np.median(np.abs(vals - med))) * 1.4826
-        # Lesion: robust hyperintensity inside the brain, small specks dropped.
-        if mad > 0:
-            hyper = (b & ((img - med) / mad > config.lesion_z)).astype(np.uint8)
-            lab[_keep_components(hyper, config.lesion_min_area_mm2 / (pr * pc))] |= LESION
-        # Ventricles: CSF-dark, deep, central components.
         outside = img[~b]
         bg = float(np.median(outside)) if outside.size > 16 else float(np.percentile(img, 1))
+        med = float(np.median(vals))
+        mad = float(np.median(np.abs(vals - med))) * 1.4826
+        # Ventricles: CSF-dark, deep, central components.
         thr = bg + config.ventricle_level * (med - bg)
         dark = (b & (img < thr) & (depth >= config.ventricle_min_depth_mm)).astype(np.uint8)
         vent = _central_components(
             dark, b, config.ventricle_min_area_mm2 / (pr * pc), config.ventricle_central_fraction
         )
         lab[vent] |= VENTRICLE
-        rec["lesion_image_area_mm2"] = float(((lab & LESION) > 0).sum() * pr * pc)
         fit = fits[i]
-        if fit is not None and np.isfinite(fit[1]):
+        has_line = fit is not None and np.isfinite(fit[1])
+        # Lesion: hyperintense against the brain's own distribution AND against the mirror
+        # image about the midline (normal grey matter is bright on both sides; an infarct is
+        # one-sided), small specks dropped. Without a midline: the absolute rule alone.
+        if mad > 0:
+            z = (img - med) / mad
+            if has_line:
+                th, col, score, centre, aspect = fit
+                (x0, y0), (x1, y1) = _line_points(th, col, centre, aspect, canvas)
+                mirror = _mirror_image(img, (x0, y0), (x1 - x0, y1 - y0), pr, pc, bg)
+                hyper = (z > config.lesion_z) & ((img - mirror) / mad > config.lesion_mirror_z)
+            else:
+                hyper = z > config.lesion_z_no_midline
+            hyper = (b & hyper).astype(np.uint8)
+            lab[_keep_components(hyper, config.lesion_min_area_mm2 / (pr * pc))] |= LESION
+        rec["lesion_image_area_mm2"] = float(((lab & LESION) > 0).sum() * pr * pc)
+        if has_line:
             th, col, score, centre, aspect = fit
             (x0, y0), (x1, y1) = _line_points(th, col, centre, aspect, canvas)
             d = np.array([x1 - x0, y1 - y0])
@@ -468,6 +510,21 @@ def compute_anatomy(
         rows.append(rec)
     table = pd.DataFrame(rows)
     return Anatomy(labels, table)
+
+
+def _mirror_image(img, p0, d, pr, pc, fill) -> np.ndarray:
+    """``img`` reflected about the line through ``p0`` (x, y) along ``d``, in mm space."""
+    u = np.array([d[0] * pc, d[1] * pr], float)
+    u /= np.linalg.norm(u)
+    refl = 2 * np.outer(u, u) - np.eye(2)
+    to_mm = np.diag([pc, pr])
+    lin = np.linalg.inv(to_mm) @ refl @ to_mm
+    p0 = np.asarray(p0, float)
+    m = np.hstack([lin, (p0 - lin @ p0)[:, None]])
+    h, w = img.shape
+    return cv2.warpAffine(
+        img.astype(np.float32), m, (w, h), flags=cv2.INTER_LINEAR, borderValue=float(fill)
+    )
 
 
 def _keep_components(binary: np.ndarray, min_area_px: float) -> np.ndarray:

@@ -36,6 +36,8 @@ SIDES = ("left", "right", "bilateral", "none")
 #: (column, definition, unit) of every per-slice feature and covariate.
 FEATURE_DICTIONARY: list[tuple[str, str, str]] = [
     ("store_index", "row of the slice in the slice store", "index"),
+    ("cohort_id", "cohort identifier of the slice store", "id"),
+    ("lesion_visible", "reader's slice label: lesion visible (1) or not (0)", "0/1"),
     ("participant_id", "patient identifier (participants.tsv)", "id"),
     ("slice", "canonical axial slice index, inferior to superior from 0", "index"),
     (
@@ -517,6 +519,11 @@ def features_for_store(
             "slice": table["slice"].to_numpy() if "slice" in table.columns else np.arange(n),
         }
     )
+    if "lesion_visible" in table.columns:
+        ids["lesion_visible"] = pd.to_numeric(table["lesion_visible"], errors="coerce").to_numpy()
+    cohort_id = getattr(store, "meta", {}).get("cohort_id") if hasattr(store, "meta") else None
+    if cohort_id is not None:
+        ids.insert(0, "cohort_id", cohort_id)
     if patient_side is None:
         patient_side = patient_lesion_side(ids["participant_id"], cov, config)
     side = ids["participant_id"].map(patient_side).fillna("none").to_numpy(object)
