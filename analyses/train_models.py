@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None, store=None) -> dict:
         training=config.to_dict(),
         best_epoch=result.best_epoch,
         epochs_run=len(result.history),
-        class_weights=result.class_weights,
+        class_weights={str(k): v for k, v in result.class_weights.items()},
         excluded_patients=sl.excluded_patients,
         n_excluded_patients=len(sl.excluded_patients),
         label_source="lesion_visible (reader's slice label)",

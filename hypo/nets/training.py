@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -379,16 +380,20 @@ def train(
             images, labels, val_rows, batch_size=config.batch_size, n_classes=n_classes
         )
         logger = keras.callbacks.CSVLogger(str(out_dir / "log.csv"), append=resuming)
-        model.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=config.epochs,
-            initial_epoch=first,
-            steps_per_epoch=steps,
-            callbacks=[run_state, logger, *callbacks],
-            verbose=verbose,
-            shuffle=False,
-        )
+        with warnings.catch_warnings():
+            # Keras warns when the finite validation set is exhausted; the training set
+            # repeats, so the warning never concerns it.
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+            model.fit(
+                train_ds,
+                validation_data=val_ds,
+                epochs=config.epochs,
+                initial_epoch=first,
+                steps_per_epoch=steps,
+                callbacks=[run_state, logger, *callbacks],
+                verbose=verbose,
+                shuffle=False,
+            )
     final_weights = model.get_weights()
     run_state.restore_best()
     log = out_dir / "log.csv"

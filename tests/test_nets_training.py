@@ -1,0 +1,208 @@
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from hypo.nets.data import AugmentConfig, make_dataset  # noqa: E402
+from hypo.nets.splits import patient_split  # noqa: E402
+from hypo.nets.training import Interrupt, TrainConfig, train  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def tiny_data(n_patients=12, per=6, size=32, seed=0):
+    rng = np.random.default_rng(seed)
+    pid = np.repeat([f"sub-{i:02d}" for i in range(n_patients)], per)
+    group = np.where(np.arange(n_patients) % 3 == 0, "TIA", "stroke")[np.arange(len(pid)) // per]
+    y = ((group == "stroke") & (np.arange(len(pid)) % per >= per // 2)).astype(int)
+    x = rng.normal(size=(len(pid), size, size)).astype("float32")
+    x[y == 1, 8:16, 18:26] += 3.0  # a bright "lesion" on the patient's left
+    table = pd.DataFrame({"participant_id": pid, "group": group, "lesion_visible": y})
+    return x, y, pid, table
+
+
+CFG = dict(architecture="shallow", epochs=3, batch_size=16, patience=50)
+
+
+def test_resume_after_kill_equals_uninterrupted(tmp_path):
+    x, y, pid, table = tiny_data(size=16)
+    split = patient_split(table, seed=0)
+    cfg = TrainConfig(**CFG, augment=AugmentConfig(), negative_fraction=0.8)
+    seen = {}
+
+    class Peek(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            seen.update(json.loads((tmp_path / "full/run.json").read_text()))
+
+    full = train(x, y, pid, split, tmp_path / "full", cfg, verbose=0, callbacks=[Peek()],
+                 provenance={"cohort_hash": "abc", "generator_hash": "gen123"})  # fmt: skip
+    # run.json exists before the first step and records the choices made.
+    assert seen["provenance"]["generator_hash"] == "gen123"
+    assert seen["horizontal_flip"] is False
+    assert seen["negative_subsampling"] == 0.8
+    assert set(seen["class_weights"]) == {"0", "1"}
+    assert seen["split"]["test"] == list(split.test)
+
+    class Kill(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                raise Interrupt("killed after epoch 1")
+
+    with pytest.raises(Interrupt):
+        train(x, y, pid, split, tmp_path / "killed", cfg, verbose=0, callbacks=[Kill()])
+    state = json.loads((tmp_path / "killed/checkpoint/state.json").read_text())
+    assert state["next_epoch"] == 1
+    resumed = train(x, y, pid, split, tmp_path / "killed", cfg, verbose=0, resume=True)
+    assert len(resumed.history) == len(full.history) == 3
+    for a, b in zip(full.final_weights, resumed.final_weights):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        full.history["loss"].to_numpy(), resumed.history["loss"].to_numpy(), rtol=1e-6
+    )
+    # Training actually moved the weights (the comparison above is not vacuous).
+    init = keras.models.clone_model(full.model).get_weights()
+    assert any(not np.allclose(a, b) for a, b in zip(full.final_weights, init))
+
+
+def test_early_stopping_restores_best_epoch(tmp_path):
+    x, y, pid, table = tiny_data(size=16)
+    split = patient_split(table, seed=1)
+    cfg = TrainConfig(**{**CFG, "epochs": 4, "patience": 1}, augment=AugmentConfig(enabled=False))
+    r = train(x, y, pid, split, tmp_path / "r", cfg, verbose=0)
+    best = int(r.history["val_loss"].idxmin())
+    assert r.best_epoch == best
+    assert len(r.history) <= 4
+    val = split.indices(pid)["val"]
+    loss = keras.losses.CategoricalCrossentropy()(
+        np.eye(2)[y[val]], r.model.predict(x[val][..., None], verbose=0)
+    )
+    assert float(loss) == pytest.approx(r.history["val_loss"].min(), rel=1e-4)
+
+
+def test_dataset_is_deterministic_and_flip_off_by_default():
+    x, y, pid, _ = tiny_data()
+    rows = np.arange(len(y))
+
+    def batches(aug, first=0):
+        ds = make_dataset(x, y, rows, 16, shuffle=True, augment=aug, seed=3, epochs=(first, 3))
+        return [b[0].numpy() for b in ds.take(3 * 5)]
+
+    aug = AugmentConfig()
+    a, b = batches(aug), batches(aug)
+    assert all(np.array_equal(u, v) for u, v in zip(a, b))
+    assert not np.array_equal(a[0], a[5])  # epochs differ
+    assert AugmentConfig().horizontal_flip is False
+    # Flip only, no other transform: with the flag on, some batch is mirrored.
+    flip = AugmentConfig(rotation_deg=0, shift=0, zoom=0, horizontal_flip=True)
+    plain = AugmentConfig(enabled=False)
+    f, p = batches(flip), batches(plain)
+    assert all(np.array_equal(u, v) for u, v in zip(batches(plain), p))
+    mirrored = [np.any(np.all(fb == pb[:, :, ::-1], axis=(1, 2, 3))) for fb, pb in zip(f, p)]
+    assert any(mirrored)
+
+
+def test_bad_inputs_raise():
+    x, y, pid, table = tiny_data()
+    split = patient_split(table, seed=0)
+    with pytest.raises(ValueError, match="expected"):
+        train(x[:-1], y, pid, split, "/nonexistent", TrainConfig(**CFG))
+    with pytest.raises(ValueError, match="do not match patient_ids"):
+        train(x, y, np.array(["zz"] * len(y)), split, "/nonexistent", TrainConfig(**CFG))
+    with pytest.raises(ValueError, match="strategy"):
+        TrainConfig(strategy="multiworker")
+
+
+def fake_store(tmp_path, size=32, with_mrs=True):
+    x, y, pid, table = tiny_data(n_patients=15, size=size)
+    from hypo.preprocess import PreprocessConfig
+
+    t = table.copy()
+    rng = np.random.default_rng(1)
+    mrs = {p: float(rng.integers(0, 7)) for p in np.unique(pid)}
+    mrs["sub-04"] = np.nan
+    t["mrs_3months"] = [mrs[p] for p in pid] if with_mrs else np.nan
+    t["lesion_area_mm2"] = np.where(y == 1, 40.0, 0.0)
+    t["slice_thickness_mm"] = 6.0
+    return SimpleNamespace(
+        images=x,
+        table=t,
+        cohort_id="fake",
+        cohort_hash="cafe",
+        config=PreprocessConfig(size=size),
+        meta={"generator_hash": "g42"},
+        path=tmp_path / "store",
+    )
+
+
+@pytest.mark.parametrize("model", ["shallow", "mrs"])
+def test_train_models_cli_writes_model_card_and_tables(tmp_path, model):
+    from analyses.train_models import main
+    from hypo.nets.io import load_model
+
+    out = tmp_path / model
+    size = 32 if model == "mrs" else 16
+    argv = ["--model", model, "--size", str(size), "--epochs", "1", "--batch-size", "16",
+            "--out", str(out), "--quiet", "--n-boot", "20"]  # fmt: skip
+    card = main(argv, store=fake_store(tmp_path, size))
+    m = load_model(out)
+    assert m.hypo_card == card
+    assert card["cohort"] == {"id": "fake", "hash": "cafe", "generator_hash": "g42"}
+    assert card["command"].startswith("python -m analyses.train_models --model " + model)
+    test = card["metrics"]["test"]
+    for k in ("accuracy", "accuracy_ci", "nll"):
+        assert k in test
+    assert not set(card["train_patients"]) & set(card["test_patients"])
+    if model == "mrs":
+        assert card["classes"] == ["no stroke", "mRS 0-2", "mRS 3-6"]
+        assert card["excluded_patients"] == ["sub-04"]
+        assert "sub-04" not in card["train_patients"] + card["val_patients"]
+        assert "sensitivity mRS 3-6" in test
+        assert (out / "evaluation.md").read_text().count("mRS 0-2") >= 1
+    else:
+        for k in ("sensitivity", "specificity", "auc"):
+            assert k in test
+        assert (out / "evaluation_by_volume.csv").exists()
+    assert not (out / "run/checkpoint").exists()
+    assert (out / "run/run.json").exists()
+
+
+MIRRORED = textwrap.dedent(
+    """
+    import os, sys
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    sys.path.insert(0, sys.argv[1])
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from tests.test_nets_training import tiny_data
+    from hypo.nets.splits import patient_split
+    from hypo.nets.training import TrainConfig, train
+    x, y, pid, table = tiny_data(size=16)
+    cfg = TrainConfig(architecture="shallow", epochs=1, batch_size=16, strategy="mirrored")
+    r = train(x, y, pid, patient_split(table, seed=0), sys.argv[2], cfg, verbose=0)
+    print("REPLICAS", tf.distribute.MirroredStrategy().num_replicas_in_sync)
+    print("EPOCHS", len(r.history))
+    """
+)
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    res = subprocess.run(
+        [sys.executable, "-c", MIRRORED, str(REPO), str(tmp_path / "m")],
+        capture_output=True, text=True, timeout=300, env=env, cwd=REPO,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "REPLICAS 2" in res.stdout
+    assert "EPOCHS 1" in res.stdout
