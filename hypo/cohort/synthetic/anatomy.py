@@ -34,6 +34,9 @@ from scipy import ndimage as ndi
 #: 2-4 mm, but gyri fold it over ~10 mm of depth at template resolution.
 CORTEX_BAND_MM = 10.0
 
+#: Exponent applied to partial sulcal CSF (see :func:`load_template`).
+SULCAL_SHARPENING = 1.6
+
 #: Files inside ``nilearn/datasets/data``.
 TEMPLATE_FILES = {
     "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
@@ -136,7 +139,7 @@ def load_template(resolution_mm: float = 2.0) -> TemplateAnatomy:
     # Fat-suppressed EPI: skull dark (first ~4 mm), then a thin faint scalp shell.
     scalp = ((outside > 4.0) & (outside < 11.0)).astype(np.float32)
     scalp = ndi.gaussian_filter(scalp, 0.7)
-    cortex = ((depth > 0) & (depth <= CORTEX_BAND_MM) & (gm >= 0.3)).astype(np.float32)
+    cortex = ((depth > 0) & (depth <= CORTEX_BAND_MM) & (gm >= 0.5) & (gm > csf)).astype(np.float32)
 
     maps = {
         "brain": brain.astype(np.float32),
@@ -150,7 +153,15 @@ def load_template(resolution_mm: float = 2.0) -> TemplateAnatomy:
         "head": (outside < 13.0).astype(np.float32),
     }
     anat = TemplateAnatomy(affine=affine, voxel_mm=float(f), maps=maps)
-    maps["ventricles"] = _ventricles(anat)
+    vent = _ventricles(anat)
+    maps["ventricles"] = vent
+    # The template averages many brains, so its sulci are smeared into a CSF haze over the
+    # cortex; one person's sulci are crisper. Sharpen partial sulcal CSF toward 0/1 and
+    # give the difference back to grey matter.
+    sulcal = np.clip(csf - vent, 0.0, 1.0)
+    crisp = sulcal**SULCAL_SHARPENING
+    maps["gm"] = (gm + sulcal - crisp).astype(np.float32)
+    maps["csf"] = (vent + crisp).astype(np.float32)
     return anat
 
 

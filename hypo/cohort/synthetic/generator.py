@@ -143,7 +143,16 @@ def synthesize_patient(
     course = clinical.draw_clinical_course(r_clin, p, demo, plan, tissue_ml, swelling, mode)
 
     effacement = p.effacement_per_mm * mass.amplitude_mm if mass is not None else 0.0
-    vol, ratios, vent_t = imaging.contrast_volume(r_img, p, anat, lesion_t, effacement)
+    vol, ratios, extra = imaging.contrast_volume(
+        r_img,
+        p,
+        anat,
+        lesion_t,
+        effacement,
+        ventricle_effacement=p.ventricle_effacement_per_mm * mass.amplitude_mm if mass else 0.0,
+        centre_mm=main if mass else None,
+        radius_mm=mass.radius_mm if mass else 0.0,
+    )
 
     # --- backward map: scanner voxel -> template ------------------------------------
     pts = imaging.scanner_points(grid).reshape(3, -1)
@@ -151,34 +160,42 @@ def synthesize_patient(
     in_head = ndi.map_coordinates(anat.maps["head"], anat.mm_to_index(q), order=0) > 0.5
     sel = np.flatnonzero(in_head)
     qs = q[:, sel]
-    if mass is not None and mass.amplitude_mm > 0.05:
+    # Below ~0.25 mm the push is invisible at these voxel sizes; skip its cost.
+    if mass is not None and mass.amplitude_mm > 0.25:
         qs = qs - mass(qs, anat)
     qs = qs - imaging.ventricle_displacement(qs, expansion)
     qs = qs - deform(qs)
-    idx = anat.mm_to_index(qs)
+    idx = anat.mm_to_index(qs).astype(np.float64)
     # One voxel step along the slice axis, in template index units.
     step = (pose.rotation.T @ grid.affine[:3, 2]) / pose.scale / anat.voxel_mm
     n_sub = p.partial_volume_subsamples
     signal = np.zeros(sel.size, np.float32)
     for m in range(n_sub):
         delta = (m + 0.5) / n_sub - 0.5
-        signal += ndi.map_coordinates(
-            vol, idx + (delta * step)[:, None].astype(np.float32), order=1
-        )
+        signal += ndi.map_coordinates(vol, idx + (delta * step)[:, None], order=1)
     signal /= n_sub
 
-    def sample(v, order=1):
+    def sample(v, within=None):
+        """Sample template map ``v`` on the grid; only points inside the box ``within``."""
         out = np.zeros(pts.shape[1], np.float32)
-        out[sel] = ndi.map_coordinates(v, idx, order=order)
+        if within is None:
+            out[sel] = ndi.map_coordinates(v, idx, order=1)
+        else:
+            lo = np.array([b.start for b in within])[:, None] - 1
+            hi = np.array([b.stop for b in within])[:, None]
+            near = np.flatnonzero(((idx >= lo) & (idx <= hi)).all(axis=0))
+            out[sel[near]] = ndi.map_coordinates(v, idx[:, near], order=1)
         return out.reshape(grid.shape)
 
     brain = sample(anat.maps["brain"]) > 0.5
-    lesion = (
-        (sample(ndi.gaussian_filter(lesion_t.astype(np.float32), 0.5)) > 0.5)
-        if plan["components"]
-        else np.zeros(grid.shape, bool)
-    )
-    vent = sample(vent_t) > 0.5
+    if extra["lesion_pv"] is not None:
+        les_pv = sample(extra["lesion_pv"], imaging._box(lesion_t, 2))
+        # A lesion smaller than a voxel still shows as a faint dot: keep its peak voxels.
+        lesion = les_pv > min(0.5, 0.5 * float(les_pv.max()))
+    else:
+        lesion = np.zeros(grid.shape, bool)
+    vent_t = extra["ventricles"]
+    vent = sample(vent_t, imaging._box(vent_t > 0.25, 1)) > 0.5
     cortex = sample(anat.maps["cortex"]) > 0.5
     left = np.zeros(pts.shape[1], bool)
     left[sel] = qs[0] < 0
@@ -237,7 +254,11 @@ def synthesize_patient(
         "hemisphere": hemi,
         "manual_lesion": manual.astype(np.uint8),
     }
-    debug = {"allowed": lambda: sample(allowed_t.astype(np.float32)) > 0.01, "expansion": expansion}
+    debug = {
+        "allowed": lambda: sample(allowed_t.astype(np.float32)) > 0.01,
+        "tissue": lambda: sample(anat.maps["gm"] + anat.maps["wm"]),
+        "expansion": expansion,
+    }
     return PatientResult(pid, grid, dwi, masks_out, participant, truth, visible.tolist(), debug)
 
 

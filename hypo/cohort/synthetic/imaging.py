@@ -152,11 +152,14 @@ def contrast_volume(
     anat: TemplateAnatomy,
     lesion: np.ndarray,
     effacement: float,
-) -> tuple[np.ndarray, dict, np.ndarray]:
+    ventricle_effacement: float = 0.0,
+    centre_mm: np.ndarray | None = None,
+    radius_mm: float = 0.0,
+) -> tuple[np.ndarray, dict, dict]:
     """The patient's b1000 contrast on the template grid (white matter = 1).
 
-    Returns the intensity volume, the contrast ratios used, and the ventricle map after
-    effacement by swelling.
+    Returns the intensity volume, the contrast ratios used, and ``{"ventricles": ventricle
+    map after effacement by swelling, "lesion_pv": smoothed infarct map or None}``.
     """
     m = anat.maps
     ratios = {
@@ -165,34 +168,63 @@ def contrast_volume(
         "lesion_tissue": rng.uniform(*p.lesion_ratio_range),
     }
     gm, wm, csf, vent = m["gm"], m["wm"], m["csf"], m["ventricles"]
-    les = lesion.astype(np.float32)
-    if effacement > 0 and lesion.any():
-        near = ndi.gaussian_filter(les, p.effacement_sigma_mm / anat.voxel_mm)
-        near /= max(float(near.max()), 1e-6)
-        e = np.clip(effacement * near, 0.0, 0.9).astype(np.float32)
-        # Swollen gyri fill the sulci; the compressed ventricle gives way to white matter.
-        sulcal = csf - vent
-        gm = gm + e * sulcal
-        wm = wm + e * vent
-        csf = csf * (1.0 - e)
-        vent = vent * (1.0 - e)
     vol = ratios["gm_wm"] * gm + wm + ratios["csf_wm"] * csf + p.scalp_wm_ratio * m["scalp"]
+    pv = None
     if lesion.any():
-        pv = ndi.gaussian_filter(les, 0.5)
-        lo, hi = _bbox(lesion)
-        box = tuple(slice(max(int(a) - 3, 0), int(b) + 4) for a, b in zip(lo, hi))
-        het = np.zeros_like(vol)
-        noise = ndi.gaussian_filter(rng.standard_normal(pv[box].shape).astype(np.float32), 1.5)
-        het[box] = noise / max(float(noise.std()), 1e-6)
-        vol = vol * (
-            1.0 + (ratios["lesion_tissue"] - 1.0) * pv * (1.0 + p.lesion_heterogeneity * het)
+        vent = vent.copy()
+        if effacement > 0:
+            # Swollen gyri fill the sulci; the compressed ventricle gives way to white matter.
+            sig = p.effacement_sigma_mm / anat.voxel_mm
+            box = _box(lesion, int(np.ceil(3 * sig)) + 1)
+            near = ndi.gaussian_filter(lesion[box].astype(np.float32), sig)
+            near /= max(float(near.max()), 1e-6)
+            e = np.clip(effacement * near, 0.0, 0.9).astype(np.float32)
+            v, c = vent[box], csf[box]
+            # Effaced CSF takes tissue contrast: sulcal -> GM, ventricular -> WM.
+            vol[box] += e * (
+                (ratios["gm_wm"] - ratios["csf_wm"]) * (c - v) + (1.0 - ratios["csf_wm"]) * v
+            )
+            vent[box] = v * (1.0 - e)
+        if ventricle_effacement > 0 and centre_mm is not None:
+            # The ventricle facing a swollen hemisphere is squeezed even when it lies
+            # beyond the sulcal-effacement reach: effacement decays with distance from the
+            # infarct surface.
+            vb = _box(m["ventricles"] > 0, 1)
+            gx, gy, gz = (g[b] for g, b in zip(anat.grid_mm(), vb))
+            dist = np.sqrt(
+                (gx[:, None, None] - centre_mm[0]) ** 2
+                + (gy[None, :, None] - centre_mm[1]) ** 2
+                + (gz[None, None, :] - centre_mm[2]) ** 2
+            )
+            fall = np.exp(-np.maximum(dist - radius_mm, 0.0) / p.ventricle_effacement_decay_mm)
+            same_side = (gx[:, None, None] * centre_mm[0]) > 0
+            ev = np.clip(ventricle_effacement * fall * same_side, 0.0, 0.85).astype(np.float32)
+            v = vent[vb]
+            vol[vb] += ev * (1.0 - ratios["csf_wm"]) * v
+            vent[vb] = v * (1.0 - ev)
+        box = _box(lesion, 4)
+        pv_box = ndi.gaussian_filter(lesion[box].astype(np.float32), 0.5)
+        noise = ndi.gaussian_filter(rng.standard_normal(pv_box.shape).astype(np.float32), 1.5)
+        het = noise / max(float(noise.std()), 1e-6)
+        vol[box] *= 1.0 + (ratios["lesion_tissue"] - 1.0) * pv_box * (
+            1.0 + p.lesion_heterogeneity * het
         )
+        pv = np.zeros(lesion.shape, np.float32)
+        pv[box] = pv_box
     if rng.random() < p.susceptibility_share:
         vol = vol * _susceptibility(rng, anat)
         ratios["susceptibility_artefact"] = 1
     else:
         ratios["susceptibility_artefact"] = 0
-    return vol.astype(np.float32), ratios, vent.astype(np.float32)
+    return vol.astype(np.float32), ratios, {"ventricles": vent, "lesion_pv": pv}
+
+
+def _box(mask: np.ndarray, margin: int) -> tuple:
+    lo, hi = _bbox(mask)
+    return tuple(
+        slice(max(int(a) - margin, 0), min(int(b) + margin + 1, n))
+        for a, b, n in zip(lo, hi, mask.shape)
+    )
 
 
 def _bbox(mask: np.ndarray) -> tuple:

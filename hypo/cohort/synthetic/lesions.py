@@ -39,6 +39,7 @@ def draw_lesion(
     irregularity: float = 0.9,
     field_sigma_mm: float = 5.0,
     satellites_mean: float = 0.8,
+    border_jitter_mm: float = 6.0,
 ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """Draw the infarct components on the template grid.
 
@@ -59,13 +60,16 @@ def draw_lesion(
         Smoothness of the random field (Gaussian sigma, mm).
     satellites_mean : float
         Mean number (Poisson) of satellite cores for embolic territories.
+    border_jitter_mm : float
+        SD of the smooth random shift of the territory border for this patient (mm).
 
     Returns
     -------
     lesion : bool ndarray
         Infarct voxels on the template grid.
     allowed : bool ndarray
-        Union of the territory masks the components were drawn from.
+        Union of this patient's territories (border-jittered) the components were drawn
+        from; every infarct voxel lies inside it.
     centres_mm : list of ndarray
         Main core of each component, MNI mm.
     """
@@ -77,7 +81,6 @@ def draw_lesion(
     shape = np.array(anat.shape)
     for comp in components:
         terr = masks[(comp.territory, comp.side)]
-        allowed |= terr
         idx = np.flatnonzero(terr)
         c0 = np.array(np.unravel_index(idx[rng.integers(idx.size)], anat.shape))
         n_target = max(1, int(round(comp.volume_ml / voxel_ml)))
@@ -86,7 +89,14 @@ def draw_lesion(
         lo = np.maximum(c0 - half, 0)
         hi = np.minimum(c0 + half + 1, shape)
         box = tuple(slice(a, b) for a, b in zip(lo, hi))
-        sub = terr[box]
+        # Real territory borders vary between people: jitter this patient's border by a
+        # smooth random offset so that large infarcts do not end on a straight line.
+        t_box = terr[box]
+        signed_mm = (ndi.distance_transform_edt(t_box) - ndi.distance_transform_edt(~t_box)) * vox
+        jitter = ndi.gaussian_filter(rng.standard_normal(t_box.shape).astype(np.float32), 8.0 / vox)
+        jitter *= border_jitter_mm / max(float(jitter.std()), 1e-6)
+        sub = ((signed_mm + jitter) > 0) & masks[("tissue", comp.side)][box]
+        allowed[box] |= sub
         grid = np.stack(np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi)], indexing="ij"))
         cores = [(c0, 1.0)]
         if comp.territory in _EMBOLIC:

@@ -45,8 +45,8 @@ class SynthParams:
     ventricle_asymmetry_sd: float = 0.04
 
     # --- DWI b1000 contrast (relative to white matter) ----------------------------------
-    gm_wm_ratio_range: tuple = (1.12, 1.3)
-    csf_wm_ratio_range: tuple = (0.18, 0.32)
+    gm_wm_ratio_range: tuple = (1.18, 1.38)
+    csf_wm_ratio_range: tuple = (0.12, 0.25)
     lesion_ratio_range: tuple = (1.6, 2.8)
     lesion_heterogeneity: float = 0.12
     scalp_wm_ratio: float = 0.08
@@ -96,6 +96,10 @@ class SynthParams:
     #: Share of CSF next to the infarct replaced by swollen tissue per mm of mass effect.
     effacement_per_mm: float = 0.12
     effacement_sigma_mm: float = 10.0
+    #: Share of the ipsilateral ventricle's CSF squeezed out per mm of mass effect, decaying
+    #: exponentially with distance from the infarct surface.
+    ventricle_effacement_per_mm: float = 0.1
+    ventricle_effacement_decay_mm: float = 20.0
 
     # --- clinical course -------------------------------------------------------------
     nihss_intercept: float = 0.55

@@ -63,6 +63,7 @@ def territory_masks(resolution_mm: float = 2.0) -> dict:
     dict
         ``{(territory, side): bool ndarray}`` with side ``"left"`` (MNI x < 0) or
         ``"right"`` (x > 0); each mask is restricted to brain tissue (GM + WM >= 0.5).
+        ``("tissue", side)`` is all tissue of that hemisphere.
     """
     anat = load_template(resolution_mm)
     x, y, z = np.meshgrid(*anat.grid_mm(), indexing="ij")
@@ -79,6 +80,8 @@ def territory_masks(resolution_mm: float = 2.0) -> dict:
             m &= ~((y < -38) & (z < -14))
         out[(name, "left")] = m & (x < 0)
         out[(name, "right")] = m & (x > 0)
+    out[("tissue", "left")] = tissue & (x < 0)
+    out[("tissue", "right")] = tissue & (x > 0)
     for key, m in out.items():
         if m.sum() < 20:
             raise RuntimeError(f"territory {key} has {int(m.sum())} template voxels; boxes wrong?")
