@@ -100,7 +100,7 @@ def test_uniform_map_restates_anatomy():
     assert f["edge_density_ratio"] == pytest.approx(1.0)
     assert f["outside_density_ratio"] == pytest.approx(1.0)
     assert f["entropy_norm"] == pytest.approx(1.0)
-    assert f["top_share"] == pytest.approx(29 / 576)
+    assert f["top_share"] == pytest.approx(29 / 576, rel=1e-3)  # binned to 1/4096 of the max
     assert f["asymmetry_index"] == pytest.approx(0.0)
     assert f["ventricle_mass_fraction"] == pytest.approx(64 / 576)
 

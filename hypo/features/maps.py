@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.special import xlogy
 
 from hypo.features.anatomy import BRAIN, EDGE, LEFT, LESION, RIGHT, VENTRICLE
 
@@ -168,6 +167,9 @@ class FeatureConfig:
         Fraction of brain pixels counted as the map's "top" (Quantus-style top-k, 5 %).
     bilateral_fraction : float
         A lesion is bilateral when at least this share of it lies in the minority side.
+    bins : int
+        Value levels of the top-k selection (see ``_top_k``): ties within 1/``bins`` of a
+        map's range are shared in proportion.
     chunk : int
         Slices per vectorised block (bounds the temporary arrays at about
         ``chunk x 7 x H x W x 4`` bytes).
@@ -176,6 +178,7 @@ class FeatureConfig:
     top_fraction: float = 0.05
     bilateral_fraction: float = 0.10
     chunk: int = 64
+    bins: int = 4096
 
 
 def _ratio(num, den):
@@ -218,16 +221,18 @@ def _check(maps, labels, lesion):
     if lesion is not None and np.shape(lesion) != maps.shape:
         raise ValueError(f"lesion mask has shape {np.shape(lesion)}; the maps have {maps.shape}")
     a = maps.reshape(len(maps), -1).astype(np.float32, copy=False)
-    bad = ~np.isfinite(a).all(axis=1)
+    # Two reductions instead of elementwise tests: NaN/inf propagate into a row's sum.
+    bad = ~np.isfinite(a.sum(axis=1, dtype=np.float64))
     if bad.any():
         raise ValueError(f"maps of slices {np.flatnonzero(bad)[:10].tolist()} contain NaN/inf")
-    neg = (a < -1e-6 * np.maximum(np.abs(a).max(axis=1, keepdims=True), 1e-30)).any(axis=1)
+    lo, hi = a.min(axis=1), a.max(axis=1)
+    neg = lo < -1e-6 * np.maximum(np.abs(lo), np.abs(hi)).clip(1e-30)
     if neg.any():
         raise ValueError(
             f"maps of slices {np.flatnonzero(neg)[:10].tolist()} have negative values; "
             "features need non-negative (ReLU'd, raw) maps"
         )
-    return np.maximum(a, 0)
+    return a if not (lo < 0).any() else np.maximum(a, 0)
 
 
 def map_features(
@@ -289,53 +294,105 @@ def map_features(
     return out.drop(columns="_brain_px")
 
 
+def _top_k(a, brain, les, ok, ks, bins):
+    """Map mass and lesion pixels among the top-``k`` brain pixels of each row, for each
+    ``k`` in ``ks`` (arrays of per-row counts).
+
+    Pixels are binned by value (``bins`` levels between 0 and the row's maximum) with one
+    ``bincount`` over the whole block; bins above the k-th value count fully, and the bin
+    holding it counts in proportion to the pixels still needed. Values within one bin
+    (1/``bins`` of the row's maximum) are treated as ties, and a bin's mass as its count
+    times its centre value: a uniform map gives exactly k/n of its mass, not an arbitrary
+    pick of k pixels.
+    """
+    n, P = a.shape
+    top = a.max(axis=1)
+    scale = np.where(ok & (top > 0), (bins - 1e-3) / np.where(top > 0, top, 1), 0.0)
+    idx = (a * scale[:, None].astype(np.float32)).astype(np.int32)
+    # Background goes to a dump bin; the lesion flag is folded into the bin index so one
+    # unweighted bincount gives both pixel counts and lesion hits.
+    idx = np.where(brain, idx, bins) * 2 + les
+    idx += (np.arange(n, dtype=np.int32) * (2 * (bins + 1)))[:, None]
+    flat = idx.ravel()
+    size = n * 2 * (bins + 1)
+    both = np.bincount(flat, minlength=size).reshape(n, bins + 1, 2)[:, :bins].astype(float)
+    cnt = both.sum(axis=2)
+    hits = both[:, :, 1]
+    # A bin's mass is its count times its centre value: exact to half a bin (1/(2 bins) of
+    # the row's maximum per pixel), and it saves a weighted pass over every pixel.
+    centre = (np.arange(bins) + 0.5)[None, :] / np.where(scale > 0, scale, 1.0)[:, None]
+    mass = cnt * centre
+    # Counts, mass and hits of all bins at or above b (top-down cumulative sums).
+    c_top = np.cumsum(cnt[:, ::-1], axis=1)[:, ::-1]
+    m_top = np.cumsum(mass[:, ::-1], axis=1)[:, ::-1]
+    h_top = np.cumsum(hits[:, ::-1], axis=1)[:, ::-1]
+    pad = np.zeros((n, 1))
+    c_above = np.hstack([c_top[:, 1:], pad])
+    m_above = np.hstack([m_top[:, 1:], pad])
+    h_above = np.hstack([h_top[:, 1:], pad])
+    out_m, out_h = [], []
+    rows = np.arange(n)
+    for k in ks:
+        k = np.minimum(np.asarray(k, float), c_top[:, 0])
+        b = np.clip((c_top >= k[:, None]).sum(axis=1) - 1, 0, bins - 1)
+        need = k - c_above[rows, b]
+        frac = _ratio(need, cnt[rows, b])
+        frac = np.where(np.isfinite(frac), frac, 0.0)
+        out_m.append(m_above[rows, b] + frac * mass[rows, b])
+        out_h.append(h_above[rows, b] + frac * hits[rows, b])
+    return out_m, out_h
+
+
 def _features_block(a, lab, les, side, config: FeatureConfig) -> pd.DataFrame:
     n, P = a.shape
-    brain = ((lab & BRAIN) > 0) | les
-    les = les & brain
-    left = (lab & LEFT) > 0
-    right = (lab & RIGHT) > 0
-    vent = (lab & VENTRICLE) > 0
-    edge = (lab & EDGE) > 0
-    nonles = brain & ~les
-    regions = np.stack(
-        [brain, les, left, right, vent & ~les, edge & ~les, nonles, vent, edge], axis=1
-    ).astype(np.float32)
-    # Batched mat-vec: one BLAS call for all region sums of all slices in the block.
-    sums = np.matmul(regions, a[:, :, None])[..., 0].astype(float)
-    counts = regions.sum(axis=2).astype(float)
-    (m_b, m_les, m_l, m_r, m_vnl, m_enl, m_nl, m_v, m_e) = sums.T
-    (n_b, n_les, _, _, n_vnl, n_enl, n_nl, _, _) = counts.T
-    m_tot = a.sum(axis=1, dtype=np.float64)
+    # One label code per pixel (the anatomy bits with the lesion in use); every region sum
+    # is then a sum over codes of a per-row histogram: two bincounts for the whole block.
+    code = (lab & ~np.uint8(LESION)).astype(np.int32)
+    code[les] |= LESION | BRAIN
+    off = (np.arange(n, dtype=np.int32) * 64)[:, None]
+    flat = (code + off).ravel()
+    hm = np.bincount(flat, weights=a.ravel(), minlength=n * 64).reshape(n, 64)
+    hc = np.bincount(flat, minlength=n * 64).reshape(n, 64).astype(float)
+    codes = np.arange(64)
+
+    def region(*, has=0, lacks=0):
+        sel = ((codes & has) == has) & ((codes & lacks) == 0)
+        return hm[:, sel].sum(axis=1), hc[:, sel].sum(axis=1)
+
+    m_b, n_b = region(has=BRAIN)
+    m_les, n_les = region(has=BRAIN | LESION)
+    m_l, _ = region(has=BRAIN | LEFT)
+    m_r, _ = region(has=BRAIN | RIGHT)
+    m_vnl, n_vnl = region(has=BRAIN | VENTRICLE, lacks=LESION)
+    m_enl, n_enl = region(has=BRAIN | EDGE, lacks=LESION)
+    m_nl, n_nl = region(has=BRAIN, lacks=LESION)
+    m_v, _ = region(has=BRAIN | VENTRICLE)
+    m_e, _ = region(has=BRAIN | EDGE)
+    m_tot = hm.sum(axis=1)
     n_out = P - n_b
     m_out = m_tot - m_b
+    brain = (code & BRAIN) > 0
+    les = (code & LESION) > 0
+    left = (code & LEFT) > 0
+    right = (code & RIGHT) > 0
     has_les = n_les > 0
     mass_ok = m_b > 0
 
-    ab = np.where(brain, a, -1.0).astype(np.float32)  # background ranks last
     point = np.full(n, np.nan)
-    rank = np.full(n, np.nan)
-    top_iou = np.full(n, np.nan)
-    top_share = np.full(n, np.nan)
-    for i in range(n):
-        if not mass_ok[i]:
-            continue
-        row = ab[i]
-        point[i] = float(les[i, int(np.argmax(row))]) if has_les[i] else np.nan
-        k5 = max(1, int(np.ceil(config.top_fraction * n_b[i])))
-        top = np.argpartition(row, P - k5)[P - k5 :]
-        top_share[i] = float(a[i, top].sum(dtype=np.float64)) / m_b[i]
-        if has_les[i]:
-            hit = float(les[i, top].sum())
-            top_iou[i] = hit / (k5 + n_les[i] - hit)
-            k = int(n_les[i])
-            topk = np.argpartition(row, P - k)[P - k :]
-            rank[i] = float(les[i, topk].sum()) / k
+    ab0 = np.where(brain, a, np.float32(0))
+    arg = np.argmax(np.where(brain, a, np.float32(-1)), axis=1)
+    hit_max = les[np.arange(n), arg].astype(float)
+    point = np.where(has_les & mass_ok, hit_max, np.nan)
+    k5 = np.maximum(1, np.ceil(config.top_fraction * n_b))
+    share_m, share_h = _top_k(ab0, brain, les, m_b > 0, [k5, n_les], config.bins)
+    top_share = np.where(mass_ok, _ratio(share_m[0], m_b), np.nan)
+    top_iou = np.where(has_les & mass_ok, _ratio(share_h[0], k5 + n_les - share_h[0]), np.nan)
+    rank = np.where(has_les & mass_ok, _ratio(share_h[1], n_les), np.nan)
     ent = np.full(n, np.nan)
     ok = mass_ok & (n_b > 1)
     if ok.any():
-        ab0 = np.where(brain, a, 0.0)
-        plogp = xlogy(ab0, ab0).sum(axis=1, dtype=np.float64)
+        # float32 log (vectorised); 0 log 0 = 0 through the clip.
+        plogp = (ab0 * np.log(np.maximum(ab0, np.float32(1e-30)))).sum(axis=1, dtype=np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
             h = np.log(np.where(ok, m_b, 1.0)) - plogp / np.where(ok, m_b, 1.0)
             ent[ok] = h[ok] / np.log(n_b[ok])
