@@ -314,7 +314,9 @@ def forest_plot(
     plot = (
         p9.ggplot(d, p9.aes(y="label"))
         + p9.geom_vline(xintercept=1.0, linetype="dashed", colour="#606060")
-        + p9.geom_blank(p9.aes(x=1.0))
+        # The axis always spans at least 0.5-2 so that OR = 1 has context, even when
+        # every fit failed.
+        + p9.geom_blank(p9.aes(x="x"), data=pd.DataFrame({"x": [0.5, 2.0]}), inherit_aes=False)
         + p9.scale_x_log10()
         + p9.scale_y_discrete(drop=True)
         + p9.labs(x=axis, y="", title="Odds ratios by hypothesis")

@@ -1,0 +1,289 @@
+"""Write ``report.md`` and ``report.html`` from one structured description.
+
+A report is a title, optional introduction paragraphs, report-level warnings and a list of
+sections; a section holds paragraphs, tables (DataFrames) and figures (PNG files under the
+report folder, given by their path relative to it), in the order given.
+
+Both files are written atomically. The HTML is one self-contained file: figures are
+embedded as base64 PNG data (``embed_figures=True``, the default; set it False to link
+them by their relative path instead). Every string is escaped on the way out -- titles,
+paragraphs, captions, warnings, table headers and cells -- so text read from an input file
+(a participant id, a column value) can never become markup. The Markdown file escapes
+``&``, ``<`` and ``>`` as HTML entities (Markdown viewers render inline HTML) and ``|`` in
+table cells.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from hypo._util import write_text_atomic
+
+_CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 72rem;
+       margin: 2rem auto; padding: 0 1rem; color: #222; line-height: 1.45; }
+h1 { border-bottom: 2px solid #335; padding-bottom: .3rem; }
+h2 { margin-top: 2.2rem; border-bottom: 1px solid #ccd; }
+table { border-collapse: collapse; margin: .8rem 0; font-size: .85rem; }
+th, td { border: 1px solid #ccd; padding: .25rem .5rem; text-align: left; vertical-align: top; }
+th { background: #eef0f6; }
+tr:nth-child(even) td { background: #fafbfd; }
+figure { margin: 1rem 0; }
+figure img { max-width: 100%; border: 1px solid #ddd; }
+figcaption, .caption { font-size: .85rem; color: #444; margin-top: .3rem; }
+.warnings { background: #fff4e5; border-left: 4px solid #e69500; padding: .5rem 1rem; }
+.table-wrap { overflow-x: auto; }
+"""
+
+
+@dataclass
+class Table:
+    """A table of the report: a DataFrame and a caption (shown above it)."""
+
+    df: pd.DataFrame
+    caption: str = ""
+    index: bool = False
+
+
+@dataclass
+class Figure:
+    """A figure of the report: a file path relative to the report folder and a caption."""
+
+    path: str | os.PathLike
+    caption: str = ""
+
+
+@dataclass
+class Section:
+    """A section: a heading and its content in order (str = paragraph, Table, Figure).
+
+    A bare DataFrame in ``content`` is a table without caption.
+    """
+
+    heading: str
+    content: list = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _as_section(s, i: int) -> Section:
+    if isinstance(s, Section):
+        return s
+    if isinstance(s, Mapping):
+        known = {"heading", "paragraphs", "tables", "figures", "warnings", "content"}
+        unknown = set(s) - known
+        if unknown:
+            raise ValueError(
+                f"report section {i}: unknown key(s) {sorted(unknown)}; use {sorted(known)}"
+            )
+        if "heading" not in s:
+            raise ValueError(f"report section {i}: no 'heading'")
+        content = list(s.get("content", []))
+        content += [str(p) for p in s.get("paragraphs", [])]
+        for t in s.get("tables", []):
+            if isinstance(t, tuple):
+                t = Table(*t)
+            elif isinstance(t, Mapping):
+                t = Table(**t)
+            content.append(t)
+        for f in s.get("figures", []):
+            if isinstance(f, tuple):
+                f = Figure(*f)
+            elif isinstance(f, Mapping):
+                f = Figure(**f)
+            elif isinstance(f, str | os.PathLike):
+                f = Figure(f)
+            content.append(f)
+        return Section(str(s["heading"]), content, [str(w) for w in s.get("warnings", [])])
+    raise TypeError(f"report section {i}: expected Section or dict, got {type(s).__name__}")
+
+
+def _check_content(sections: list[Section], out_dir: Path) -> None:
+    for sec in sections:
+        for item in sec.content:
+            if isinstance(item, Figure):
+                p = Path(item.path)
+                if p.is_absolute() or ".." in p.parts:
+                    raise ValueError(
+                        f"section {sec.heading!r}: figure path {str(p)!r} must be relative to "
+                        f"the report folder {out_dir} and inside it"
+                    )
+                if not (out_dir / p).is_file():
+                    raise FileNotFoundError(
+                        f"section {sec.heading!r}: figure {out_dir / p} does not exist"
+                    )
+            elif isinstance(item, pd.DataFrame | Table):
+                df = item.df if isinstance(item, Table) else item
+                if not isinstance(df, pd.DataFrame):
+                    raise TypeError(
+                        f"section {sec.heading!r}: table is a {type(df).__name__}, not a DataFrame"
+                    )
+            elif not isinstance(item, str):
+                raise TypeError(
+                    f"section {sec.heading!r}: content items must be str, Table, Figure or "
+                    f"DataFrame; got {type(item).__name__}"
+                )
+
+
+# --------------------------------------------------------------------------- Markdown
+def _md_text(s) -> str:
+    return html.escape(str(s), quote=False)
+
+
+def _md_cell(v) -> str:
+    if v is None or (isinstance(v, float) and pd.isna(v)):
+        return ""
+    s = _md_text(v).replace("|", "\\|").replace("\r", " ").replace("\n", "<br>")
+    return s
+
+
+def markdown_table(df: pd.DataFrame, index: bool = False) -> str:
+    """A GitHub-flavoured Markdown table with every header and cell escaped."""
+    d = df.reset_index() if index else df
+    header = [_md_cell(c) for c in d.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for row in d.itertuples(index=False):
+        lines.append("| " + " | ".join(_md_cell(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def _markdown(title: str, intro, warnings, sections: list[Section]) -> str:
+    out = [f"# {_md_text(title)}", ""]
+    for p in intro:
+        out += [_md_text(p), ""]
+    if warnings:
+        out += ["> **Warnings**", ">"]
+        out += [f"> - {_md_text(w)}" for w in warnings]
+        out.append("")
+    for sec in sections:
+        out += [f"## {_md_text(sec.heading)}", ""]
+        if sec.warnings:
+            out += [f"> **Warning:** {_md_text(w)}" for w in sec.warnings]
+            out.append("")
+        for item in sec.content:
+            if isinstance(item, str):
+                out += [_md_text(item), ""]
+            elif isinstance(item, Figure):
+                rel = Path(item.path).as_posix()
+                alt = _md_text(item.caption or Path(item.path).name).replace("]", "\\]")
+                out += [f"![{alt}]({rel})", ""]
+                if item.caption:
+                    out += [f"*{_md_text(item.caption)}*", ""]
+            else:
+                t = item if isinstance(item, Table) else Table(item)
+                if t.caption:
+                    out += [f"**{_md_text(t.caption)}**", ""]
+                out += [markdown_table(t.df, t.index), ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+# --------------------------------------------------------------------------- HTML
+def _h(s) -> str:
+    return html.escape(str(s), quote=True)
+
+
+def _html_table(t: Table) -> str:
+    # to_html(escape=True) escapes cells and headers; the caption is escaped by us.
+    body = t.df.to_html(index=t.index, escape=True, na_rep="", border=0, classes="report-table")
+    cap = f'<p class="caption"><strong>{_h(t.caption)}</strong></p>\n' if t.caption else ""
+    return f'{cap}<div class="table-wrap">\n{body}\n</div>'
+
+
+def _html_figure(f: Figure, out_dir: Path, embed: bool) -> str:
+    rel = Path(f.path)
+    if embed:
+        mime = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
+                ".svg": "image/svg+xml"}.get(rel.suffix.lower(), "application/octet-stream")  # fmt: skip
+        data = base64.b64encode((out_dir / rel).read_bytes()).decode("ascii")
+        src = f"data:{mime};base64,{data}"
+    else:
+        src = _h(rel.as_posix())
+    alt = _h(f.caption or rel.name)
+    cap = f"<figcaption>{_h(f.caption)}</figcaption>" if f.caption else ""
+    return f'<figure><img src="{src}" alt="{alt}">{cap}</figure>'
+
+
+def _html(title: str, intro, warnings, sections: list[Section], out_dir: Path, embed: bool) -> str:
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_h(title)}</title>",
+        f"<style>{_CSS}</style>",
+        "</head>",
+        "<body>",
+        f"<h1>{_h(title)}</h1>",
+    ]
+    parts += [f"<p>{_h(p)}</p>" for p in intro]
+    if warnings:
+        items = "".join(f"<li>{_h(w)}</li>" for w in warnings)
+        parts.append(f'<div class="warnings"><strong>Warnings</strong><ul>{items}</ul></div>')
+    for sec in sections:
+        parts.append(f"<section>\n<h2>{_h(sec.heading)}</h2>")
+        if sec.warnings:
+            items = "".join(f"<li>{_h(w)}</li>" for w in sec.warnings)
+            parts.append(f'<div class="warnings"><ul>{items}</ul></div>')
+        for item in sec.content:
+            if isinstance(item, str):
+                parts.append(f"<p>{_h(item)}</p>")
+            elif isinstance(item, Figure):
+                parts.append(_html_figure(item, out_dir, embed))
+            else:
+                parts.append(_html_table(item if isinstance(item, Table) else Table(item)))
+        parts.append("</section>")
+    parts += ["</body>", "</html>"]
+    return "\n".join(parts) + "\n"
+
+
+def write_report(
+    out_dir: str | os.PathLike,
+    sections: Sequence[Section | Mapping],
+    title: str = "hypo report",
+    intro: Sequence[str] = (),
+    warnings: Sequence[str] = (),
+    embed_figures: bool = True,
+    stem: str = "report",
+) -> dict[str, Path]:
+    """Write ``<stem>.md`` and ``<stem>.html`` into ``out_dir``.
+
+    Parameters
+    ----------
+    out_dir : path
+        Report folder; figures are looked up relative to it.
+    sections : sequence of Section or dict
+        A dict section has ``heading`` and any of ``paragraphs`` (str), ``tables``
+        (Table, dict of Table's fields, ``(df, caption)`` tuples), ``figures`` (Figure,
+        relative path, ``(path, caption)``), ``warnings`` (str) and ``content`` (ordered
+        items); content is laid out as paragraphs, then tables, then figures.
+    title : str
+        Report title.
+    intro : sequence of str
+        Paragraphs before the first section.
+    warnings : sequence of str
+        Report-level warnings, shown in a box at the top of both files.
+    embed_figures : bool
+        Embed figures in the HTML as base64 (a single self-contained file); else link them
+        by relative path. ``report.md`` always links them by relative path.
+
+    Returns
+    -------
+    dict
+        ``{"md": path, "html": path}``.
+    """
+    out_dir = Path(out_dir)
+    secs = [_as_section(s, i) for i, s in enumerate(sections)]
+    _check_content(secs, out_dir)
+    intro = [str(p) for p in intro]
+    warnings = [str(w) for w in warnings]
+    md = write_text_atomic(out_dir / f"{stem}.md", _markdown(title, intro, warnings, secs))
+    page = _html(title, intro, warnings, secs, out_dir, embed_figures)
+    htm = write_text_atomic(out_dir / f"{stem}.html", page)
+    return {"md": md, "html": htm}

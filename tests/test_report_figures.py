@@ -1,0 +1,186 @@
+"""plotnine figures (Grotta bars, forest plot, feature by mRS) and CAM panels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hypo.report.cam_panels import CamExample, cam_panel_figure, write_cam_panels
+from hypo.report.figures import (
+    MRS_LEVELS,
+    feature_by_mrs,
+    forest_data,
+    forest_plot,
+    grotta_bars,
+    grotta_data,
+    write_figures,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+DIRECTION = "OR > 1: higher (worse) mRS per 1 SD of feature"
+
+
+def _is_png(path) -> bool:
+    return path.is_file() and path.stat().st_size > 1000 and path.read_bytes()[:8] == PNG_MAGIC
+
+
+@pytest.fixture
+def patients() -> pd.DataFrame:
+    rng = np.random.default_rng(3)
+    n = 31
+    df = pd.DataFrame(
+        {
+            "participant_id": [f"sub-{i:03d}" for i in range(n)],
+            "asymmetry_index": rng.normal(size=n),
+            "mrs_3months": rng.integers(0, 7, n).astype(float),
+        }
+    )
+    df.loc[[2, 5], "mrs_3months"] = np.nan
+    df.loc[7, "asymmetry_index"] = np.nan
+    return df
+
+
+@pytest.fixture
+def results() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "hypothesis": ["H1", "H2", "H3", "H1"],
+            "model": ["mrs", "mrs", "mrs", "mrs"],
+            "feature": ["asymmetry_index", "relevance_mass", "edge_density", "asymmetry_index"],
+            "term": ["asymmetry_index", "relevance_mass", "edge_density", "asymmetry_index"],
+            "OR": [1.6, 0.8, np.nan, 1.05],
+            "OR_low": [1.2, 0.6, np.nan, 0.8],
+            "OR_high": [2.1, 1.1, np.nan, 1.4],
+            "direction": [DIRECTION] * 4,
+            "map_source": ["cam", "cam", "cam", "shuffled_labels"],
+            "error": ["", "", "did not converge", ""],
+        }
+    )
+
+
+def test_grotta_shares_sum_to_one_per_tertile(patients):
+    d = grotta_data(patients, "asymmetry_index")
+    known = patients["asymmetry_index"].notna() & patients["mrs_3months"].notna()
+    assert d["group_index"].nunique() == 3
+    assert set(d["mrs"]) == set(MRS_LEVELS)  # empty grades kept as zero rows
+    sums = d.groupby("group_index")["share"].sum()
+    np.testing.assert_allclose(sums, 1.0)
+    assert d.groupby("group_index")["n"].sum().sum() == known.sum()
+    np.testing.assert_allclose(d.groupby("group_index")["end"].max(), 1.0)
+    # Tertile 1 holds the lowest feature values: its count matches a hand split.
+    x = patients.loc[known, "asymmetry_index"]
+    lo = (x <= x.quantile(1 / 3)).sum()
+    assert d.loc[d["group_index"] == 0, "n_group"].iloc[0] == lo
+
+
+def test_grotta_bars_writes_png_and_names_missing_column(patients, tmp_path):
+    out = tmp_path / "fig" / "grotta.png"
+    grotta_bars(patients, "asymmetry_index", path=out)
+    assert _is_png(out)
+    with pytest.raises(ValueError, match="'lesion_asymmetry'"):
+        grotta_bars(patients, "lesion_asymmetry")
+    bad = patients.copy()
+    bad.loc[0, "mrs_3months"] = 9
+    with pytest.raises(ValueError, match="mrs_3months"):
+        grotta_data(bad, "asymmetry_index")
+
+
+def test_forest_plot_lists_failed_fits(results, tmp_path):
+    d = forest_data(results)
+    assert len(d) == 4 and d["label"].nunique() == 4  # every result has its own row
+    assert list(d["estimated"]) == [True, True, False, True]
+    assert "did not converge" in d.loc[2, "note"]
+    # The same hypothesis on a negative-control map is named by its source.
+    assert "shuffled_labels" in str(d.loc[3, "label"])
+    out = tmp_path / "forest.png"
+    plot = forest_plot(results, path=out)
+    assert _is_png(out)
+    assert DIRECTION in plot.labels.x
+    with pytest.raises(ValueError, match="OR_high"):
+        forest_plot(results.drop(columns="OR_high"))
+
+
+def test_forest_plot_all_failed_still_draws(results, tmp_path):
+    r = results.assign(OR=np.nan, OR_low=np.nan, OR_high=np.nan)
+    out = tmp_path / "forest_failed.png"
+    forest_plot(r, path=out)
+    assert _is_png(out)
+
+
+def test_feature_by_mrs_writes_png(patients, tmp_path):
+    out = tmp_path / "by_mrs.png"
+    plot = feature_by_mrs(patients, "asymmetry_index", path=out)
+    assert _is_png(out)
+    assert "3 without feature or outcome" in plot.labels.caption
+    with pytest.raises(ValueError, match="'nope'"):
+        feature_by_mrs(patients, "nope")
+
+
+def test_write_figures_returns_relative_paths(patients, results, tmp_path):
+    paths = write_figures(patients, results, ["asymmetry_index"], tmp_path, dpi=60)
+    assert set(paths) == {"forest_plot", "grotta_asymmetry_index", "feature_by_mrs_asymmetry_index"}
+    for rel in paths.values():
+        assert not rel.is_absolute() and _is_png(tmp_path / rel)
+
+
+def _example(pid="sub-001", shape=(24, 20), mrs=3.0) -> CamExample:
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    img = np.exp(-((yy - 12) ** 2 + (xx - 10) ** 2) / 60.0)
+    maps = {
+        (m, c): np.exp(-((yy - 10) ** 2 + (xx - (5 if c == "stroke" else 15)) ** 2) / 10.0) * s
+        for m, s in (("gradcam", 2.0), ("gradcam++", 1.0))
+        for c in ("stroke", "no stroke")
+    }
+    return CamExample(
+        participant_id=pid,
+        image_native=np.pad(img * 255, 3),
+        image_preprocessed=img,
+        maps=maps,
+        probabilities={"stroke": 0.9, "no stroke": 0.1},
+        slice_index=7,
+        mrs_3months=mrs,
+        lesion_mask=((yy - 10) ** 2 + (xx - 5) ** 2) < 9,
+    )
+
+
+def test_cam_panels_layout_labels_and_markers(tmp_path):
+    import matplotlib.pyplot as plt
+
+    fig = cam_panel_figure([_example(), _example("sub-002", mrs=np.nan)])
+    try:
+        axes = np.array(fig.axes[:-1]).reshape(2, 6)  # last axis is the colour bar
+        assert axes[0, 2].get_title() == "Grad-CAM\nstroke"
+        assert axes[0, 3].get_title() == "Grad-CAM++\nstroke"
+        assert axes[0, 2].get_xlabel() == "p(stroke) = 0.90"
+        assert axes[0, 4].get_xlabel() == "p(no stroke) = 0.10"
+        assert "sub-002" in axes[1, 0].get_ylabel() and "slice 7" in axes[1, 0].get_ylabel()
+        assert axes[1, 0].get_xlabel() == "mRS n/a"
+        # Radiological view: "R" on the image's left (x < 0.5), "L" on its right.
+        marks = {t.get_text(): t.get_position()[0] for t in axes[0, 3].texts}
+        assert marks["R"] < 0.5 < marks["L"]
+        assert "raw" in fig.axes[-1].get_ylabel()
+        # Raw maps share one colour scale across panels: Grad-CAM peaks at 2, ++ at 1.
+        assert axes[0, 2].images[1].get_clim() == axes[0, 3].images[1].get_clim()
+    finally:
+        plt.close(fig)
+    fig = cam_panel_figure([_example()], classes=["stroke"], scale="per_image")
+    try:
+        assert "per-image" in fig.axes[-1].get_ylabel()
+        assert fig.axes[2].images[1].get_array().max() == pytest.approx(1.0)
+    finally:
+        plt.close(fig)
+    out = write_cam_panels(tmp_path / "cams.png", [_example()], dpi=50)
+    assert _is_png(out)
+
+
+def test_cam_panels_reject_wrong_shapes_and_missing_maps():
+    ex = _example()
+    ex.maps[("gradcam", "stroke")] = np.zeros((5, 5))
+    with pytest.raises(ValueError, match=r"sub-001.*gradcam.*stroke.*shape"):
+        cam_panel_figure([ex])
+    ex = _example()
+    with pytest.raises(ValueError, match="hirescam"):
+        cam_panel_figure([ex], methods=("hirescam",))
+    with pytest.raises(ValueError, match="scale"):
+        cam_panel_figure([_example()], scale="zscore")
