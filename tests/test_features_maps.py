@@ -233,3 +233,49 @@ def test_features_for_store_with_controls(tmp_path):
     assert (i["relevance_mass_lesion"].to_numpy() > 2 * u["relevance_mass_lesion"].to_numpy()).all()
     assert np.allclose(u["ventricle_density_ratio"], 1.0)
     np.testing.assert_allclose(control_maps(Store.images, "control_uniform"), 1.0)
+
+
+def test_features_for_store_reads_cam_chunks_and_records_cell_size(tmp_path):
+    from tests.test_features_anatomy import phantom
+
+    img, tr = phantom(64, 0.0, lesion=(30, 42, 4))
+    images = np.stack([img, img[:, ::-1]])
+
+    class Store:
+        path = tmp_path
+        masks = {}
+        table = pd.DataFrame({"participant_id": ["sub-1", "sub-2"], "slice": [0, 0],
+                              "pixel_mm_row": 1.5, "pixel_mm_col": 1.5,
+                              "slice_thickness_mm": 5.0})  # fmt: skip
+
+    Store.images = images
+    raw = np.zeros((2, 2, 4, 4), np.float32)
+    raw[0, 1, 1:3, 2:4] = 1.0  # class 1 of slice 0 lights the patient's left
+    raw[1, 1, 1:3, 0:2] = 1.0  # ... and of the mirrored slice the right
+
+    class Cams:  # the CamStore interface features_for_store uses
+        methods, classes, layer = ("gradcam",), (0, 1), "block5"
+        input_shape, n_chunks, manifest, path = (64, 64, 1), 1, {}, tmp_path
+
+        def _load(self, i, name):
+            return raw
+
+        def iter_chunks(self, method, resized=False):
+            big = np.repeat(np.repeat(raw, 16, axis=2), 16, axis=3)
+            yield 0, 2, big
+
+    from hypo.features.anatomy import compute_anatomy
+
+    an = compute_anatomy(images, 1.5)
+    f = features_for_store(Store, an, [Cams()], controls=(), progress=False)
+    cam = f[(f.map_source == "cam") & (f.class_index == 1)].set_index("participant_id")
+    assert cam.loc["sub-1", "asymmetry_index"] > 0.9 and cam.loc["sub-2", "asymmetry_index"] < -0.9
+    assert np.allclose(cam["cell_mm"], 16 * 1.5)
+    zero = f[(f.map_source == "cam") & (f.class_index == 0)]
+    assert zero["asymmetry_index"].isna().all() and (zero["map_mass_brain"] == 0).all()
+    both = features_for_store(Store, an, [("control_random_model", Cams())], progress=False)
+    assert set(both["map_source"]) == {
+        "control_random_model",
+        "control_uniform",
+        "control_intensity",
+    }

@@ -53,7 +53,8 @@ FEATURE_DICTIONARY: list[tuple[str, str, str]] = [
         "cell_mm",
         "size of one CAM cell at the evaluation layer, mm (mean of rows/cols). Structures "
         "narrower than a cell (e.g. a 5 mm edge band vs a ~12 mm cell) are resolved only by "
-        "interpolation of the map: features of such bands mostly measure interpolation",
+        "interpolation of the map: features of such bands mostly measure interpolation. "
+        "NaN for the image-made controls (pixel-resolution maps, no cell)",
         "mm",
     ),
     ("map_mass_brain", "sum of the raw map over brain pixels (aggregation weight)", "map units"),
@@ -522,10 +523,10 @@ def features_for_store(
     store : SliceStore
     anatomy : Anatomy
         :func:`hypo.features.anatomy.anatomy_for_store` of the same store.
-    cams : CamStore or list of CamStore, optional
+    cams : CamStore, or list of CamStore / (map_source, CamStore), optional
         CAM caches of :func:`hypo.cam.stream.compute_store` (all methods and classes of
-        each are used). A cache named ``control_random_model`` by its methods is treated
-        as that control.
+        each are used). Plain caches are ``map_source="cam"``; pass e.g.
+        ``("control_random_model", cache)`` for maps of a randomised-weights model.
     controls : sequence of str
         Image-made controls (``control_uniform``, ``control_intensity``), computed once.
     patient_side : dict participant_id -> side, optional
@@ -605,13 +606,15 @@ def features_for_store(
         head["cell_mm"] = cell_px * pix[start:stop] if cell_px is not None else np.nan
         frames.append(pd.concat([head, f], axis=1))
 
-    for cs in [] if cams is None else (cams if isinstance(cams, list | tuple) else [cams]):
+    items = [] if cams is None else (cams if isinstance(cams, list) else [cams])
+    for item in items:
+        forced, cs = item if isinstance(item, tuple) else (None, item)
         raw_shape = _raw_spatial(cs)
         in_shape = tuple(cs.input_shape[:-1]) if len(cs.input_shape) > 2 else cs.input_shape
         cell_px = float(np.mean(np.asarray(in_shape, float) / np.asarray(raw_shape, float)))
         for method in cs.methods:
-            source = method if method.startswith("control_") else "cam"
-            label = "control" if source != "cam" else method
+            source = forced or (method if method.startswith("control_") else "cam")
+            label = method
             it = cs.iter_chunks(method, resized=True)
             for start, stop, maps in tqdm(
                 it, total=cs.n_chunks, desc=f"features {method}", disable=not progress
