@@ -108,7 +108,7 @@ def test_markdown_table_shape():
     text = markdown_table(pd.DataFrame({"a": [1, None], "b": ["x\ny", "<b>"]}))
     lines = text.splitlines()
     assert len(lines) == 4 and lines[1] == "|---|---|"
-    assert "&lt;b&gt;" in lines[3]
+    assert "&lt;b>" in lines[3] and "<b>" not in text
 
 
 def test_provenance_versions_git_and_json(tmp_path):
@@ -160,3 +160,69 @@ def test_provenance_refuses_nifti_header_text(tmp_path):
         collect_provenance(cohort={"note": hdr["descrip"].tobytes()})
     with pytest.raises(ValueError, match="reserved"):
         collect_provenance(versions={})
+
+
+def test_analysis_report_end_to_end(tmp_path):
+    from hypo.report import write_analysis_report
+    from hypo.report.tables import patient_flow
+    from tests.test_report_figures import _example
+
+    rng = np.random.default_rng(11)
+    n = 24
+    patients = pd.DataFrame(
+        {
+            "participant_id": [f"sub-{i:03d}" for i in range(n)],
+            "age": rng.integers(40, 90, n),
+            "sex": rng.choice(["F", "M"], n),
+            "nihss_baseline": rng.integers(0, 25, n),
+            "ivt": rng.integers(0, 2, n),
+            "lesion_volume_ml": rng.gamma(2.0, 10.0, n),
+            "asymmetry_index": rng.normal(size=n),
+            "mrs_3months": rng.integers(0, 7, n).astype(float),
+            "analysis_population": [True] * 20 + [False] * 4,
+        }
+    )
+    patients.loc[0, "participant_id"] = ATTACK
+    patients.loc[3, "mrs_3months"] = np.nan
+    flow, excluded = patient_flow(
+        patients, [("visible lesion", "analysis_population", "no lesion")]
+    )
+    results = pd.DataFrame(
+        {
+            "hypothesis": ["H1", "H2"],
+            "model": ["mrs", "mrs"],
+            "feature": ["asymmetry_index", "edge"],
+            "term": ["asymmetry_index", "edge"],
+            "estimate": [0.4, np.nan],
+            "se": [0.2, np.nan],
+            "OR": [np.exp(0.4), np.nan],
+            "OR_low": [np.exp(0.0), np.nan],
+            "OR_high": [np.exp(0.8), np.nan],
+            "p": [0.05, np.nan],
+            "q": [0.1, np.nan],
+            "n": [19, 19],
+            "direction": ["OR > 1: higher (worse) mRS per 1 SD of feature"] * 2,
+            "error": ["", ATTACK],
+        }
+    )
+    paths = write_analysis_report(
+        tmp_path,
+        patients,
+        results,
+        ["asymmetry_index"],
+        flow=flow,
+        excluded=excluded,
+        cam_examples=[_example()],
+        provenance={"seeds": {"analysis": 0}, "registry_lock_hash": "abc"},
+        dpi=50,
+    )
+    page = paths["html"].read_text()
+    md = paths["md"].read_text()
+    assert "<script" not in page.lower() and "<script" not in md.lower()
+    for needle in ("Patient flow", "Table 1", "Registered hypotheses", "CAM panels",
+                   "fit failed", "1 patient of the analysis population without"):  # fmt: skip
+        assert needle in page and needle in md, needle
+    assert page.count("data:image/png;base64,") == 4  # forest, grotta, by-mRS, CAM panels
+    prov = json.loads(paths["provenance"].read_text())
+    assert prov["registry_lock_hash"] == "abc" and prov["seeds"] == {"analysis": 0}
+    assert (tmp_path / "figures" / "cam_panels.png").is_file()

@@ -29,7 +29,14 @@ _EXPORTS = {
         "format_results",
         "fmt_p",
     ),
-    "writer": ("Section", "Table", "Figure", "write_report", "markdown_table"),
+    "writer": (
+        "Section",
+        "Table",
+        "Figure",
+        "write_report",
+        "write_analysis_report",
+        "markdown_table",
+    ),
     "provenance": (
         "collect_provenance",
         "write_provenance",

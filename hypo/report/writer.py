@@ -9,8 +9,8 @@ embedded as base64 PNG data (``embed_figures=True``, the default; set it False t
 them by their relative path instead). Every string is escaped on the way out -- titles,
 paragraphs, captions, warnings, table headers and cells -- so text read from an input file
 (a participant id, a column value) can never become markup. The Markdown file escapes
-``&``, ``<`` and ``>`` as HTML entities (Markdown viewers render inline HTML) and ``|`` in
-table cells.
+``<`` (and ``&`` where it would start an entity) because Markdown viewers render inline
+HTML, and ``|`` in table cells.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import html
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,8 +133,13 @@ def _check_content(sections: list[Section], out_dir: Path) -> None:
 
 
 # --------------------------------------------------------------------------- Markdown
+_MD_ENTITY = re.compile(r"&(?=#?\w+;)")
+
+
 def _md_text(s) -> str:
-    return html.escape(str(s), quote=False)
+    # Only "<" can open inline HTML in Markdown; "&" is escaped where it would otherwise
+    # be read as an entity. ">" stays readable ("OR > 1").
+    return _MD_ENTITY.sub("&amp;", str(s)).replace("<", "&lt;")
 
 
 def _md_cell(v) -> str:
@@ -287,3 +293,133 @@ def write_report(
     page = _html(title, intro, warnings, secs, out_dir, embed_figures)
     htm = write_text_atomic(out_dir / f"{stem}.html", page)
     return {"md": md, "html": htm}
+
+
+def write_analysis_report(
+    out_dir: str | os.PathLike,
+    patients: pd.DataFrame,
+    results: pd.DataFrame,
+    features: Sequence[str],
+    flow=None,
+    excluded: pd.DataFrame | None = None,
+    cam_examples: Sequence | None = None,
+    cam_kwargs: Mapping | None = None,
+    provenance: Mapping | None = None,
+    title: str = "CAM asymmetry features and 3-month mRS",
+    intro: Sequence[str] = (),
+    warnings: Sequence[str] = (),
+    outcome: str = "mrs_3months",
+    population: str | None = "analysis_population",
+    dpi: int = 150,
+) -> dict[str, Path]:
+    """Figures, ``report.md``/``report.html`` and ``provenance.json`` of a main analysis.
+
+    Sections: patient flow (and who was excluded, by ``participant_id``), Table 1 of the
+    analysis population by mRS group, the formatted results table, the forest plot, Grotta
+    bars and feature-by-mRS plots per feature, and CAM panels when examples are given.
+    Failed fits and missing outcomes become report warnings.
+
+    Parameters
+    ----------
+    patients : DataFrame
+        Patient table (see :func:`hypo.report.tables.table1`).
+    results : DataFrame
+        Results of :func:`hypo.stats.registry.test_hypotheses`.
+    features : sequence of str
+        Feature columns to draw Grotta bars and feature-by-mRS plots for.
+    flow : DataFrame or sequence, optional
+        Patient flow (see :func:`hypo.report.tables.patient_flow_table`).
+    excluded : DataFrame, optional
+        ``participant_id, step, reason`` of excluded patients.
+    cam_examples : sequence, optional
+        :class:`hypo.report.cam_panels.CamExample` rows; ``cam_kwargs`` go to the panel
+        function (classes, methods, scale, vmin, vmax).
+    provenance : dict, optional
+        Parts for :func:`hypo.report.provenance.collect_provenance` (cohort and model
+        hashes, registry lock hash, seeds, config).
+    population : str or None
+        Boolean column selecting the analysis population for Table 1 and the figures.
+
+    Returns
+    -------
+    dict
+        Paths of ``md``, ``html``, ``provenance`` and each figure.
+    """
+    from hypo.report import figures as fig
+    from hypo.report.provenance import collect_provenance, write_provenance
+    from hypo.report.tables import format_results, patient_flow_table, table1
+
+    out_dir = Path(out_dir)
+    data = patients
+    if population is not None and population in patients.columns:
+        data = patients[patients[population].astype(bool)]
+    warnings = [str(w) for w in warnings]
+    if outcome in data.columns and data[outcome].isna().any():
+        k = int(data[outcome].isna().sum())
+        warnings.append(
+            f"{k} patient{'s' if k != 1 else ''} of the analysis population without "
+            f"{outcome}: left out of the fits and outcome figures"
+        )
+    if "error" in results.columns:
+        failed = results[results["error"].fillna("").astype(str) != ""]
+        for _, r in failed.iterrows():
+            warnings.append(
+                f"{r['hypothesis']} ({r['model']}, {r['feature']}): fit failed: {r['error']}"
+            )
+
+    sections: list[Section] = []
+    if flow is not None:
+        content: list = [Table(patient_flow_table(flow), caption="Patient flow")]
+        if excluded is not None and len(excluded):
+            content.append(Table(excluded, caption="Excluded patients (by participant_id)"))
+        sections.append(Section("Patient flow", content))
+    t1 = table1(data, outcome=outcome)
+    sections.append(
+        Section(
+            "Baseline characteristics",
+            [
+                Table(t1, caption="Table 1: baseline characteristics by 3-month mRS group"),
+                "Continuous characteristics: median [interquartile range]; p-values compare "
+                "mRS 0-2 with mRS 3-6 (Mann-Whitney U, chi-square); patients with a missing "
+                "outcome are shown but not tested.",
+            ],
+        )
+    )
+    figs = fig.write_figures(data, results, list(features), out_dir, outcome=outcome, dpi=dpi)
+    sections.append(
+        Section(
+            "Results",
+            [
+                Table(format_results(results), caption="Registered hypotheses: every test"),
+                Figure(figs["forest_plot"], "Odds ratios with 95% confidence intervals"),
+            ],
+        )
+    )
+    per_feature: list = []
+    for f in features:
+        per_feature.append(Figure(figs[f"grotta_{f}"], f"mRS at 3 months by tertile of {f}"))
+        per_feature.append(Figure(figs[f"feature_by_mrs_{f}"], f"{f} by mRS at 3 months"))
+    if per_feature:
+        sections.append(Section("Features and outcome", per_feature))
+    if cam_examples:
+        from hypo.report.cam_panels import write_cam_panels
+
+        rel = Path("figures") / "cam_panels.png"
+        write_cam_panels(out_dir / rel, cam_examples, dpi=dpi, **dict(cam_kwargs or {}))
+        figs["cam_panels"] = rel
+        sections.append(
+            Section(
+                "Grad-CAM and Grad-CAM++ examples",
+                [
+                    "Rows: example slices (radiological view, R = patient's right). Columns: "
+                    "original slice, preprocessed network input, then heat maps per class and "
+                    "method with the predicted probability of that class below each.",
+                    Figure(rel, "CAM panels"),
+                ],
+            )
+        )
+    paths = write_report(out_dir, sections, title=title, intro=intro, warnings=warnings)
+    prov = collect_provenance(**dict(provenance or {}))
+    paths["provenance"] = write_provenance(out_dir / "provenance.json", prov)
+    paths.update({k: out_dir / v for k, v in figs.items()})
+    return paths
