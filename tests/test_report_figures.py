@@ -117,6 +117,18 @@ def test_feature_by_mrs_writes_png(patients, tmp_path):
         feature_by_mrs(patients, "nope")
 
 
+def test_feature_by_mrs_same_seed_same_picture(patients, tmp_path):
+    import cv2
+
+    a, b, c = (tmp_path / f"{k}.png" for k in "abc")
+    feature_by_mrs(patients, "asymmetry_index", seed=0, path=a, dpi=50)
+    feature_by_mrs(patients, "asymmetry_index", seed=0, path=b, dpi=50)
+    feature_by_mrs(patients, "asymmetry_index", seed=1, path=c, dpi=50)
+    ia, ib, ic = (cv2.imread(str(p)) for p in (a, b, c))
+    assert np.array_equal(ia, ib)
+    assert not np.array_equal(ia, ic)  # the seed does move the jittered points
+
+
 def test_write_figures_returns_relative_paths(patients, results, tmp_path):
     paths = write_figures(patients, results, ["asymmetry_index"], tmp_path, dpi=60)
     assert set(paths) == {"forest_plot", "grotta_asymmetry_index", "feature_by_mrs_asymmetry_index"}

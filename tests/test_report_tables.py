@@ -83,7 +83,7 @@ def test_table1_matches_hand_computed_numbers():
     assert t.loc["Lesion volume, mL, median [IQR]", good] == "2 [1.5, 2.5]"
     assert t.loc["Lesion volume, mL, median [IQR]", "n_missing"] == "1"
     # Categorical rows: one line per level under the header.
-    assert t.loc["    left", good] == "3 (75.0%)"
+    assert t.loc["Lesion side: left", good] == "3 (75.0%)"
     # p-values: Mann-Whitney on the two known-outcome groups (missing group excluded).
     p = stats.mannwhitneyu([2, 4, 6, 8], [10, 12, 14, 16], alternative="two-sided").pvalue
     assert t.loc["NIHSS at admission, median [IQR]", "p"] == fmt_p(p)

@@ -378,7 +378,11 @@ def feature_by_mrs(
         p9.ggplot(d, p9.aes(x="mrs", y="value"))
         + p9.geom_boxplot(outlier_shape="", fill="#deebf7", width=0.6)
         + p9.geom_point(
-            position=p9.position_jitter(width=0.15, height=0, random_state=seed),
+            # plotnine treats an int seed of 0 as "no seed"; a RandomState is always used
+            # (and deep-copied per draw, so every draw of this plot jitters the same).
+            position=p9.position_jitter(
+                width=0.15, height=0, random_state=np.random.RandomState(seed)
+            ),
             size=1.2,
             alpha=0.7,
         )

@@ -296,7 +296,9 @@ def table1(
                     )
                     for c in cols
                 }
-                out.append({"characteristic": f"    {level}", **line})
+                # Level rows carry their characteristic's name: HTML collapses indentation.
+                name = row.label.split(",")[0]
+                out.append({"characteristic": f"{name}: {level}", **line})
         else:
             raise ValueError(
                 f"Table 1 row {row.column!r}: unknown kind {row.kind!r}; expected "
