@@ -12,7 +12,8 @@ and R ``MASS::polr``; beta > 0 means a *worse*, higher mRS)::
 odds), 0 in ``null`` and ``conditional_null``, and the cut-specific
 ``nonpo_swelling_log_or`` in ``nonpo`` mode. In ``null`` mode only the non-imaging terms
 (age, pre-stroke mRS, sex) are kept: NIHSS and treatment are downstream of the lesion, so
-keeping them would make mRS depend on the image. ``mrs_3months`` is drawn by inverting the
+keeping them would make mRS depend on the image; a constant ``null_mode_offset`` replaces
+their average contribution so that the marginal mRS distribution stays realistic. ``mrs_3months`` is drawn by inverting the
 cumulative probabilities with one uniform per patient.
 """
 
@@ -126,6 +127,7 @@ def outcome_coefficients(p: SynthParams, mode: str) -> dict:
     return {
         "scale": "log-odds of a worse (higher) mRS; logit P(mRS<=j) = theta_j - eta - gamma_j*swelling",
         "theta": list(p.mrs_thresholds),
+        "null_mode_offset": p.null_mode_offset if image_free else 0.0,
         "age_per_decade_above_70": p.beta_age_per_decade,
         "mrs_before": p.beta_mrs_before,
         "female": p.beta_female,
@@ -182,7 +184,8 @@ def draw_clinical_course(
 
     c = outcome_coefficients(p, mode)
     eta = (
-        c["age_per_decade_above_70"] * (demo["age"] - 70) / 10
+        c["null_mode_offset"]
+        + c["age_per_decade_above_70"] * (demo["age"] - 70) / 10
         + c["mrs_before"] * demo["mrs_before"]
         + c["female"] * (demo["sex"] == "F")
         + c["log_lesion_volume_ml_plus_1"] * math.log(lesion_volume_ml + 1.0)

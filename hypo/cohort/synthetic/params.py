@@ -143,8 +143,11 @@ class SynthParams:
     #: "nonpo" mode: swelling log-OR at each cut mRS<=j vs >j (j = 0..5): it only matters
     #: for severe disability and death, so proportional odds fails.
     nonpo_swelling_log_or: tuple = (0.0, 0.05, 0.2, 0.55, 0.9, 1.1)
+    #: "null" mode: constant log-odds standing in for the dropped image-dependent terms
+    #: (NIHSS, volume, treatment), so the marginal mRS distribution stays realistic.
+    null_mode_offset: float = 1.1
     #: Cut-points theta_j of logit P(mRS <= j) = theta_j - eta, j = 0..5.
-    mrs_thresholds: tuple = (1.1, 2.0, 2.9, 3.8, 4.9, 5.9)
+    mrs_thresholds: tuple = (0.8, 1.7, 2.6, 3.5, 4.6, 5.6)
 
     @classmethod
     def from_dict(cls, d: dict) -> SynthParams:

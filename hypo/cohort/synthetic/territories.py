@@ -49,7 +49,7 @@ _BOXES = {
 
 #: Volume of each territory's lesions, relative to the cohort-wide log-normal (deep lacunes
 #: are < 15 mL by definition; posterior-fossa infarcts are usually small to moderate).
-VOLUME_MEDIAN_ML = {"MCA": 16.0, "ACA": 8.0, "PCA": 9.0, "deep": 0.9, "posterior_fossa": 4.0}
+VOLUME_MEDIAN_ML = {"MCA": 20.0, "ACA": 9.0, "PCA": 10.0, "deep": 0.9, "posterior_fossa": 5.0}
 VOLUME_LOG_SD = {"MCA": 1.45, "ACA": 1.1, "PCA": 1.2, "deep": 0.6, "posterior_fossa": 1.1}
 VOLUME_MAX_ML = {"MCA": 320.0, "ACA": 90.0, "PCA": 120.0, "deep": 15.0, "posterior_fossa": 60.0}
 
