@@ -14,6 +14,7 @@ from hypo.report.figures import (
     forest_plot,
     grotta_bars,
     grotta_data,
+    or_convention,
     write_figures,
 )
 
@@ -99,6 +100,20 @@ def test_forest_plot_lists_failed_fits(results, tmp_path):
     assert DIRECTION in plot.labels.x
     with pytest.raises(ValueError, match="OR_high"):
         forest_plot(results.drop(columns="OR_high"))
+    # A failed fit has no direction (test_hypotheses leaves it empty): the shared direction
+    # still goes to the axis title, and labels stay short.
+    r = results.copy()
+    r.loc[2, "direction"] = ""
+    assert DIRECTION in forest_plot(r).labels.x
+    assert not forest_data(r)["label"].astype(str).str.contains("|", regex=False).any()
+    r.loc[3, "direction"] = "OR > 1: lower (better) mRS per 1 SD of feature"
+    labels = forest_data(r)["label"].astype(str)
+    assert labels.str.contains(DIRECTION, regex=False).sum() == 2
+    # hypo.stats' texts: the per-row clause differs, the OR convention is shared.
+    conv = "OR > 1 means worse outcome (higher mRS)"
+    r["direction"] = [f"higher {f} -> worse outcome; {conv}" for f in r["feature"]]
+    assert or_convention(r.loc[0, "direction"]) == conv
+    assert forest_plot(r).labels.x.endswith(conv)
 
 
 def test_forest_plot_all_failed_still_draws(results, tmp_path):

@@ -216,6 +216,22 @@ def grotta_bars(
 FOREST_COLUMNS = ("hypothesis", "model", "feature", "term", "OR", "OR_low", "OR_high", "direction")
 
 
+def or_convention(direction) -> str:
+    """The part of a ``direction`` text that says what OR > 1 means.
+
+    hypo.stats writes e.g. "higher asymmetry_index -> worse outcome; OR > 1 means worse
+    outcome (higher mRS)": the first clause describes the estimate, the clause naming the
+    OR is the convention shared by the rows of one outcome coding, which is what a forest
+    plot's axis must state. A text without such a clause is returned whole.
+    """
+    if direction is None or (isinstance(direction, float) and np.isnan(direction)):
+        return ""
+    text = str(direction).strip()
+    clauses = [c.strip() for c in text.split(";")]
+    named = [c for c in clauses if "OR" in c]
+    return "; ".join(named) if named else text
+
+
 def forest_data(results: pd.DataFrame, panel: str | None = "model") -> pd.DataFrame:
     """Rows of a forest plot: one per hypothesis and term, failed fits flagged.
 
@@ -227,7 +243,8 @@ def forest_data(results: pd.DataFrame, panel: str | None = "model") -> pd.DataFr
     DataFrame
         The input columns plus ``label`` (row label, unique and in input order, first
         row at the top), ``estimated`` (finite positive OR and CI) and ``note`` (why a row
-        has no estimate). ``map_source`` defaults to ``"cam"`` when absent.
+        has no estimate), ``or_convention`` (see :func:`or_convention`). ``map_source``
+        defaults to ``"cam"`` when absent.
     """
     _require(results, FOREST_COLUMNS, "forest plot")
     d = results.copy().reset_index(drop=True)
@@ -253,9 +270,11 @@ def forest_data(results: pd.DataFrame, panel: str | None = "model") -> pd.DataFr
     if "analysis" in d.columns:
         sens = d["analysis"].fillna("primary").astype(str) != "primary"
         base = base.where(~sens, base + " (" + d["analysis"].astype(str) + ")")
-    directions = d["direction"].fillna("").astype(str)
-    if directions.nunique() > 1:
-        base = base + " | " + directions
+    d["or_convention"] = [or_convention(x) for x in d["direction"]]
+    conv = d["or_convention"]
+    # Failed fits carry no direction; only the stated ones decide whether rows differ.
+    if conv[conv != ""].nunique() > 1:
+        base = base.where(conv == "", base + " | " + conv)
     # One row per result within a model's panel: the same hypothesis on a negative-control
     # map source is named by its source; a label may repeat across model panels.
     within = d[panel].astype(str) if panel is not None else pd.Series("", index=d.index)
@@ -277,9 +296,9 @@ def forest_plot(
     """Forest plot of odds ratios with 95 % CIs on a log axis, one row per hypothesis/term.
 
     A vertical line marks OR = 1. Rows whose fit failed (NaN OR) stay in the plot with
-    the reason printed at OR = 1, so every registered test is visible. The odds-ratio
-    direction (e.g. "OR > 1: higher (worse) mRS per 1 SD of feature") is stated in the
-    axis title when all rows share it, else in each row label.
+    the reason printed at OR = 1, so every registered test is visible. What OR > 1 means
+    (e.g. "OR > 1 means worse outcome (higher mRS)", see :func:`or_convention`) is stated
+    in the axis title when all rows share it, else in each row label.
 
     Parameters
     ----------
@@ -297,10 +316,10 @@ def forest_plot(
         if c is not None and c != "map_source" and c not in results.columns:
             raise ValueError(f"forest plot: column {c!r} is not in the results table")
     d = forest_data(results, panel=facet)
-    directions = d["direction"].fillna("").astype(str).unique()
+    conventions = [x for x in d["or_convention"].unique() if x]
     axis = "Odds ratio (95% CI, log scale)"
-    if len(directions) == 1 and directions[0]:
-        axis += "\n" + directions[0]
+    if len(conventions) == 1:
+        axis += "\n" + conventions[0]
     est = d[d["estimated"]]
     failed = d[~d["estimated"]].assign(x=1.0)
     aes_pt = (

@@ -447,8 +447,8 @@ def format_results(
     -------
     DataFrame of str
         ``hypothesis, [family, analysis,] model, [map_source,] feature, term, n,
-        estimate (SE), OR [95% CI], p, q, significance, direction`` (+ ``true_value``,
-        ``covered`` when present). Failed fits keep their row; ``significance`` then says
+        estimate (SE), OR [95% CI], p, q, significance, direction`` (+ ``coding``,
+        ``expected_direction``, ``true_value``, ``covered`` when present). Failed fits keep their row; ``significance`` then says
         "not estimated: <error>". No stars: significance is stated.
     """
     _require(results, RESULT_COLUMNS, "results table")
@@ -503,6 +503,9 @@ def format_results(
             sig.append("not tested")
     out["significance"] = sig
     out["direction"] = results["direction"].fillna("").astype(str)
+    for opt in ("coding", "expected_direction"):
+        if opt in results.columns:
+            out[opt] = results[opt].fillna("").astype(str)
     if "true_value" in results.columns:
         tv = pd.to_numeric(results["true_value"], errors="coerce")
         out["true_value"] = [fmt_number(v, decimals + 1) for v in tv]
