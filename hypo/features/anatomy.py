@@ -99,7 +99,7 @@ class AnatomyConfig:
     lesion_mirror_z: float = 1.5
     lesion_z_no_midline: float = 3.5
     lesion_min_area_mm2: float = 10.0
-    ventricle_level: float = 0.7
+    ventricle_level: float = 0.6
     ventricle_min_depth_mm: float = 6.0
     ventricle_central_fraction: float = 0.5
     ventricle_min_area_mm2: float = 5.0
