@@ -66,7 +66,8 @@ class TrainConfig:
         devices.
     deterministic : bool
         Call ``tf.config.experimental.enable_op_determinism()`` (bit-reproducible
-        kernels; may be slower on GPUs).
+        kernels; may be slower on GPUs) and seed Python/NumPy/TF global generators
+        (``keras.utils.set_random_seed``); both are process-wide.
     """
 
     architecture: str = "gap"
@@ -314,7 +315,11 @@ def train(
         weights[train_rows] = [cw[int(c)] for c in labels[train_rows]]
 
     if config.deterministic:
+        # Op determinism is process-wide and makes unseeded random ops raise; seeding the
+        # global generators keeps later code in the same process (e.g. model.fit with
+        # shuffle) working. hypo's own randomness never reads them.
         tf.config.experimental.enable_op_determinism()
+        keras.utils.set_random_seed(config.seed)
     ckpt = out_dir / "checkpoint"
     resuming = resume and (ckpt / "state.json").exists()
     run_file = out_dir / "run.json"
