@@ -368,3 +368,23 @@ def test_layer_sweep_matches_single_layer_calls():
             np.testing.assert_allclose(sweep[name][meth], one[meth], rtol=1e-5, atol=1e-6)
     assert sweep["block1_conv"]["gradcam"].shape == (2, 2, 16, 16)
     assert sweep["block2_relu"]["gradcam"].shape == (2, 2, 8, 8)
+
+
+def test_trilinear_resize_agrees_with_bilinear_and_3d_compute_resizes():
+    from hypo.cam.resize import resize_maps
+
+    rng = np.random.default_rng(15)
+    m2 = rng.random((2, 4, 5)).astype("float32")
+    two = resize_maps(m2, (8, 10), "bilinear")
+    # a volume constant along its third axis must resize like its 2D slices
+    vol = np.repeat(m2[..., None], 3, axis=-1)
+    three = resize_maps(vol, (8, 10, 6), "trilinear")
+    for k in range(6):
+        np.testing.assert_allclose(three[..., k], two, rtol=1e-5, atol=1e-6)
+    cubic = resize_maps(np.pad(np.ones((1, 1)), 2)[None], (20, 20), "bicubic")
+    assert cubic.min() >= 0  # cubic overshoot clipped: CAMs are non-negative
+    m = gap_model((6, 6, 4, 1))
+    x = rng.normal(size=(2, 6, 6, 4, 1)).astype("float32")
+    res = compute(m, x, layer="block1_relu", interpolation="trilinear")
+    assert res["gradcam"].shape == (2, 3, 6, 6, 4)
+    assert "trilinear" in res.provenance["interpolation"]
