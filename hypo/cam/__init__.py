@@ -18,13 +18,26 @@ from .engine import (
     model_hash,
     spatial_layers,
 )
+from .export import export_patient, maps_to_nifti
+from .metrics import localisation_table
 from .result import CamResult
+from .sanity import cascading_randomisation, negative_controls
+from .stream import CamStore, compute_store
+from .sweep import layer_sweep
 
 __all__ = [
     "METHODS",
     "SCORE",
     "CamConfig",
     "CamResult",
+    "CamStore",
+    "cascading_randomisation",
+    "compute_store",
+    "export_patient",
+    "layer_sweep",
+    "localisation_table",
+    "maps_to_nifti",
+    "negative_controls",
     "compute",
     "compute_with_config",
     "default_cam_layer",

@@ -63,6 +63,7 @@ def store_identity(store) -> dict[str, Any]:
     h = hashlib.sha256()
     for start in range(0, n, 1024):
         h.update(np.ascontiguousarray(store.images[start : start + 1024], np.float32).tobytes())
+        _release_pages(store.images)
     return {"images_sha256": h.hexdigest()[:16], "n_slices": n, "shape": shape}
 
 
