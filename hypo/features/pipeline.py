@@ -1,0 +1,231 @@
+"""One call from a cohort and a model to the joined patient table.
+
+    res = run_features(cohort, "models/stroke-gap-128", "out/stroke")
+    res.table        # one row per patient: features, participants.tsv columns, flags
+
+Chains :func:`hypo.preprocess.build_slice_store` -> :func:`hypo.cam.stream.compute_store`
+(plus the randomised-model control when asked) -> :func:`hypo.features.anatomy_for_store`
+-> :func:`hypo.features.features_for_store` -> :func:`hypo.features.aggregate_patients`
+-> :func:`hypo.features.join_participants` (with the model card's leakage flag). Every
+stage is cached: the slice store and the anatomy under ``hypo.paths.cache_dir()``, the
+CAMs under ``cam_dir`` (default ``out_dir/cams``), the slice features in
+``out_dir/slice_features.parquet`` next to the key of their inputs. ``python -m
+hypo.features`` and ``python -m analyses.asymmetry_vs_mrs`` both call it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+
+from hypo._util import stable_hash, write_json_atomic, write_table_atomic
+from hypo.features.join import JoinResult
+
+__all__ = ["DEFAULT_CONTROLS", "DEFAULT_METHODS", "run_features"]
+
+DEFAULT_METHODS = ("gradcam", "gradcampp")
+DEFAULT_CONTROLS = ("control_uniform", "control_intensity")
+
+
+def _stderr_stage(prefix: str) -> Callable[[str], None]:
+    def stage(msg: str) -> None:
+        print(f"[{prefix}] {msg}", file=sys.stderr, flush=True)
+
+    return stage
+
+
+def run_features(
+    cohort,
+    model_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    layer: str | None = None,
+    methods: Sequence[str] = DEFAULT_METHODS,
+    controls: Sequence[str] = DEFAULT_CONTROLS,
+    random_control: bool = False,
+    progress: bool = True,
+    *,
+    size: int | None = None,
+    seed: int = 0,
+    classes: Sequence[int] | None = None,
+    cam_dir: str | os.PathLike | None = None,
+    allow_training_patients: bool = False,
+    stage: Callable[[str], None] | None = None,
+    run_info: dict | None = None,
+) -> JoinResult:
+    """Cohort -> slice store -> CAMs -> anatomy -> slice features -> patients -> join.
+
+    Parameters
+    ----------
+    cohort : Cohort or path
+        A loaded :class:`hypo.cohort.Cohort` or its folder.
+    model_dir : path
+        Model folder (``model.keras`` + ``card.json``); its card gives the preprocessing,
+        the CAM layer and the training/validation patients of the leakage flag.
+    out_dir : path
+        Where ``slice_features.parquet``, ``patient_features.*``, ``features_joined.*`` and
+        ``run.json`` go (created).
+    layer : str, optional
+        CAM layer; default the card's ``cam_layer``.
+    methods : sequence of str
+        CAM methods (default Grad-CAM and Grad-CAM++).
+    controls : sequence of str
+        Image-made negative controls featurised beside the CAMs.
+    random_control : bool
+        Also Grad-CAM of the model with randomised weights (``control_random_model``).
+    progress : bool
+        tqdm bars on the long stages.
+    size : int, optional
+        Slice size in pixels; default the card's preprocessing size.
+    seed : int
+        Seed of the randomised-weights control.
+    classes : sequence of int, optional
+        Classes whose CAMs are computed; default all.
+    cam_dir : path, optional
+        CAM cache root (default ``out_dir/cams``); one sub-folder per layer (and per
+        randomised control).
+    allow_training_patients : bool
+        Without it a table holding patients the model was trained or validated on is
+        flagged (``in_model_training``) and a note printed; with it the flag is checked by
+        :func:`hypo.features.join.require_held_out` with permission.
+    stage : callable, optional
+        ``stage(message)`` receives a line per stage (default: printed to stderr).
+    run_info : dict, optional
+        Extra entries for ``run.json`` (e.g. the command line).
+
+    Returns
+    -------
+    JoinResult
+        ``table`` one row per patient (flags ``analysis_population``, ``in_model_training``)
+        and the join ``report``. ``table.attrs`` holds ``store``, ``anatomy``, ``cam_dirs``
+        and ``key_hash``.
+    """
+    import hypo.cohort as hc
+    from hypo.features.aggregate import aggregate_patients, write_patient_tables
+    from hypo.features.anatomy import AnatomyConfig, anatomy_for_store
+    from hypo.features.join import join_participants, load_model_card, require_held_out
+    from hypo.features.maps import FeatureConfig, features_for_store
+    from hypo.preprocess import PreprocessConfig, build_slice_store
+
+    stage = stage or _stderr_stage("hypo.features")
+    out_dir = Path(out_dir)
+    model_dir = Path(model_dir)
+    if not isinstance(cohort, hc.Cohort):
+        stage(f"cohort {cohort}")
+        cohort = hc.load(cohort)
+    card = load_model_card(model_dir)
+    pre = dict(card.get("preprocessing") or {})
+    if size is not None:
+        pre["size"] = int(size)
+    config = PreprocessConfig(**pre) if pre else PreprocessConfig()
+    stage(f"slice store ({config.size} px)")
+    store = build_slice_store(cohort, config, progress=progress)
+
+    # The CAM engine and Keras load only here: the table stages above and below do not
+    # need them.
+    from hypo.cam.stream import compute_store
+    from hypo.nets.io import load_model
+
+    model = load_model(model_dir, input_shape=(config.size, config.size, 1))
+    layer = layer or card.get("cam_layer")
+    methods = tuple(methods)
+    cam_root = Path(cam_dir) if cam_dir is not None else out_dir / "cams"
+    cdir = cam_root / f"{layer or 'default'}"
+    stage(f"CAMs {methods} at layer {layer} -> {cdir}")
+    kw = {} if classes is None else {"classes": tuple(int(c) for c in classes)}
+    cams = [compute_store(model, store, cdir, layer=layer, methods=methods, progress=progress,
+                          **kw)]  # fmt: skip
+    cam_dirs = [str(cdir)]
+    if random_control:
+        from hypo.cam import sanity
+
+        names = [la.name for la in sanity._weighted_layers(model)]
+        rdir = cam_root / f"{layer or 'default'}-random-s{seed}"
+        stage(f"randomised-weights control -> {rdir}")
+        with sanity.randomised_weights(model, names, seed=seed):
+            rc = compute_store(model, store, rdir, layer=layer, methods=("gradcam",),
+                               progress=progress, **kw)  # fmt: skip
+        cams.append(("control_random_model", rc))
+        cam_dirs.append(str(rdir))
+
+    stage("anatomy (cached beside the slice store)")
+    acfg = AnatomyConfig()
+    anatomy = anatomy_for_store(store, acfg, progress=progress)
+
+    controls = tuple(c for c in controls if c)
+    fcfg = FeatureConfig()
+    key = {
+        "store": str(store.path),
+        "anatomy": acfg.key(),
+        "features": asdict(fcfg),
+        "controls": list(controls),
+        "cams": [
+            (c[0] if isinstance(c, tuple) else "cam", (c[1] if isinstance(c, tuple) else c)
+             .manifest.get("key_hash"))
+            for c in cams
+        ],
+    }  # fmt: skip
+    out_dir.mkdir(parents=True, exist_ok=True)
+    feat_file = out_dir / "slice_features.parquet"
+    key_file = out_dir / "slice_features.key.json"
+    if (
+        feat_file.exists()
+        and key_file.exists()
+        and json.loads(key_file.read_text()) == json.loads(json.dumps(key))
+    ):
+        stage(f"slice features: reusing {feat_file}")
+        sf = pd.read_parquet(feat_file)
+    else:
+        stage("slice features")
+        sf = features_for_store(store, anatomy, cams, controls=controls, config=fcfg,
+                                progress=progress)  # fmt: skip
+        write_table_atomic(feat_file, sf)
+        write_json_atomic(key_file, key)
+
+    stage("per-patient aggregation")
+    pt = aggregate_patients(sf, cohort_id=cohort.cohort_id)
+    write_patient_tables(pt, out_dir)
+    stage("join with participants.tsv")
+    res = join_participants(pt, cohort.participants, cohort_id=cohort.cohort_id,
+                            model_cards=model_dir)  # fmt: skip
+    paths = res.write(out_dir)
+    n_train = int(res.table["in_model_training"].sum())
+    if n_train and not allow_training_patients:
+        stage(
+            f"{n_train} patient(s) trained/validated the model: flagged in_model_training; "
+            "analyses will refuse them (require_held_out)"
+        )
+    else:
+        require_held_out(res.table, allow_training_patients=allow_training_patients)
+    write_json_atomic(
+        out_dir / "run.json",
+        {
+            **dict(run_info or {}),
+            "cohort_id": cohort.cohort_id,
+            "model": str(model_dir),
+            "store": str(store.path),
+            "anatomy": str(anatomy.path),
+            "cams": cam_dirs,
+            "key_hash": stable_hash(key),
+            "outputs": {k: str(v) for k, v in paths.items()},
+            "n_patients": int(len(res.table)),
+            "n_analysis_population": int(res.table["analysis_population"].sum()),
+            "n_in_model_training": n_train,
+        },
+    )
+    res.table.attrs.update(
+        {
+            "store": str(store.path),
+            "anatomy": str(anatomy.path),
+            "cam_dirs": cam_dirs,
+            "key_hash": stable_hash(key),
+            "layer": layer,
+        }
+    )
+    stage(f"done -> {out_dir}")
+    return res
