@@ -27,8 +27,12 @@ from .result import CamResult
 CONTROLS = ("control_uniform", "control_intensity", "control_random_model")
 
 
-def _weighted_layers(model) -> list:
+def weighted_layers(model) -> list:
+    """Layers with trainable weights, in model order (what randomisation re-draws)."""
     return [la for la in model.layers if la.trainable_weights]
+
+
+_weighted_layers = weighted_layers
 
 
 @contextlib.contextmanager
@@ -111,9 +115,7 @@ def cascading_randomisation(
         is constant), ``model_hash`` of the randomised model.
     """
     layer = layer if layer is not None else default_cam_layer(model)
-    order = (
-        [la.name for la in reversed(_weighted_layers(model))] if layers is None else list(layers)
-    )
+    order = [la.name for la in reversed(weighted_layers(model))] if layers is None else list(layers)
     if not order:
         raise ValueError(f"model {model.name!r} has no layer with trainable weights")
     for name in order:
@@ -196,7 +198,7 @@ def negative_controls(
     spatial_in = images.shape[1:-1]
     for c in controls:
         if c == "control_random_model":
-            names = [la.name for la in _weighted_layers(model)]
+            names = [la.name for la in weighted_layers(model)]
             with randomised_weights(model, names, seed=seed):
                 r = compute(
                     model,

@@ -297,6 +297,22 @@ class CamStore:
         return self.manifest.get("provenance", {})
 
     @property
+    def raw_shape(self) -> tuple[int, ...]:
+        """Spatial shape of the raw (layer-resolution) maps."""
+        for i in range(self.n_chunks):
+            try:
+                return tuple(self._load(i, f"raw_{self.methods[0]}").shape[2:])
+            except FileNotFoundError:
+                continue
+        raise FileNotFoundError(f"{self.path}: no computed CAM chunk")
+
+    @property
+    def cell_size(self) -> tuple[float, ...]:
+        """Input pixels per layer cell, per spatial axis."""
+        raw = self.raw_shape
+        return tuple(i / r for i, r in zip(self.input_shape[: len(raw)], raw))
+
+    @property
     def index(self) -> pd.DataFrame:
         return pd.read_parquet(self.path / INDEX)
 

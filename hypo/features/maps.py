@@ -635,13 +635,7 @@ def features_for_store(
 
 
 def _raw_spatial(cs) -> tuple[int, ...]:
-    for i in range(cs.n_chunks):
-        try:
-            arr = cs._load(i, f"raw_{cs.methods[0]}")
-            return tuple(arr.shape[2:])
-        except FileNotFoundError:
-            continue
-    raise FileNotFoundError(f"{cs.path}: no computed CAM chunk")
+    return cs.raw_shape
 
 
 def patient_lesion_side(
