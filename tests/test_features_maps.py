@@ -257,8 +257,7 @@ def test_features_for_store_reads_cam_chunks_and_records_cell_size(tmp_path):
         methods, classes, layer = ("gradcam",), (0, 1), "block5"
         input_shape, n_chunks, manifest, path = (64, 64, 1), 1, {}, tmp_path
 
-        def _load(self, i, name):
-            return raw
+        raw_shape = raw.shape[2:]
 
         def iter_chunks(self, method, resized=False):
             big = np.repeat(np.repeat(raw, 16, axis=2), 16, axis=3)
