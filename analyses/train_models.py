@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
         help="mirror left-right in augmentation (swaps hemispheres; off by default)",
     )
     p.add_argument("--shift", type=float, default=None, help="default 0.2 (mrs: 0.3)")
+    p.add_argument("--rotation", type=float, default=20.0, help="degrees (paper code: 20)")
+    p.add_argument("--zoom", type=float, default=0.5, help="zoom range (paper code: 0.5)")
     p.add_argument("--no-class-weight", action="store_true")
     p.add_argument(
         "--negative-fraction",
@@ -111,6 +113,8 @@ def main(argv: list[str] | None = None, store=None) -> dict:
     augment = AugmentConfig(
         enabled=not args.no_augment,
         shift=args.shift if args.shift is not None else (0.3 if mrs else 0.2),
+        rotation_deg=args.rotation,
+        zoom=args.zoom,
         horizontal_flip=args.horizontal_flip,
     )
     config = TrainConfig(
