@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m analyses.prepare_default
+	$(PY) -m analyses.asymmetry_vs_mrs
 
 test: $(STAMP) lint
 	$(PY) -m pytest -q tests

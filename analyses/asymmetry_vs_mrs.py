@@ -318,7 +318,12 @@ def run_hypotheses(data: pd.DataFrame, reg, cfg: AnalysisConfig, sources) -> pd.
     hyp = reg.hypotheses
     for i, r in out.iterrows():
         x = pd.to_numeric(data[r["feature"]], errors="coerce").dropna()
-        if len(x) and x.nunique() == 1:
+        if not len(x) and r["map_source"] != "cam":
+            out.loc[i, "error"] = (
+                f"{NOT_APPLICABLE}: no {r['map_source']} map of the analysed patients has "
+                "mass in the brain (all maps zero), so the feature is undefined"
+            )
+        elif len(x) and x.nunique() == 1:
             out.loc[i, "error"] = (
                 f"{NOT_APPLICABLE}: {hyp[r['hypothesis']].feature} is {x.iloc[0]:g} for every "
                 f"patient on {r['map_source']} maps (a uniform map has density ratio 1 by "
@@ -327,10 +332,11 @@ def run_hypotheses(data: pd.DataFrame, reg, cfg: AnalysisConfig, sources) -> pd.
     out["column"] = out["feature"]
     out["feature"] = [hyp[i].feature for i in out["hypothesis"]]
     out["cam_class"] = [hyp[i].cam_class for i in out["hypothesis"]]
+    cam_method = {
+        i: h.method if h.method in cfg.methods else cfg.methods[0] for i, h in hyp.items()
+    }
     out["method"] = [
-        hyp[i].method
-        if s in ("cam",)
-        else ("gradcam" if s == "control_random_model" else "control")
+        cam_method[i] if s == "cam" else ("gradcam" if s == "control_random_model" else "control")
         for i, s in zip(out["hypothesis"], out["map_source"])
     ]
     out["aggregation"] = [hyp[i].aggregation for i in out["hypothesis"]]
@@ -750,11 +756,6 @@ def run_analysis(cfg: AnalysisConfig) -> dict:
         "mrs": check_model(cfg.mrs_model, "mrs"),
     }
     cards = {k: load_model_card(p) for k, p in model_dirs.items()}
-    if any(h.method not in cfg.methods for h in reg.hypotheses.values()):
-        raise AnalysisError(
-            f"--method {list(cfg.methods)} lacks a registered primary method "
-            f"({sorted({h.method for h in reg.hypotheses.values()})})"
-        )
     cohort = resolve_cohort(cfg)
     stage(f"cohort {cohort.cohort_id} ({len(cohort.participants)} patients)")
     report_warnings = []
@@ -767,6 +768,12 @@ def run_analysis(cfg: AnalysisConfig) -> dict:
         )
         print(f"WARNING: {msg}", file=sys.stderr, flush=True)
         report_warnings.append(msg)
+    unregistered = sorted({h.method for h in reg.hypotheses.values()} - set(cfg.methods))
+    if unregistered:
+        report_warnings.append(
+            f"--method {' '.join(cfg.methods)} leaves out the registered method(s) "
+            f"{unregistered}: the tests use {cfg.methods[0]} instead, an exploratory run"
+        )
     if cfg.layer is not None:
         report_warnings.append(
             f"--layer {cfg.layer} overrides the registered layer (the card's cam_layer): an "
@@ -790,6 +797,13 @@ def run_analysis(cfg: AnalysisConfig) -> dict:
             methods=cfg.methods,
             controls=DEFAULT_CONTROLS,
             random_control=cfg.random_control,
+            random_classes=sorted(
+                {
+                    class_index(cards[k], h.cam_class, h.source)
+                    for h in reg.hypotheses.values()
+                    if h.model == k
+                }
+            ),
             progress=cfg.progress,
             seed=cfg.seed,
             stage=stage,
@@ -844,6 +858,17 @@ def run_analysis(cfg: AnalysisConfig) -> dict:
     po_warn = _warnings_for_po(sec["po_checks"])
     examples, panel_kw = cam_examples(cohort, table, pop, feats, cfg, cards)
     primary_feats = [alias(h, "cam") for h in sorted(reg.hypotheses.values(), key=lambda h: h.id)]
+    # Tertile bars need three patients and two distinct values of the feature; fewer gives
+    # no figure, not an error.
+    figure_feats = [
+        f for f in primary_feats if data[f].notna().sum() >= 3 and data[f].nunique() >= 2
+    ]
+    if len(figure_feats) < len(primary_feats):
+        report_warnings.append(
+            "no outcome figures for "
+            + ", ".join(f for f in primary_feats if f not in figure_feats)
+            + ": fewer than 3 analysed patients with the feature, or all the same value"
+        )
     intro = _intro(cfg, cohort, cards, layers, len(data), truth is not None)
     prov = {
         "cohort": {
@@ -887,13 +912,13 @@ def run_analysis(cfg: AnalysisConfig) -> dict:
             + "; ".join(
                 sorted({f"{r.hypothesis} on {r.map_source}" for r in results[na].itertuples()})
             )
-            + " (the feature is constant on that control map)."
+            + " (the feature is constant or undefined on that control map; see results.csv)."
         )
     paths = write_analysis_report(
         out,
         table,
         results[~na].reset_index(drop=True),
-        primary_feats,
+        figure_feats,
         flow=flow,
         excluded=excluded,
         cam_examples=examples or None,

@@ -240,3 +240,18 @@ def test_wide_column_matches_the_feature_join_naming():
         "asymmetry_ipsi_contra_lesion__cam_gradcam_block5_relu_c2")  # fmt: skip
     with pytest.raises(av.AnalysisError, match="aggregation"):
         av.wide_column("x", "median", "cam", "gradcam", "l", 1)
+
+
+def test_own_cohort_warns_when_models_were_trained_on_synthetic_data(run, tmp_path, capsys):
+    from tests.helpers import make_tiny_cohort
+
+    cohort = make_tiny_cohort(tmp_path, n_patients=6, slice_labels=True)
+    argv = list(run["argv"])
+    argv[argv.index("--cohort") + 1] = str(cohort)
+    argv[argv.index("--out") + 1] = str(tmp_path / "out")
+    assert av.main(argv) == 0
+    assert "trained on a synthetic cohort" in capsys.readouterr().err
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "trained on a synthetic cohort" in md
+    res = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert "truth" not in set(res["hypothesis"])  # no generator, no coverage rows

@@ -53,6 +53,7 @@ def run_features(
     size: int | None = None,
     seed: int = 0,
     classes: Sequence[int] | None = None,
+    random_classes: Sequence[int] | None = None,
     cam_dir: str | os.PathLike | None = None,
     allow_training_patients: bool = False,
     stage: Callable[[str], None] | None = None,
@@ -86,6 +87,9 @@ def run_features(
         Seed of the randomised-weights control.
     classes : sequence of int, optional
         Classes whose CAMs are computed; default all.
+    random_classes : sequence of int, optional
+        Classes of the randomised-weights control (default: as ``classes``); a control
+        needs only the classes an analysis tests, and each class costs a gradient pass.
     cam_dir : path, optional
         CAM cache root (default ``out_dir/cams``); one sub-folder per layer (and per
         randomised control).
@@ -135,7 +139,9 @@ def run_features(
     layer = layer or card.get("cam_layer")
     methods = tuple(methods)
     cam_root = Path(cam_dir) if cam_dir is not None else out_dir / "cams"
-    cdir = cam_root / f"{layer or 'default'}"
+    # A cache folder per class selection: compute_store refuses to mix selections in one.
+    tag = "" if classes is None else "-c" + "_".join(str(int(c)) for c in classes)
+    cdir = cam_root / f"{layer or 'default'}{tag}"
     stage(f"CAMs {methods} at layer {layer} -> {cdir}")
     kw = {} if classes is None else {"classes": tuple(int(c) for c in classes)}
     cams = [compute_store(model, store, cdir, layer=layer, methods=methods, progress=progress,
@@ -145,11 +151,14 @@ def run_features(
         from hypo.cam import sanity
 
         names = [la.name for la in sanity._weighted_layers(model)]
-        rdir = cam_root / f"{layer or 'default'}-random-s{seed}"
+        rsel = classes if random_classes is None else random_classes
+        rtag = "" if rsel is None else "-c" + "_".join(str(int(c)) for c in rsel)
+        rdir = cam_root / f"{layer or 'default'}-random-s{seed}{rtag}"
         stage(f"randomised-weights control -> {rdir}")
+        rkw = kw if random_classes is None else {"classes": tuple(int(c) for c in random_classes)}
         with sanity.randomised_weights(model, names, seed=seed):
             rc = compute_store(model, store, rdir, layer=layer, methods=("gradcam",),
-                               progress=progress, **kw)  # fmt: skip
+                               progress=progress, **rkw)  # fmt: skip
         cams.append(("control_random_model", rc))
         cam_dirs.append(str(rdir))
 
