@@ -315,7 +315,11 @@ class SliceStore:
 
 def store_path(cohort, config: PreprocessConfig, root: Path | None = None) -> Path:
     root = Path(root) if root is not None else cache_dir() / "slices"
-    return root / f"{cohort.cohort_id}-{cohort.content_hash()[:10]}-{config.key()}"
+    # The intensity window is the loader's, not the preprocessing's, but it changes every
+    # pixel, so it is part of the store's identity.
+    window = getattr(cohort, "window", None)
+    wkey = stable_hash(asdict(window) if window is not None else None, 6)
+    return root / f"{cohort.cohort_id}-{cohort.content_hash()[:10]}-{config.key()}-w{wkey}"
 
 
 def build_slice_store(
@@ -474,10 +478,10 @@ def _build_into(tmp: Path, cohort, config: PreprocessConfig, pids: list[str], pr
             "generator_hash": gen.get("hash"),
             "config": asdict(config),
             "config_key": config.key(),
+            "window": asdict(cohort.window) if getattr(cohort, "window", None) else None,
             "masks": mask_names,
             "n_slices": n,
             "n_patients": len(pids),
             "convention": CONVENTION,
-            "window": "per volume, see hypo.cohort.Volume.window",
         },
     )

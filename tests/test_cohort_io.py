@@ -11,7 +11,7 @@ import pytest
 
 import hypo.cohort
 from hypo.cohort import CohortError, layout
-from hypo.cohort.io import WindowConfig, window_intensities
+from hypo.cohort.io import WindowConfig, _otsu_threshold, window_intensities
 from hypo.cohort.orientation import axial_slices
 from tests.helpers import (
     TINY_SHAPE,
@@ -87,7 +87,8 @@ def test_float_and_int16_are_windowed_uint8_is_not(tmp_path):
     assert f.window is not None and i.window is not None and u.window is None
     raw = nib.load(make_tiny_cohort(tmp_path, 1, name="raw") / "sub-001/dwi/sub-001_dwi.nii.gz")
     nz = np.asanyarray(raw.dataobj)[np.asanyarray(raw.dataobj) != 0]
-    np.testing.assert_allclose(f.window, np.percentile(nz, [0.5, 99.5]), rtol=1e-6)
+    head = nz[nz > _otsu_threshold(nz)]
+    np.testing.assert_allclose(f.window, np.percentile(head, [0.5, 99.8]), rtol=1e-6)
     # int16 stores 10x the float values: same window scaled, same grey values up to rounding.
     np.testing.assert_allclose(np.asarray(i.window) / 10, f.window, rtol=0.02)
     assert np.abs(i.data - f.data).max() < 2.0
@@ -102,12 +103,32 @@ def test_window_config_changes_window_and_clips():
     rng = np.random.default_rng(1)
     data = np.zeros((10, 10, 4), np.float32)
     data[2:8, 2:8] = rng.uniform(50, 150, (6, 6, 4))
-    grey, (lo, hi) = window_intensities(data, WindowConfig(10, 90))
+    grey, (lo, hi) = window_intensities(data, WindowConfig(10, 90, foreground="nonzero"))
     nz = data[data != 0]
     assert lo == pytest.approx(np.percentile(nz, 10)) and hi == pytest.approx(np.percentile(nz, 90))
     assert grey[data > hi].min() == 255 and grey[(data < lo) & (data != 0)].max() == 0
     with pytest.raises(ValueError, match="percentiles"):
         WindowConfig(99, 1)
+    with pytest.raises(ValueError, match="foreground"):
+        WindowConfig(foreground="brain")
+
+
+def test_noisy_background_does_not_clip_a_small_infarct_into_normal_tissue():
+    # Scanner noise makes the background non-zero: percentiles of all non-zero voxels then
+    # clip bright normal tissue and a small infarct alike; the head window keeps them apart.
+    rng = np.random.default_rng(2)
+    data = rng.uniform(1, 10, (60, 60, 20)).astype(np.float32)
+    data[15:45, 15:45, 5:15] = rng.normal(100, 8, (30, 30, 10))
+    data[28:31, 28:31, 9:11] = 200.0  # 18 voxels, 0.2 % of the head
+    lesion = data == 200.0
+    brain = (data > 20) & ~lesion
+    head_grey, _ = window_intensities(data, WindowConfig())
+    nz_grey, _ = window_intensities(data, WindowConfig(0.5, 99.5, foreground="nonzero"))
+    # The infarct is at the top of the scale either way; what differs is how much normal
+    # brain is clipped to the same value.
+    assert head_grey[lesion].min() == 255 and nz_grey[lesion].min() == 255
+    assert (head_grey[brain] == 255).mean() < 0.005
+    assert (nz_grey[brain] == 255).mean() > 0.02
 
 
 def test_mask_and_labels_derived_from_masks(tmp_path):
