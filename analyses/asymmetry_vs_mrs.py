@@ -415,14 +415,18 @@ def truth_rows(data: pd.DataFrame, cohort) -> pd.DataFrame | None:
         row["true_value"] = truth_value["swelling"]
         return pd.DataFrame([row])
     rows = []
+    prefix = f"C(territory, Treatment('{ref}'))[T."
     for _, r in fit.iterrows():
         tv = truth_value.get(r["term"])
         tv = math.nan if tv is None else float(tv)
+        term = str(r["term"])
+        if term.startswith(prefix):  # patsy's name is unreadable in tables and plots
+            term = f"territory_{term[len(prefix) : -1]}_vs_{ref}"
         rows.append(
             {
                 **base,
-                "feature": r["term"],
-                "term": r["term"],
+                "feature": term,
+                "term": term,
                 **{k: r[k] for k in ("estimate", "se", "OR", "OR_low", "OR_high", "p", "n")},
                 "direction": r["direction"],
                 "true_value": tv,
