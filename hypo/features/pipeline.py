@@ -91,8 +91,8 @@ def run_features(
         Classes of the randomised-weights control (default: as ``classes``); a control
         needs only the classes an analysis tests, and each class costs a gradient pass.
     cam_dir : path, optional
-        CAM cache root (default ``out_dir/cams``); one sub-folder per layer (and per
-        randomised control).
+        CAM cache root (default ``out_dir/cams``); one sub-folder per layer, class
+        selection and slice store (and per randomised control).
     allow_training_patients : bool
         Without it a table holding patients the model was trained or validated on is
         flagged (``in_model_training``) and a note printed; with it the flag is checked by
@@ -139,9 +139,11 @@ def run_features(
     layer = layer or card.get("cam_layer")
     methods = tuple(methods)
     cam_root = Path(cam_dir) if cam_dir is not None else out_dir / "cams"
-    # A cache folder per class selection: compute_store refuses to mix selections in one.
+    # A cache folder per slice store and class selection: compute_store refuses to mix
+    # inputs in one folder, and a rebuilt store (new preprocessing) must not meet old maps.
+    skey = stable_hash(store.path.name, 8)
     tag = "" if classes is None else "-c" + "_".join(str(int(c)) for c in classes)
-    cdir = cam_root / f"{layer or 'default'}{tag}"
+    cdir = cam_root / f"{layer or 'default'}{tag}-s{skey}"
     stage(f"CAMs {methods} at layer {layer} -> {cdir}")
     kw = {} if classes is None else {"classes": tuple(int(c) for c in classes)}
     cams = [compute_store(model, store, cdir, layer=layer, methods=methods, progress=progress,
@@ -150,10 +152,10 @@ def run_features(
     if random_control:
         from hypo.cam import sanity
 
-        names = [la.name for la in sanity._weighted_layers(model)]
+        names = [la.name for la in sanity.weighted_layers(model)]
         rsel = classes if random_classes is None else random_classes
         rtag = "" if rsel is None else "-c" + "_".join(str(int(c)) for c in rsel)
-        rdir = cam_root / f"{layer or 'default'}-random-s{seed}{rtag}"
+        rdir = cam_root / f"{layer or 'default'}-random-s{seed}{rtag}-s{skey}"
         stage(f"randomised-weights control -> {rdir}")
         rkw = kw if random_classes is None else {"classes": tuple(int(c) for c in random_classes)}
         with sanity.randomised_weights(model, names, seed=seed):
