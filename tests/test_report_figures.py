@@ -85,6 +85,9 @@ def test_grotta_bars_writes_png_and_names_missing_column(patients, tmp_path):
     bad.loc[0, "mrs_3months"] = 9
     with pytest.raises(ValueError, match="mrs_3months"):
         grotta_data(bad, "asymmetry_index")
+    flat = patients.assign(asymmetry_index=0.25)
+    with pytest.raises(ValueError, match="single value"):
+        grotta_data(flat, "asymmetry_index")
 
 
 def test_forest_plot_lists_failed_fits(results, tmp_path):

@@ -38,8 +38,10 @@ from hypo.features.maps import (
     image_covariates,
     map_features,
 )
+from hypo.features.pipeline import run_features
 
 __all__ = [
+    "run_features",
     "FEATURE_DICTIONARY",
     "PATIENT_DICTIONARY",
     "Anatomy",

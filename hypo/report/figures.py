@@ -100,6 +100,11 @@ def grotta_data(
             f"need at least {n_groups}"
         )
     x, y = x[ok], y[ok].astype(int)
+    if x.nunique() < 2:
+        raise ValueError(
+            f"grotta_data: {feature!r} takes a single value ({x.iloc[0]:.3g}) in all "
+            f"{len(x)} patients; there are no groups to compare"
+        )
     codes, edges = pd.qcut(x, n_groups, labels=False, retbins=True, duplicates="drop")
     k = len(edges) - 1
     name = {3: "tertile", 4: "quartile", 5: "quintile"}.get(k, "group")
