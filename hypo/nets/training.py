@@ -366,6 +366,9 @@ def train(
     first = int(state["next_epoch"]) if state else 0
     run_state = _RunState(ckpt, config.patience, state)
     run_state.best_weights = best
+    # fit() attaches the model to its callbacks; a resumed run with no epoch left never
+    # calls fit, and must still restore the best weights.
+    run_state.set_model(model)
 
     steps = steps_per_epoch(len(train_rows), config.batch_size)
     if first < config.epochs and not run_state.stopped:
