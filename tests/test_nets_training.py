@@ -74,6 +74,29 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path):
     assert any(not np.allclose(a, b) for a, b in zip(full.final_weights, init))
 
 
+def test_resume_with_no_epoch_left_finalises_with_best_weights(tmp_path):
+    # Stopping a long run early: kill it, then resume with --epochs equal to the epochs done.
+    x, y, pid, table = tiny_data(size=16)
+    split = patient_split(table, seed=0)
+    cfg = TrainConfig(**CFG, augment=AugmentConfig(enabled=False))
+
+    class Kill(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise Interrupt("killed after epoch 2")
+
+    with pytest.raises(Interrupt):
+        train(x, y, pid, split, tmp_path / "r", cfg, verbose=0, callbacks=[Kill()])
+    short = TrainConfig(**{**CFG, "epochs": 2}, augment=AugmentConfig(enabled=False))
+    done = train(x, y, pid, split, tmp_path / "r", short, verbose=0, resume=True)
+    assert len(done.history) == 2
+    best = int(done.history["val_loss"].idxmin())
+    assert done.best_epoch == best
+    uninterrupted = train(x, y, pid, split, tmp_path / "u", short, verbose=0)
+    for a, b in zip(uninterrupted.model.get_weights(), done.model.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
 def test_early_stopping_restores_best_epoch(tmp_path):
     x, y, pid, table = tiny_data(size=16)
     split = patient_split(table, seed=1)
