@@ -143,6 +143,90 @@ def outcome_coefficients(p: SynthParams, mode: str) -> dict:
     }
 
 
+SIDE_RIGHT = {"right": 1.0, "bilateral": 0.5}
+"""Lesion side as the outcome model codes it (left and no lesion: 0)."""
+
+
+def outcome_linear_predictor(covariates, p: SynthParams, mode: str) -> np.ndarray:
+    """The outcome model's linear predictor ``eta`` (without swelling) for many patients.
+
+    The vectorised form of the ``eta`` that :func:`draw_clinical_course` computes, for
+    redrawing outcomes of fixed patients (``hypo.stats.calibration``).
+
+    Parameters
+    ----------
+    covariates : mapping of array-likes (e.g. a DataFrame)
+        ``age`` (years), ``sex`` ("F"/"M"), ``mrs_before`` (0-5), ``true_tissue_volume_ml``
+        (infarct tissue before swelling, mL; 0 without an infarct), ``side`` ("left",
+        "right", "bilateral", "none"), ``territory`` (the truth table's, e.g. "MCA+PCA";
+        the first named territory counts; "none" without an infarct), ``nihss_baseline``,
+        ``ivt``, ``iat`` (0/1).
+    p : SynthParams
+    mode : {"default", "null", "conditional_null", "nonpo"}
+
+    Returns
+    -------
+    ndarray
+        ``eta`` per patient (log-odds of a worse mRS).
+    """
+    need = ("age", "sex", "mrs_before", "true_tissue_volume_ml", "side", "territory",
+            "nihss_baseline", "ivt", "iat")  # fmt: skip
+    missing = [k for k in need if k not in covariates]
+    if missing:
+        raise ValueError(f"outcome covariates lack {missing}; expected columns {list(need)}")
+    c = outcome_coefficients(p, mode)
+
+    def col(k):
+        return np.asarray(covariates[k], dtype=float)
+
+    terr = [str(t).split("+")[0] for t in np.asarray(covariates["territory"], dtype=object)]
+    right = np.array([SIDE_RIGHT.get(str(s), 0.0) for s in np.asarray(covariates["side"])])
+    female = np.array([str(s).upper() == "F" for s in np.asarray(covariates["sex"])], float)
+    return (
+        c["null_mode_offset"]
+        + c["age_per_decade_above_70"] * (col("age") - 70) / 10
+        + c["mrs_before"] * col("mrs_before")
+        + c["female"] * female
+        + c["log_lesion_volume_ml_plus_1"] * np.log(col("true_tissue_volume_ml") + 1.0)
+        + c["right_side"] * right
+        + np.array([c["territory"].get(t, 0.0) for t in terr])
+        + c["nihss_baseline"] * col("nihss_baseline")
+        + c["ivt"] * col("ivt")
+        + c["iat"] * col("iat")
+    )
+
+
+def cumulative_mrs_probabilities(eta, swelling, coefficients: dict) -> np.ndarray:
+    """``P(mRS <= j)``, j = 0..5, of the cumulative-logit outcome model.
+
+    Parameters
+    ----------
+    eta, swelling : float or array
+        Linear predictor without swelling and swelling (SD units), broadcast together.
+    coefficients : dict
+        :func:`outcome_coefficients` of the mode (``theta``, ``swelling_per_sd_by_cut``).
+
+    Returns
+    -------
+    ndarray
+        Shape ``broadcast(eta, swelling).shape + (6,)``; non-decreasing along the last axis.
+    """
+    theta = np.asarray(coefficients["theta"], float)
+    gamma = np.asarray(coefficients["swelling_per_sd_by_cut"], float)
+    eta = np.asarray(eta, float)
+    swelling = np.asarray(swelling, float)
+    if eta.ndim or swelling.ndim:
+        eta, swelling = (a[..., None] for a in np.broadcast_arrays(eta, swelling))
+    cum = 1.0 / (1.0 + np.exp(-(theta - eta - gamma * swelling)))
+    # Cut-specific effects (nonpo) can cross; cumulative probabilities must not decrease.
+    return np.maximum.accumulate(cum, axis=-1)
+
+
+def mrs_from_uniform(cum: np.ndarray, u) -> np.ndarray:
+    """mRS 0-6 by inverting cumulative probabilities ``cum`` (``(..., 6)``) at uniforms ``u``."""
+    return (np.asarray(u, float)[..., None] > cum).sum(axis=-1)
+
+
 def draw_clinical_course(
     rng: np.random.Generator,
     p: SynthParams,
@@ -195,13 +279,10 @@ def draw_clinical_course(
         + c["ivt"] * ivt
         + c["iat"] * iat
     )
-    theta = np.asarray(c["theta"], float)
     gamma = np.asarray(c["swelling_per_sd_by_cut"], float)
-    cum = 1.0 / (1.0 + np.exp(-(theta - eta - gamma * swelling)))
-    # Cut-specific effects (nonpo) can cross; cumulative probabilities must not decrease.
-    cum = np.maximum.accumulate(cum)
+    cum = cumulative_mrs_probabilities(eta, swelling, c)
     u = rng.random()
-    mrs = int((u > cum).sum())
+    mrs = int(mrs_from_uniform(cum, u))
     mrs_missing = rng.random() < p.mrs_missing_share
 
     gain = rng.normal(-0.25 - 0.35 * ivt - 0.5 * iat, 0.45)
