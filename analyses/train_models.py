@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None, store=None) -> dict:
     from hypo.nets.training import TrainConfig, task_of, train_on_store
 
     command = "python -m analyses.train_models " + shlex.join(argv)
+    cohort = None
     if store is None:
         from hypo import cohort as cohort_mod
         from hypo.paths import default_cohort_dir
@@ -158,6 +159,14 @@ def main(argv: list[str] | None = None, store=None) -> dict:
     ev = evaluate(task, labels[test_rows], proba, pid[test_rows], n_boot=args.n_boot,
                   seed=args.seed, **kw)  # fmt: skip
     ev.write(args.out)
+    if task == "mrs" and cohort is not None and getattr(cohort, "is_synthetic", False):
+        from hypo.nets.oracle import mrs_oracle, write_oracle
+
+        # The ceiling of the same test patients: their true covariates (issue: oracle).
+        les = store.table.iloc[test_rows]
+        les = les[labels[test_rows] > 0]
+        counts = les.groupby(les["participant_id"].astype(str)).size()
+        write_oracle(args.out, mrs_oracle(cohort, split.train, split.test, counts))
     meta = getattr(store, "meta", {}) or {}
     card = make_card(
         args.model,

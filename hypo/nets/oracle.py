@@ -1,0 +1,210 @@
+"""The ceiling for the mRS model: what the true covariates tell about the outcome.
+
+The 3-class mRS model (paper 4.2) guesses, from one DWI slice, whether the patient will be
+independent (mRS 0-2) or not (mRS 3-6) at 3 months. Much of the outcome is decided by things
+no slice shows (age, pre-stroke mRS, NIHSS, treatment, chance), so even a perfect image
+reader has a ceiling. On a synthetic cohort the generator's truth gives it, for the same
+test patients the model is evaluated on:
+
+``true model``
+    The generator's own outcome model with its true coefficients and every true covariate
+    (swelling included): ``P(mRS <= 2) = expit(theta_2 - lp)``, lp the patient's
+    ``outcome_linear_predictor``. The Bayes classifier; no fitted model can do better in
+    expectation.
+``fitted PO``
+    A proportional-odds model (:func:`hypo.stats.fit_proportional_odds`) of mRS on the true
+    covariates, fitted on the training patients and applied to the test patients: what a
+    clinical model learns from a cohort this size.
+
+Both predict per patient; the per-class sensitivities over lesion slices weight each
+patient by their lesion slices, as the mRS model's Table 3 rows do.
+
+    python -m hypo.nets.oracle models/mrs-gap-128      # writes evaluation_oracle.csv/.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hypo._util import write_table_atomic, write_text_atomic
+
+#: Covariates of the fitted oracle (truth table and participants.tsv columns); a covariate
+#: constant among the training patients is left out of the fit (recorded).
+ORACLE_TERMS = ("age_decades", "mrs_before", "female", "log_volume", "right_side",
+                "nihss_baseline", "ivt", "iat", "swelling", "territory0")  # fmt: skip
+ORACLE_FORMULA = "mrs_3months ~ " + " + ".join(ORACLE_TERMS[:-1]) + " + C(territory0)"
+GOOD_MAX = 2  # mRS 0-2 = independent
+
+
+class OracleError(ValueError):
+    """The cohort cannot give an oracle (not synthetic, no truth, no outcome)."""
+
+
+def _patient_table(cohort) -> pd.DataFrame:
+    truth = cohort.truth()
+    gen = cohort.generator()
+    if truth is None or gen is None:
+        raise OracleError(
+            f"cohort {cohort.cohort_id}: no generator truth (derivatives/truth/truth.tsv and "
+            "generator.json); the oracle exists only for synthetic cohorts"
+        )
+    part = cohort.participants.reset_index()
+    part["participant_id"] = part["participant_id"].astype(str)
+    t = truth.reset_index()
+    t["participant_id"] = t["participant_id"].astype(str)
+    cols = ["participant_id", "lesion_volume_ml", "swelling", "side", "territory"]
+    cols += ["outcome_linear_predictor"]
+    df = part.merge(t[cols], on="participant_id", how="left", validate="one_to_one")
+    df["age_decades"] = (pd.to_numeric(df["age"]) - 70) / 10
+    df["female"] = (df["sex"].astype(str) == "F").astype(float)
+    df["log_volume"] = np.log(pd.to_numeric(df["lesion_volume_ml"]).fillna(0) + 1)
+    df["right_side"] = df["side"].map({"right": 1.0, "bilateral": 0.5}).fillna(0.0)
+    df["territory0"] = df["territory"].fillna("none").astype(str).str.split("+").str[0]
+    theta = gen["outcome_model"]["coefficients"]["theta"]
+    lp = pd.to_numeric(df["outcome_linear_predictor"])
+    df["p_poor_true_model"] = 1.0 - 1.0 / (1.0 + np.exp(-(theta[GOOD_MAX] - lp)))
+    return df
+
+
+def _rows(name: str, poor_pred, poor_true, weights) -> list[dict]:
+    from hypo.nets.evaluation import wilson_ci
+
+    out = []
+    for label, m in (("mRS 0-2", ~poor_true), ("mRS 3-6", poor_true), ("all", None)):
+        sel = np.ones(len(poor_true), bool) if m is None else m
+        ok = (poor_pred == poor_true)[sel]
+        w = weights[sel]
+        k, n = float((ok * w).sum()), float(w.sum())
+        lo, hi = wilson_ci(int(round(k)), int(round(n))) if n else (math.nan, math.nan)
+        metric = "accuracy (lesion slices)" if m is None else f"sensitivity {label}"
+        out.append({"oracle": name, "metric": metric, "estimate": k / n if n else math.nan,
+                    "ci_low": lo, "ci_high": hi, "n_slices": int(n),
+                    "n_patients": int(sel.sum())})  # fmt: skip
+    return out
+
+
+def mrs_oracle(cohort, train_patients, test_patients, lesion_slices: pd.Series) -> pd.DataFrame:
+    """Per-class sensitivity of the two oracles on the test patients' lesion slices.
+
+    Parameters
+    ----------
+    cohort : hypo.cohort.Cohort
+        A synthetic cohort (truth and generator.json).
+    train_patients, test_patients : iterable of str
+        Patients to fit the PO oracle on and to evaluate on.
+    lesion_slices : Series
+        Lesion slices per test patient (index participant_id): the weights that make the
+        numbers comparable with the mRS model's slice-level Table 3.
+
+    Returns
+    -------
+    DataFrame
+        ``oracle, metric, estimate, ci_low, ci_high, n_slices, n_patients``; Wilson CIs
+        over slices (as the model's table; patients cluster them, so they are optimistic).
+    """
+    from hypo.stats import fit_proportional_odds
+    from hypo.stats.ordinal import OrdinalFitError
+
+    df = _patient_table(cohort)
+    has = df["mrs_3months"].notna() & (df["group"].astype(str) == "stroke")
+    has &= df["lesion_volume_ml"].fillna(0) > 0
+    train = df[has & df["participant_id"].isin({str(p) for p in train_patients})].copy()
+    test = df[has & df["participant_id"].isin({str(p) for p in test_patients})].copy()
+    w = lesion_slices.reindex(test["participant_id"]).fillna(0).to_numpy(float)
+    test = test[w > 0]
+    w = w[w > 0]
+    if len(test) == 0:
+        raise OracleError("no test patient with a lesion slice and a 3-month mRS")
+    train["mrs_3months"] = train["mrs_3months"].astype(int)
+    terms = [c for c in ORACLE_TERMS if train[c].nunique() > 1]
+    formula = "mrs_3months ~ " + " + ".join(f"C({c})" if c == "territory0" else c for c in terms)
+    poor_true = test["mrs_3months"].astype(int).to_numpy() > GOOD_MAX
+    rows = _rows("true model", test["p_poor_true_model"].to_numpy() > 0.5, poor_true, w)
+    note = ""
+    try:
+        fit = fit_proportional_odds(train, formula)
+    except OrdinalFitError as e:
+        # A failed clinical fit must not hide the true-model ceiling; the row says why.
+        note = f"fitted PO not available: {e}"
+    else:
+        probs = fit.predict_proba(test)
+        poor = [lv for lv in probs.columns if int(lv) > GOOD_MAX]
+        rows += _rows("fitted PO", probs[poor].sum(axis=1).to_numpy() > 0.5, poor_true, w)
+    out = pd.DataFrame(rows)
+    out.attrs["note"] = note
+    out.attrs["n_train"] = len(train)
+    out.attrs["formula"] = formula
+    return out
+
+
+def oracle_for_model(model_dir: str | Path, cohort=None, store=None) -> pd.DataFrame:
+    """The oracle table for a shipped mRS model: its card's split of its cohort."""
+    import hypo.cohort as hc
+    from hypo.features.join import load_model_card
+    from hypo.paths import default_cohort_dir
+    from hypo.preprocess import PreprocessConfig, build_slice_store
+
+    model_dir = Path(model_dir)
+    card = load_model_card(model_dir)
+    if cohort is None:
+        cohort = hc.load(default_cohort_dir("dev"))
+    if store is None:
+        store = build_slice_store(cohort, PreprocessConfig(**card["preprocessing"]), progress=False)
+    seen = set(map(str, card["train_patients"])) | set(map(str, card["val_patients"]))
+    test = set(map(str, card.get("test_patients") or [])) or (set(cohort.participant_ids) - seen)
+    t = store.table
+    les = t[t["lesion_visible"].astype(bool)]
+    counts = les.groupby(les["participant_id"].astype(str)).size()
+    return mrs_oracle(cohort, card["train_patients"], sorted(test), counts)
+
+
+def write_oracle(model_dir: str | Path, table: pd.DataFrame) -> None:
+    """``evaluation_oracle.csv`` and ``.md`` beside the model's evaluation."""
+    from hypo.nets.evaluation import markdown_table
+
+    model_dir = Path(model_dir)
+    write_table_atomic(model_dir / "evaluation_oracle.csv", table)
+    t = table.copy()
+    t["value"] = [f"{e:.4f} [{lo:.4f} {hi:.4f}]" for e, lo, hi in
+                  zip(t["estimate"], t["ci_low"], t["ci_high"])]  # fmt: skip
+    md = (
+        "# Oracle: the true covariates of the same test patients\n\n"
+        "The ceiling for what an image can tell about the 3-month mRS: `true model` is the "
+        "generator's outcome model with its true coefficients and covariates (the Bayes "
+        "classifier of mRS 0-2 vs 3-6); `fitted PO` a proportional-odds model on the true "
+        f"covariates (`{table.attrs.get('formula', ORACLE_FORMULA)}`) fitted on the {table.attrs.get('n_train', '?')} "
+        "training patients. Each patient's prediction counts once per lesion slice, as in the "
+        "mRS model's table; Wilson 95 % CIs over slices.\n\n"
+        + markdown_table(t[["oracle", "metric", "value", "n_slices", "n_patients"]])
+        + (f"\n{table.attrs['note']}\n" if table.attrs.get("note") else "\n")
+    )
+    write_text_atomic(model_dir / "evaluation_oracle.md", md)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m hypo.nets.oracle", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("model", type=Path, help="mRS model folder (card.json)")
+    p.add_argument("--cohort", type=Path, default=None, help="the model's cohort (default dev)")
+    args = p.parse_args(argv)
+    import hypo.cohort as hc
+
+    cohort = hc.load(args.cohort) if args.cohort else None
+    try:
+        table = oracle_for_model(args.model, cohort)
+    except OracleError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    write_oracle(args.model, table)
+    print(table.to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
