@@ -455,8 +455,8 @@ def main(argv: list[str] | None = None) -> int:
 
     p = experiment_parser(NAME, __doc__, model=None)
     add_setting_options(p)
-    p.add_argument("--architectures", nargs="+", default=list(PAPER_NAMES),
-                   choices=list(PAPER_NAMES), help="default: all five")  # fmt: skip
+    p.add_argument("--architectures", nargs="+", default=None, choices=list(PAPER_NAMES),
+                   help="default: all five that take the size (Herzog: multiples of 64 px)")  # fmt: skip
     p.add_argument("--cam-slices", type=int, default=400,
                    help="test lesion slices whose Grad-CAM is scored (seeded draw; 0 = all)")  # fmt: skip
     p.add_argument("--mprt-slices", type=int, default=8,
