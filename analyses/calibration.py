@@ -221,6 +221,8 @@ def leakage_demo(args, say) -> tuple[pd.DataFrame, str]:
     pre = dict(card.get("preprocessing") or {})
     store = build_slice_store(cohort, PreprocessConfig(**pre), progress=False)
     part = cohort.participants.copy()
+    if "participant_id" not in part.columns:  # indexed by participant_id
+        part = part.rename_axis("participant_id").reset_index()
     part["participant_id"] = part["participant_id"].astype(str)
     ok = part["group"].eq("stroke") & part["mrs_3months"].notna()
     groups = {"training": set(map(str, card["train_patients"])),
@@ -262,6 +264,8 @@ def leakage_demo(args, say) -> tuple[pd.DataFrame, str]:
         refusal = "(no refusal: the guard did not flag the training patients)"
     except LeakageError as e:
         refusal = str(e)
+        if len(refusal) > 400:  # the message names every patient; the report shows the gist
+            refusal = refusal[:300] + " ... " + refusal[-100:]
     return pd.DataFrame(rows), refusal
 
 
@@ -344,7 +348,7 @@ def _parser():
     p.add_argument("--stroke-model", type=Path, default=STROKE_MODEL)
     p.add_argument("--mrs-model", type=Path, default=MRS_MODEL)
     p.add_argument("--dev-cohort", type=Path, default=default_cohort_dir("dev"))
-    p.add_argument("--leakage-patients", type=int, default=40)
+    p.add_argument("--leakage-patients", type=int, default=80)
     p.add_argument("--no-leakage", action="store_true")
     p.add_argument("--hypotheses", type=Path, default=HYPOTHESES_DIR)
     p.add_argument("--lock", type=Path, default=LOCK_FILE)
