@@ -44,7 +44,7 @@ from hypo._util import stable_hash, write_json_atomic
 BRAIN, LEFT, RIGHT, VENTRICLE, EDGE, LESION = 1, 2, 4, 8, 16, 32
 #: Hemisphere codes, as in the synthetic truth masks.
 HEMI_LEFT, HEMI_RIGHT = 1, 2
-ANATOMY_VERSION = 1
+ANATOMY_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -56,28 +56,43 @@ class AnatomyConfig:
     edge_width_mm : float
         Width of the cortical-edge band inside the brain border, mm (sulcal effacement
         happens in the outer few mm of cortex; 5 mm by default).
+    bias_sigma_mm : float
+        Gaussian width (mm) of the smooth tissue-intensity field that slice intensities are
+        divided by (the coil's bias field varies over ~10 cm; infarct, CSF and other
+        outliers are left out of the field by normalised convolution).
     lesion_z : float
-        Robust z-score (``(x - median) / (1.4826 MAD)`` over the slice's brain pixels)
-        above which a pixel is hyperintense.
+        Seed rule: robust z-score (``(r - median) / (1.4826 MAD)`` over the slice's brain
+        pixels of the bias-corrected intensity ``r``) above which a pixel is hyperintense.
     lesion_mirror_z : float
-        ... and by how many robust SDs it must exceed its mirror image about the midline
-        (grey matter is bright on both sides, an infarct on one: bilateral, mirror-symmetric
-        lesions are missed by design).
+        ... and by how many robust SDs it must exceed the brightest pixel near its mirror
+        image about the midline (a grey-level dilation of ``lesion_mirror_tolerance_mm``
+        absorbs misregistration of the cortical ribbon; an infarct is one-sided, so
+        bilateral, mirror-symmetric lesions are missed by design).
+    lesion_mirror_tolerance_mm : float
+        Radius of that dilation, mm.
+    lesion_z_low, lesion_mirror_z_low : float
+        Hysteresis: pixels above these (lower) thresholds join a seeded component.
+    lesion_half_max : float
+        Each component is cut at ``ring + lesion_half_max * (peak - ring)``, with ``ring``
+        the median of the tissue around it and ``peak`` its 90th percentile: the infarct's
+        border is where the signal is half-way between tissue and infarct (the partial-
+        volume midpoint that a manual outline or a 50 % truth mask follows).
     lesion_z_no_midline : float
         Threshold of the absolute rule alone, for slices without a midline.
     lesion_min_area_mm2 : float
         Smallest connected hyperintense component kept as lesion, mm^2 (the cohort's
         ``min_lesion_area_mm2`` for a visible lesion is 10 mm^2).
     ventricle_level : float
-        A brain pixel is CSF-dark below ``background + ventricle_level * (tissue -
-        background)``, with the brain's median as tissue and the outside's median as
-        background.
+        A brain pixel is CSF-dark below ``ventricle_level`` times the local tissue level
+        (bias-corrected intensity above the background; CSF is 0.1-0.3 of white matter on
+        b1000 DWI, so 0.5 is the partial-volume midpoint).
     ventricle_min_depth_mm : float
-        Ventricle pixels lie at least this far inside the brain border, mm (keeps sulcal
-        CSF at the rim out).
+        A ventricle component reaches at least this far inside the brain border, mm.
     ventricle_central_fraction : float
         A dark component is a ventricle when its centroid lies within this fraction of
-        the brain's half-width and half-height from the brain's centroid.
+        the brain's half-width and half-height from the brain's centroid, and when it is
+        enclosed by tissue: dark CSF connected to the outside of the brain (sulci, the
+        interhemispheric fissure, the basal cisterns) is not ventricle.
     ventricle_min_area_mm2 : float
         Smallest dark component kept as ventricle, mm^2.
     max_angle_deg, coarse_step_deg, fine_step_deg : float
@@ -95,12 +110,17 @@ class AnatomyConfig:
     """
 
     edge_width_mm: float = 5.0
-    lesion_z: float = 2.0
-    lesion_mirror_z: float = 1.5
-    lesion_z_no_midline: float = 3.5
+    bias_sigma_mm: float = 25.0
+    lesion_z: float = 3.0
+    lesion_mirror_z: float = 2.0
+    lesion_mirror_tolerance_mm: float = 2.0
+    lesion_z_low: float = 1.5
+    lesion_mirror_z_low: float = 1.0
+    lesion_half_max: float = 0.5
+    lesion_z_no_midline: float = 4.0
     lesion_min_area_mm2: float = 10.0
-    ventricle_level: float = 0.6
-    ventricle_min_depth_mm: float = 6.0
+    ventricle_level: float = 0.5
+    ventricle_min_depth_mm: float = 8.0
     ventricle_central_fraction: float = 0.5
     ventricle_min_area_mm2: float = 5.0
     max_angle_deg: float = 20.0
@@ -214,16 +234,50 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
     return np.clip((img - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
 
 
+def _otsu3_low(g: np.ndarray) -> int:
+    """Lower threshold of a three-class Otsu split of a uint8 image (vectorised search)."""
+    p = np.bincount(g.ravel(), minlength=256).astype(float)
+    p /= p.sum()
+    levels = np.arange(256, dtype=float)
+    w = np.cumsum(p)
+    m = np.cumsum(p * levels)
+    wt, mt = w[-1], m[-1]
+    # Classes [0, t1], (t1, t2], (t2, 255]; maximise sum_k w_k mu_k^2 over t1 < t2.
+    w0, m0 = w[:, None], m[:, None]
+    w1, m1 = w[None, :] - w0, m[None, :] - m0
+    w2, m2 = wt - w[None, :], mt - m[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        score = m0**2 / w0 + m1**2 / w1 + m2**2 / w2
+    score[~np.isfinite(score)] = -np.inf
+    score[np.tril_indices(256)] = -np.inf
+    t1, _ = np.unravel_index(int(np.argmax(score)), score.shape)
+    return int(t1)
+
+
 def brain_mask(img: np.ndarray, min_solidity: float = 0.85) -> np.ndarray:
     """Brain mask of one slice: Otsu threshold, holes filled, largest component (bool).
 
-    Empty when the component's solidity (area / convex hull area) is below
-    ``min_solidity``: a noise-only slice, not a head.
+    The threshold is the lowest of a three-class Otsu split (background | tissue | bright
+    tissue or infarct): a two-class Otsu splits tissue from a large bright infarct and
+    loses the rest of the brain. Where that candidate is not head-like (e.g. a background
+    with two levels), the two-class Otsu threshold is tried next. Empty when no candidate
+    is head-like: solidity (area / convex hull area) below ``min_solidity`` (a noise-only
+    slice at the skull base or vertex), or filling most of the frame.
     """
     g = _to_uint8(img)
     if g.max() == 0:
         return np.zeros(img.shape, bool)
-    _, b = cv2.threshold(g, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    otsu2, _ = cv2.threshold(g, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    for t in dict.fromkeys((_otsu3_low(g), int(otsu2))):
+        comp = _head_component(g > t, min_solidity)
+        if comp is not None:
+            return comp
+    return np.zeros(img.shape, bool)
+
+
+def _head_component(binary: np.ndarray, min_solidity: float) -> np.ndarray | None:
+    """Largest component of a thresholded slice, holes filled; None when not head-like."""
+    b = binary.astype(np.uint8)
     # An opening removes background noise above the threshold (it would otherwise bridge
     # into a frame-filling blob); a closing bridges the dark sulci at the rim so hole
     # filling reaches the CSF.
@@ -231,21 +285,19 @@ def brain_mask(img: np.ndarray, min_solidity: float = 0.85) -> np.ndarray:
     b = cv2.morphologyEx(b, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
     n, lab, stats, _ = cv2.connectedComponentsWithStats(b, connectivity=8)
     if n <= 1:
-        return np.zeros(img.shape, bool)
+        return None
     k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
     comp = ndimage.binary_fill_holes(lab == k)
-    # A head is convex-ish; the largest blob of a noise-only slice (skull base, vertex) is
-    # ragged. Such slices get no brain rather than a made-up one.
     contours, _ = cv2.findContours(
         comp.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
     )
     hull = cv2.contourArea(cv2.convexHull(max(contours, key=cv2.contourArea)))
     if hull <= 0 or comp.sum() / hull < min_solidity:
-        return np.zeros(img.shape, bool)
+        return None
     # Even a tightly cropped head meets the frame over a small part of it; noise fills it.
     frame = np.concatenate([comp[0], comp[-1], comp[:, 0], comp[:, -1]])
     if frame.mean() > 0.6:
-        return np.zeros(img.shape, bool)
+        return None
     return comp
 
 
@@ -452,34 +504,19 @@ def compute_anatomy(
         # Cortical-edge band, by distance in mm from the brain's border.
         depth = ndimage.distance_transform_edt(b, sampling=(pr, pc))
         lab[b & (depth <= config.edge_width_mm)] |= EDGE
-        vals = img[b]
         outside = img[~b]
         bg = float(np.median(outside)) if outside.size > 16 else float(np.percentile(img, 1))
-        med = float(np.median(vals))
-        mad = float(np.median(np.abs(vals - med))) * 1.4826
-        # Ventricles: CSF-dark, deep, central components.
-        thr = bg + config.ventricle_level * (med - bg)
-        dark = (b & (img < thr) & (depth >= config.ventricle_min_depth_mm)).astype(np.uint8)
-        vent = _central_components(
-            dark, b, config.ventricle_min_area_mm2 / (pr * pc), config.ventricle_central_fraction
-        )
+        r = _bias_corrected(img - bg, b, config.bias_sigma_mm / pr, config.bias_sigma_mm / pc)
+        vent = _ventricles(r, b, depth, pr, pc, config)
         lab[vent] |= VENTRICLE
         fit = fits[i]
         has_line = fit is not None and np.isfinite(fit[1])
-        # Lesion: hyperintense against the brain's own distribution AND against the mirror
-        # image about the midline (normal grey matter is bright on both sides; an infarct is
-        # one-sided), small specks dropped. Without a midline: the absolute rule alone.
-        if mad > 0:
-            z = (img - med) / mad
-            if has_line:
-                th, col, score, centre, aspect = fit
-                (x0, y0), (x1, y1) = _line_points(th, col, centre, aspect, canvas)
-                mirror = _mirror_image(img, (x0, y0), (x1 - x0, y1 - y0), pr, pc, bg)
-                hyper = (z > config.lesion_z) & ((img - mirror) / mad > config.lesion_mirror_z)
-            else:
-                hyper = z > config.lesion_z_no_midline
-            hyper = (b & hyper).astype(np.uint8)
-            lab[_keep_components(hyper, config.lesion_min_area_mm2 / (pr * pc))] |= LESION
+        mirror = None
+        if has_line:
+            th, col, score, centre, aspect = fit
+            (x0, y0), (x1, y1) = _line_points(th, col, centre, aspect, canvas)
+            mirror = _mirror_image(r, (x0, y0), (x1 - x0, y1 - y0), pr, pc, 0.0)
+        lab[_lesion(r, b, mirror, pr, pc, config)] |= LESION
         rec["lesion_image_area_mm2"] = float(((lab & LESION) > 0).sum() * pr * pc)
         if has_line:
             th, col, score, centre, aspect = fit
@@ -527,29 +564,105 @@ def _mirror_image(img, p0, d, pr, pc, fill) -> np.ndarray:
     )
 
 
+def _bias_corrected(x: np.ndarray, brain: np.ndarray, sig_r: float, sig_c: float) -> np.ndarray:
+    """``x`` divided by its smooth tissue level inside the brain (1 = local tissue), 0 outside.
+
+    The level is a normalised convolution over the brain pixels within 2 robust SDs of the
+    median, so an infarct or the ventricles do not pull the field towards themselves.
+    """
+    vals = x[brain]
+    med = float(np.median(vals))
+    mad = float(np.median(np.abs(vals - med))) * 1.4826 + 1e-6
+    w = (brain & (np.abs(x - med) <= 2 * mad)).astype(np.float32)
+    if w.sum() < 16 or med <= 0:
+        return np.where(brain, x / max(med, 1e-6), 0.0).astype(np.float32)
+    num = ndimage.gaussian_filter(x.astype(np.float32) * w, (sig_r, sig_c), mode="constant")
+    den = ndimage.gaussian_filter(w, (sig_r, sig_c), mode="constant")
+    field = np.where(den > 1e-3, num / np.maximum(den, 1e-3), med)
+    field = np.maximum(field, 0.25 * med)
+    return np.where(brain, x / field, 0.0).astype(np.float32)
+
+
+def _robust(v: np.ndarray) -> tuple[float, float]:
+    med = float(np.median(v))
+    return med, float(np.median(np.abs(v - med))) * 1.4826 + 1e-6
+
+
+def _lesion(r, brain, mirror, pr, pc, config: AnatomyConfig) -> np.ndarray:
+    """Hyperintense, one-sided components of the bias-corrected slice ``r`` (bool)."""
+    med, mad = _robust(r[brain])
+    z = (r - med) / mad
+    if mirror is not None:
+        rad = max(int(round(config.lesion_mirror_tolerance_mm / min(pr, pc))), 0)
+        ker = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * rad + 1, 2 * rad + 1))
+        excess = (r - cv2.dilate(mirror, ker)) / mad
+        seed = (z > config.lesion_z) & (excess > config.lesion_mirror_z)
+        low = (z > config.lesion_z_low) & (excess > config.lesion_mirror_z_low)
+    else:
+        seed = z > config.lesion_z_no_midline
+        low = z > config.lesion_z_low
+    seed &= brain
+    low = (low | seed) & brain
+    min_px = config.lesion_min_area_mm2 / (pr * pc)
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(low.astype(np.uint8), connectivity=8)
+    if n <= 1 or not seed.any():
+        return np.zeros(r.shape, bool)
+    seeded = np.zeros(n, bool)
+    seeded[np.unique(lab[seed])] = True
+    seeded[0] = False
+    out = np.zeros(r.shape, bool)
+    ring_ker = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
+    for k in np.flatnonzero(seeded & (stats[:, cv2.CC_STAT_AREA] >= min_px)):
+        x, y, w, h = stats[k, :4]
+        sl = (slice(max(y - 4, 0), y + h + 4), slice(max(x - 4, 0), x + w + 4))
+        comp = lab[sl] == k
+        ring = cv2.dilate(comp.astype(np.uint8), ring_ker).astype(bool) & ~comp & brain[sl]
+        rv = r[sl]
+        base = float(np.median(rv[ring])) if ring.sum() >= 8 else med
+        peak = float(np.percentile(rv[comp], 90))
+        cut = comp & (rv >= base + config.lesion_half_max * (peak - base))
+        cut = ndimage.binary_fill_holes(cut)
+        out[sl] |= cut
+    return _keep_components(out.astype(np.uint8), min_px)
+
+
+def _ventricles(r, brain, depth, pr, pc, config: AnatomyConfig) -> np.ndarray:
+    """Dark CSF components enclosed by tissue, deep and central in the brain (bool)."""
+    dark = brain & (r < config.ventricle_level)
+    # 4-connectivity: a diagonal touch of two dark pixels is not an open CSF channel.
+    n, lab = cv2.connectedComponents((dark | ~brain).astype(np.uint8), connectivity=4)
+    if n <= 1:
+        return np.zeros(r.shape, bool)
+    open_to_outside = np.zeros(n, bool)
+    open_to_outside[np.unique(lab[~brain])] = True
+    enclosed = dark & ~open_to_outside[lab]
+    if not enclosed.any():
+        return enclosed
+    n, lab, stats, cents = cv2.connectedComponentsWithStats(
+        enclosed.astype(np.uint8), connectivity=4
+    )
+    rr, cc = np.nonzero(brain)
+    cy, cx = rr.mean(), cc.mean()
+    hh = max((rr.max() - rr.min()) / 2.0, 1.0)
+    hw = max((cc.max() - cc.min()) / 2.0, 1.0)
+    f = config.ventricle_central_fraction
+    deepest = ndimage.maximum(depth, lab, index=np.arange(n))
+    keep = (
+        (stats[:, cv2.CC_STAT_AREA] >= config.ventricle_min_area_mm2 / (pr * pc))
+        & (np.abs(cents[:, 0] - cx) <= f * hw)
+        & (np.abs(cents[:, 1] - cy) <= f * hh)
+        & (np.asarray(deepest) >= config.ventricle_min_depth_mm)
+    )
+    keep[0] = False
+    return keep[lab]
+
+
 def _keep_components(binary: np.ndarray, min_area_px: float) -> np.ndarray:
     n, lab, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
     if n <= 1:
         return np.zeros(binary.shape, bool)
     keep = np.zeros(n, bool)
     keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_area_px
-    return keep[lab]
-
-
-def _central_components(dark, brain, min_area_px, fraction) -> np.ndarray:
-    n, lab, stats, cents = cv2.connectedComponentsWithStats(dark, connectivity=8)
-    if n <= 1:
-        return np.zeros(dark.shape, bool)
-    rr, cc = np.nonzero(brain)
-    cy, cx = rr.mean(), cc.mean()
-    hh = max((rr.max() - rr.min()) / 2.0, 1.0)
-    hw = max((cc.max() - cc.min()) / 2.0, 1.0)
-    keep = np.zeros(n, bool)
-    area = stats[1:, cv2.CC_STAT_AREA]
-    near = (np.abs(cents[1:, 0] - cx) <= fraction * hw) & (
-        np.abs(cents[1:, 1] - cy) <= fraction * hh
-    )
-    keep[1:] = (area >= min_area_px) & near
     return keep[lab]
 
 
