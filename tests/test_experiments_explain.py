@@ -18,7 +18,7 @@ import pytest
 
 from analyses import cropping, layer_iteration, mirroring
 
-N_PATIENTS = 10
+N_PATIENTS = 6
 TRAINED_ON = "sub-001"
 
 
@@ -274,3 +274,22 @@ def test_layer_iteration_rejects_unknown_slice_and_layer(env):
     assert layer_iteration.main(_argv(env, "plain", out, "--slices", f"{TRAINED_ON}:5")) == 2
     assert layer_iteration.main(_argv(env, "plain", out, "--layers", "no_such_layer")) == 2
     assert not (out / "report.md").exists()
+
+
+# --------------------------------------------------------------------------- own cohort
+
+
+def test_own_cohort_without_ground_truth_uses_the_image_brain(env):
+    """A researcher's cohort (NIfTI + lesion masks, no synthetic truth): the brain comes
+    from the image, and no report calls it synthetic."""
+    from tests.helpers import make_tiny_cohort
+
+    own = make_tiny_cohort(env["root"] / "own", n_patients=4, masks=True, slice_labels=True)
+    for mod in (cropping, layer_iteration):
+        out = env["root"] / "out" / f"own_{mod.NAME}"
+        argv = ["--quiet", "--cohort", str(own), "--model", str(env["models"]["plain"]),
+                "--out", str(out), "--examples", "1"]  # fmt: skip
+        assert mod.main(argv) == 0, mod.NAME
+        md = (out / "report.md").read_text()
+        assert "image-derived" in md and "Synthetic cohort" not in md
+        assert len(pd.read_csv(out / f"{mod.NAME}.csv")) > 0
