@@ -137,6 +137,31 @@ def cam_examples(inp, rows, cams, class_names, model_label: str = "", lesion_mas
     return examples
 
 
+def write_method_panels(out: Path, stem: str, examples, classes, title: str) -> list[tuple]:
+    """One panel figure per CAM method: ``figures/<stem>_<method>.png``.
+
+    Raw Grad-CAM and Grad-CAM++ maps differ in scale by orders of magnitude, so each
+    method gets its own figure with one raw colour scale shared by its classes and rows
+    (a shared scale across methods would leave one of them blank). Returns
+    ``[(relative path, method display name), ...]``.
+    """
+    from hypo.report.cam_panels import METHOD_NAMES, write_cam_panels
+
+    paths = []
+    for m in PANEL_METHODS:
+        rel = f"figures/{stem}_{m}.png"
+        name = METHOD_NAMES.get(m, m)
+        write_cam_panels(Path(out) / rel, examples, classes=classes, methods=(m,), scale="raw",
+                         title=f"{title}: {name}")  # fmt: skip
+        paths.append((rel, name))
+    return paths
+
+
+def shown(df: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
+    """``df`` with floats rounded for the report (the CSV keeps full precision)."""
+    return df.round(digits)
+
+
 # --------------------------------------------------------------------------- the science
 
 
@@ -191,8 +216,8 @@ def accuracy_figure(image: pd.DataFrame, path: Path) -> Path:
     from hypo.report.figures import save_figure
 
     d = image[image["metric"].str.startswith(("accuracy", "sensitivity "))].copy()
-    d["label"] = d["metric"].str.replace("sensitivity ", "", regex=False).replace(
-        {"accuracy": "all slices"}
+    d["label"] = (
+        d["metric"].str.replace("sensitivity ", "", regex=False).replace({"accuracy": "all slices"})
     )
     d["label"] = pd.Categorical(d["label"], categories=list(d["label"])[::-1])
     long = pd.concat(
@@ -214,8 +239,12 @@ def accuracy_figure(image: pd.DataFrame, path: Path) -> Path:
 
 def main(argv=None) -> int:
     p = experiment_parser(NAME, __doc__, model=MRS_MODEL)
-    p.add_argument("--examples", type=int, default=None,
-                   help="example slices per true class in the panels (default 2; quick 1)")
+    p.add_argument(
+        "--examples",
+        type=int,
+        default=None,
+        help="example slices per true class in the panels (default 2; quick 1)",
+    )
     p.add_argument("--n-boot", type=int, default=None,
                    help="patient-bootstrap replicates (default 2000; quick 50)")  # fmt: skip
     args = p.parse_args(argv)
@@ -235,7 +264,6 @@ def _run(args, inp, n_examples: int, n_boot: int, started: float, say) -> int:
     from hypo.cam import compute
     from hypo.nets.evaluation import evaluate_mrs, markdown_table, table3
     from hypo.nets.labels import MRS_CLASSES, mrs_labels
-    from hypo.report.cam_panels import write_cam_panels
     from hypo.report.writer import Figure, Section, Table
 
     classes = [str(c) for c in inp.card.get("classes", [])]
@@ -281,9 +309,8 @@ def _run(args, inp, n_examples: int, n_boot: int, started: float, say) -> int:
     examples = cam_examples(inp, picks["row"].to_numpy(), cams, classes, model_label="mRS")
     out = Path(args.out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    write_cam_panels(out / "figures" / "cam_panels.png", examples, classes=classes,
-                     methods=PANEL_METHODS, scale="raw", vmin=0.0,
-                     title="mRS model: Grad-CAM and Grad-CAM++ per class, examples per true class")  # fmt: skip
+    panels = write_method_panels(out, "cam_panels", examples, classes,
+                                 "mRS model, every class, examples per true class")  # fmt: skip
     accuracy_figure(ev.image, out / "figures" / "class_accuracy.png")
     picks_out = picks[["participant_id", "slice", "mrs_3months", "true_class",
                        "predicted_class", *[f"p_{c}" for c in classes]]]  # fmt: skip
@@ -299,7 +326,7 @@ def _run(args, inp, n_examples: int, n_boot: int, started: float, say) -> int:
         inp,
         "task: 3-class mRS slice model (paper 4.2, Table 3, Figures 14/15)",
         [
-            f"Labelled slices: {len(rows)} of {len(set(labels.patients))} patients "
+            f"Labelled slices: {len(rows)} of {len(set(labels.patients))} patients; "
             + ", ".join(f"{classes[k]}: {int(counts[k])}" for k in range(len(classes)))
             + f". Patients without a 3-month mRS left out: {len(labels.excluded_patients)}"
             + (f" ({', '.join(labels.excluded_patients)})." if labels.excluded_patients else "."),
@@ -320,19 +347,21 @@ def _run(args, inp, n_examples: int, n_boot: int, started: float, say) -> int:
             "(the paper's \"Accuracy <class>\"). Wilson intervals treat slices as "
             "independent; the patient-bootstrap intervals resample patients.",
             Table(t3, "Table 3 layout (Wilson 95 % CI)"),
-            Table(ev.image, "All metrics with both intervals (mrs_model.csv)"),
+            Table(shown(ev.image), "All metrics with both intervals (mrs_model.csv)"),
             Figure("figures/class_accuracy.png", "Per-class accuracy, both intervals."),
-            Table(paper, "The paper's numbers on its own (real) test set, for context only: "
+            Table(shown(paper), "The paper's numbers on its own (real) test set, for context only: "
                   "different data, not a replication target."),
         ]),
-        Section("Confusion matrix", [Table(conf, "Slices per true and predicted class")]),
+        Section("Confusion matrix", [Table(shown(conf), "Slices per true and predicted class")]),
         Section("Figures 14/15: CAM panels per true class", [
             "Rows: example slices per true class (seeded random patients; a lesion class "
             "shows the patient's slice with the largest lesion). Columns: native slice, "
             "network input (lesion outline in red), then Grad-CAM and Grad-CAM++ of every "
-            "class on one raw colour scale; R/L mark the patient's sides (radiological view).",
-            Figure("figures/cam_panels.png", "mRS model CAM panels"),
-            Table(picks_out, "The slices shown"),
+            "class; one figure per method, each on one raw colour scale shared by its panels "
+            "(pre-softmax scores, maps not normalised per image); R/L mark the patient's "
+            "sides (radiological view).",
+            *[Figure(path, f"mRS model, {name} of every class") for path, name in panels],
+            Table(shown(picks_out), "The slices shown"),
         ]),
     ]  # fmt: skip
     write_experiment(

@@ -1,0 +1,362 @@
+"""What the stroke model gets "wrong": missed lesions and TIA slices it calls stroke.
+
+What the paper did (section 4.1, Figures 12 and 13): it showed a few lesion slices the
+model called "no stroke" (stroke probability 18-33 %) whose Grad-CAM / Grad-CAM++ maps
+still pointed at the lesion, and two TIA patients (131, 135) whose slices the model called
+stroke with 66 % and 99 %; a neurologist then found real infarcts there: the labels, not
+the model, were wrong. Both were judged by eye on hand-picked examples.
+
+What hypo measures instead, on slices of patients the model never trained or validated on:
+
+* False negatives (lesion slice, p(stroke) < threshold): how many, and whether the
+  stroke-class Grad-CAM still points into the lesion (pointing game, relevance mass in
+  the lesion), next to the same numbers on correctly found lesion slices.
+* TIA patients: per patient the maximum stroke probability over its slices; a patient is
+  "called stroke" when it reaches the threshold. On a synthetic cohort the generator
+  planted reader-missed infarcts in some TIA patients (``truth().mislabelled_tia == 1``):
+  the share of those the model calls stroke (its sensitivity for label errors) against the
+  share of clean TIA patients it calls stroke (false alarms), each with a Wilson interval,
+  and whether the called slice holds the planted lesion.
+* Panels of the most confident false negatives and TIA-called-stroke slices (one slice per
+  patient), with the lesion outlined (the planted one on a synthetic cohort).
+
+Run: ``python -m analyses.misclassified`` (default: synthetic analysis cohort,
+``models/stroke-gap-128``); ``--quick`` for a small run; ``--cohort DIR`` for your own data.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analyses._experiment import (
+    ExperimentError,
+    experiment_parser,
+    open_inputs,
+    stage,
+    write_experiment,
+)
+from analyses.mrs_model import (
+    PANEL_METHODS,
+    cam_examples,
+    cam_layer,
+    predict_proba,
+    setting_lines,
+    shown,
+    write_method_panels,
+)
+
+NAME = "misclassified"
+#: Cap on correctly found lesion slices whose maps are computed for comparison.
+TP_SAMPLE = 300
+
+
+def _is_tia(group: pd.Series) -> np.ndarray:
+    return group.astype(str).str.strip().str.upper().eq("TIA").to_numpy()
+
+
+def patient_table(slices: pd.DataFrame, threshold: float, truth: pd.DataFrame | None):
+    """One row per patient: group, slices, maximum p(stroke) and its slice, calls.
+
+    Parameters
+    ----------
+    slices : DataFrame
+        One row per slice: ``participant_id``, ``slice``, ``group``, ``y`` (reader's
+        label), ``p_stroke``, and on a synthetic cohort ``true_lesion_slice``.
+    truth : DataFrame, optional
+        The synthetic cohort's truth table (index ``participant_id``).
+    """
+    s = slices.sort_values(["participant_id", "slice"])
+    at_max = s.loc[s.groupby("participant_id")["p_stroke"].idxmax()].set_index("participant_id")
+    per = s.groupby("participant_id").agg(
+        group=("group", "first"),
+        n_slices=("slice", "size"),
+        n_lesion_slices=("y", "sum"),
+        max_p_stroke=("p_stroke", "max"),
+        n_slices_called_stroke=("p_stroke", lambda p: int((p >= threshold).sum())),
+    )
+    per["slice_at_max"] = at_max["slice"].reindex(per.index).astype(int)
+    per["called_stroke"] = per["max_p_stroke"] >= threshold
+    if truth is not None:
+        per["mislabelled_tia"] = truth["mislabelled_tia"].reindex(per.index).astype("Int64")
+        per["true_lesion"] = truth["true_lesion"].reindex(per.index).astype("Int64")
+        if "true_lesion_slice" in s:
+            per["slice_at_max_has_true_lesion"] = (
+                at_max["true_lesion_slice"].reindex(per.index).astype(bool)
+            )
+    return per.reset_index()
+
+
+def label_error_table(per: pd.DataFrame) -> pd.DataFrame:
+    """Planted mislabelled TIA patients called stroke vs clean TIA patients called stroke.
+
+    Rows ``planted_mislabelled_tia`` (sensitivity for the label errors) and
+    ``clean_tia`` (false-alarm rate), each with ``k``/``n``, Wilson interval and the
+    median of the patients' maximum p(stroke).
+    """
+    from hypo.nets.evaluation import wilson_ci
+
+    tia = per[_is_tia(per["group"])]
+    rows = []
+    for name, sel in (("planted_mislabelled_tia", tia["mislabelled_tia"] == 1),
+                      ("clean_tia", tia["mislabelled_tia"] == 0)):  # fmt: skip
+        g = tia[sel.fillna(False).to_numpy(bool)]
+        k, n = int(g["called_stroke"].sum()), len(g)
+        lo, hi = wilson_ci(k, n)
+        rows.append({"patients": name, "called_stroke": k, "n": n,
+                     "share": k / n if n else np.nan, "wilson_low": lo, "wilson_high": hi,
+                     "median_max_p_stroke": float(g["max_p_stroke"].median()) if n else np.nan})  # fmt: skip
+    out = pd.DataFrame(rows)
+    planted = tia[tia["mislabelled_tia"].fillna(0).to_numpy(int) == 1]
+    clean = tia[tia["mislabelled_tia"].fillna(1).to_numpy(int) == 0]
+    auc = np.nan
+    if len(planted) and len(clean):
+        from sklearn.metrics import roc_auc_score
+
+        y = np.r_[np.ones(len(planted)), np.zeros(len(clean))]
+        auc = roc_auc_score(y, np.r_[planted["max_p_stroke"], clean["max_p_stroke"]])
+    out.attrs["auc_planted_vs_clean"] = auc
+    return out
+
+
+def localisation(inp, rows, brain) -> pd.DataFrame:
+    """Stroke-class Grad-CAM / Grad-CAM++ against the lesion mask of store ``rows``."""
+    from hypo.cam import compute
+    from hypo.cam.metrics import pointing_game, relevance_mass_accuracy
+
+    if len(rows) == 0:
+        return pd.DataFrame(columns=["row", "method", "pointing_game", "relevance_mass"])
+    stroke = int(len(inp.card["classes"]) - 1)
+    parts = []
+    for s in range(0, len(rows), 64):
+        r = rows[s : s + 64]
+        res = compute(inp.model, inp.images(r), layer=cam_layer(inp), methods=PANEL_METHODS,
+                      classes=[stroke])  # fmt: skip
+        les = inp.lesion_masks(r)
+        b = None if brain is None else brain(r)
+        for m in PANEL_METHODS:
+            a = res[m][:, 0]
+            parts.append(pd.DataFrame({"row": r, "method": m,
+                                       "pointing_game": pointing_game(a, les, b),
+                                       "relevance_mass": relevance_mass_accuracy(a, les, b)}))  # fmt: skip
+    return pd.concat(parts, ignore_index=True)
+
+
+def main(argv=None) -> int:
+    p = experiment_parser(NAME, __doc__)
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="decision threshold on p(stroke) (default 0.5, as the paper)",
+    )
+    p.add_argument("--examples", type=int, default=None,
+                   help="slices per panel figure (default 6; quick 2)")  # fmt: skip
+    args = p.parse_args(argv)
+    started = time.perf_counter()
+    if not 0 < args.threshold < 1:
+        print(f"[{NAME}] error: --threshold {args.threshold}: expected 0 < t < 1", file=sys.stderr)
+        return 2
+    n_examples = args.examples or (2 if args.quick else 6)
+    say = lambda msg: stage(NAME, msg, args.quiet)  # noqa: E731
+    try:
+        inp = open_inputs(args)
+        return _run(args, inp, n_examples, started, say)
+    except (ExperimentError, ValueError, FileNotFoundError) as e:
+        print(f"[{NAME}] error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args, inp, n_examples: int, started: float, say) -> int:
+    from hypo.cam import compute
+    from hypo.nets.labels import stroke_labels
+    from hypo.report.writer import Figure, Section, Table
+
+    classes = [str(c) for c in inp.card.get("classes", [])]
+    if len(classes) != 2:
+        raise ExperimentError(
+            f"model {inp.model_dir}: card classes {classes}; this experiment needs the binary "
+            "stroke model (classes 'no stroke', 'stroke'), e.g. models/stroke-gap-128"
+        )
+    rows = inp.held_out
+    table = inp.store.table.iloc[rows].reset_index(drop=True)
+    y = stroke_labels(table).y
+    if "group" not in table or table["group"].isna().all():
+        raise ExperimentError(
+            f"cohort {inp.store.cohort_id}: participants.tsv has no 'group' column; this "
+            "experiment needs each patient's group (stroke / TIA)"
+        )
+    say(f"predicting {len(rows)} held-out slices")
+    p_stroke = predict_proba(inp, rows)[:, 1]
+    slices = table[["participant_id", "slice", "group"]].copy()
+    slices.insert(0, "row", rows)
+    slices["y"] = y
+    slices["p_stroke"] = p_stroke
+    slices["predicted"] = (p_stroke >= args.threshold).astype(int)
+    slices["lesion_area_mm2"] = (
+        pd.to_numeric(table["lesion_area_mm2"], errors="coerce").to_numpy()
+        if "lesion_area_mm2" in table
+        else np.nan
+    )
+    truth = inp.cohort.truth() if getattr(inp.cohort, "is_synthetic", False) else None
+    truth_lesion = inp.store.masks.get("truth_lesion")
+    if truth_lesion is not None:
+        slices["true_lesion_slice"] = (
+            np.asarray(truth_lesion[rows]).reshape(len(rows), -1).any(axis=1)
+        )
+    tia = _is_tia(slices["group"])
+    fn = slices[(slices["y"] == 1) & (slices["predicted"] == 0)]
+    tp = slices[(slices["y"] == 1) & (slices["predicted"] == 1)]
+    tia_called = slices[tia & (slices["predicted"] == 1)]
+    fp_stroke = slices[~tia & (slices["y"] == 0) & (slices["predicted"] == 1)]
+    counts = pd.DataFrame([
+        {"slices": "lesion slices", "n": int((slices["y"] == 1).sum())},
+        {"slices": "false negatives (lesion, called no stroke)", "n": len(fn)},
+        {"slices": "TIA slices", "n": int(tia.sum())},
+        {"slices": "TIA slices called stroke", "n": len(tia_called)},
+        {"slices": "no-lesion slices of stroke patients called stroke", "n": len(fp_stroke)},
+    ])  # fmt: skip
+
+    per = patient_table(slices, args.threshold, truth)
+    errors = None
+    if truth is not None and "mislabelled_tia" in truth:
+        errors = label_error_table(per)
+
+    # Localisation of the stroke maps on misses vs hits: does the map still find the lesion?
+    say(f"CAMs of {len(fn)} false negatives and up to {TP_SAMPLE} true positives")
+    from hypo._util import rng_for
+
+    tp_rows = tp["row"].to_numpy()
+    if len(tp_rows) > TP_SAMPLE:
+        tp_rows = np.sort(rng_for(args.seed, "tp-sample").choice(tp_rows, TP_SAMPLE, replace=False))
+    brain = inp.brain_masks if "truth_brain" in inp.store.masks else None
+    loc = [localisation(inp, r, brain).assign(slices=kind)
+           for r, kind in ((fn["row"].to_numpy(), "false negative"), (tp_rows, "true positive"))
+           if len(r)]  # fmt: skip
+    loc = pd.concat(loc, ignore_index=True) if loc else localisation(inp, tp_rows[:0], brain)
+    loc_summary = (
+        loc.groupby(["slices", "method"], sort=True)
+        .agg(
+            n=("row", "size"),
+            pointing_game=("pointing_game", "mean"),
+            relevance_mass_median=("relevance_mass", "median"),
+        )  # fmt: skip
+        .reset_index()
+    )
+
+    # Panels: the most confident misses and TIA-called-stroke slices, one per patient.
+    out = Path(args.out)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    figures = []
+    top_fn = fn.sort_values(["p_stroke", "row"]).drop_duplicates("participant_id")[:n_examples]
+    top_tia = tia_called.sort_values(["p_stroke", "row"], ascending=[False, True]).drop_duplicates(
+        "participant_id"
+    )[:n_examples]
+    for key, picks, title, outline in (
+        ("false_negatives", top_fn, "Lesion slices called 'no stroke' (lowest p(stroke))",
+         None),
+        ("tia_called_stroke", top_tia, "TIA slices called 'stroke' (highest p(stroke))",
+         truth_lesion),
+    ):  # fmt: skip
+        if picks.empty:
+            continue
+        r = picks["row"].to_numpy()
+        cams = compute(inp.model, inp.images(r), layer=cam_layer(inp), methods=PANEL_METHODS)
+        masks = None if outline is None else np.asarray(outline[r]).astype(bool)
+        ex = cam_examples(inp, r, cams, classes, model_label="stroke", lesion_masks=masks)
+        paths = write_method_panels(out, key, ex, classes[::-1], title)
+        figures.append((paths, title, picks))
+
+    flagged = [
+        d.assign(kind=k)
+        for d, k in ((fn, "false negative"), (tia_called, "TIA called stroke"))
+        if len(d)
+    ]
+    flagged = pd.concat(flagged, ignore_index=True) if flagged else fn.assign(kind="")
+    tables = {"misclassified": per, "slices_flagged": flagged, "localisation": loc,
+              "localisation_summary": loc_summary}  # fmt: skip
+    intro = setting_lines(
+        inp,
+        f"task: stroke slice model, threshold {args.threshold} on p(stroke) (paper 4.1, "
+        "Figures 12/13)",
+        [f"CAM layer `{cam_layer(inp) or 'engine default'}`, Grad-CAM and Grad-CAM++ of the "
+         "'stroke' score (pre-softmax); localisation inside the brain "
+         + ("(synthetic ground-truth brain)." if brain else "(whole slice: no brain mask).")],
+    )  # fmt: skip
+    warnings = []
+    err_paras = []
+    if errors is not None:
+        tables["label_errors"] = errors
+        pl = errors.set_index("patients")
+        k, n = (
+            int(pl.loc["planted_mislabelled_tia", "called_stroke"]),
+            int(pl.loc["planted_mislabelled_tia", "n"]),
+        )
+        kc, nc = int(pl.loc["clean_tia", "called_stroke"]), int(pl.loc["clean_tia", "n"])
+        auc = errors.attrs["auc_planted_vs_clean"]
+        err_paras.append(
+            f"The model calls {k} of {n} planted mislabelled TIA patients stroke "
+            f"(sensitivity for the label errors) and {kc} of {nc} clean TIA patients "
+            f"(false alarms). AUC of the maximum p(stroke), planted vs clean: {auc:.3f}."
+        )
+        if n < 10:
+            warnings.append(
+                f"Only {n} planted mislabelled TIA patient(s): the sensitivity for label "
+                "errors is a rough estimate (see its Wilson interval)."
+            )
+        planted = per[per["mislabelled_tia"].fillna(0).to_numpy(int) == 1]
+        called = planted[planted["called_stroke"]]
+        if "slice_at_max_has_true_lesion" in called and len(called):
+            hit = called["slice_at_max_has_true_lesion"]
+            err_paras.append(
+                f"Of the planted patients called stroke, {int(hit.sum())} of {len(hit)} have "
+                "the planted lesion on their highest-probability slice."
+            )
+    else:
+        err_paras.append(
+            "No synthetic truth: the TIA patients called stroke are candidates for a second "
+            "reading, not confirmed label errors."
+        )
+    tia_per = per[_is_tia(per["group"])].sort_values("max_p_stroke", ascending=False)
+    sections = [
+        Section("Slice counts", [Table(counts)]),
+        Section("Figure 13: TIA patients called stroke", [
+            *err_paras,
+            *([Table(shown(errors), "Planted label errors found vs clean TIA false alarms "
+                     "(Wilson 95 % CI)")] if errors is not None else []),
+            Table(shown(tia_per.head(20)), "TIA patients by maximum p(stroke) (top 20; all in "
+                  "misclassified.csv)"),
+        ]),
+        Section("Figure 12: false negatives and their maps", [
+            "Pointing game = share of slices whose map maximum (inside the brain) lies in the "
+            "reader's lesion; relevance mass = share of the map inside the lesion. A map that "
+            "still finds the lesion on a missed slice says the evidence was seen but not "
+            "enough to cross the threshold.",
+            Table(shown(loc_summary), "Stroke-class maps on false negatives vs true positives"),
+        ]),
+    ]  # fmt: skip
+    for paths, title, picks in figures:
+        planted = "TIA" in title and truth_lesion is not None
+        outline = "ground-truth lesion (synthetic)" if planted else "reader's lesion"
+        sections.append(Section(title, [
+            *[Figure(path, f"{title}, {name}; one slice per patient; R/L = patient's sides; "
+                     f"outline = {outline}") for path, name in paths],
+            Table(shown(picks[["participant_id", "slice", "group", "p_stroke",
+                               "lesion_area_mm2"]])),
+        ]))  # fmt: skip
+    write_experiment(
+        out, NAME, tables=tables, sections=sections, config=vars(args), inputs=inp,
+        intro=intro, warnings=warnings,
+        extra_provenance={"seeds": {"tp_sample": args.seed}, "threshold": args.threshold},
+        started=started,
+    )  # fmt: skip
+    say(f"{len(fn)} false negatives, {len(tia_called)} TIA slices called stroke; wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
