@@ -11,8 +11,9 @@ hypo measures it over every held-out lesion slice of a cohort, per CAM method an
 * ``pearson`` / ``spearman``: correlation between the CAM of the mirrored slice and the
   mirrored CAM of the original (1 = perfectly mirror-equivariant explanation);
 * ``ai_original`` / ``ai_mirrored``: the CAM's hemispheric asymmetry index
-  ``(L - R) / (L + R)`` (mass on the patient's left minus right, midline from the image),
-  of the original map and of the mirrored slice's map flipped back; ``sign_agree`` = the
+  ``(L - R) / (L + R)`` (mass on the patient's left minus right),
+  of the original map and of the mirrored slice's map flipped back (hemispheres: ground
+  truth on a synthetic cohort, else from the image); ``sign_agree`` = the
   two have the same sign, i.e. the map's dominant side follows the anatomy and not a fixed
   side of the image (the bias the paper asked about);
 * the predicted probability of each class for both inputs (a mirror-invariant model gives
@@ -391,14 +392,20 @@ def _distribution_figures(out: Path, per_slice: pd.DataFrame) -> list[tuple[str,
 # --------------------------------------------------------------------------- main
 
 
-def _hemispheres(inp, rows: np.ndarray, progress: bool) -> np.ndarray:
+def hemispheres(store, rows, progress: bool = False) -> tuple[np.ndarray, str]:
+    """Hemisphere labels (1 = patient's left, 2 = right, 0 = outside) of store ``rows``,
+    and where they come from: ground truth on a synthetic cohort, else the image-derived
+    midline of :mod:`hypo.features.anatomy` (computed once per store and cached)."""
+    rows = np.asarray(rows)
+    if "truth_hemisphere" in store.masks:
+        return np.asarray(store.masks["truth_hemisphere"][rows]).astype(np.uint8), "ground truth"
     from hypo.features.anatomy import LEFT, RIGHT, anatomy_for_store
 
-    labels = np.asarray(anatomy_for_store(inp.store, progress=progress).labels[np.asarray(rows)])
+    labels = np.asarray(anatomy_for_store(store, progress=progress).labels[rows])
     hemi = np.zeros(labels.shape, np.uint8)
     hemi[(labels & LEFT) > 0] = HEMI_LEFT
     hemi[(labels & RIGHT) > 0] = HEMI_RIGHT
-    return hemi
+    return hemi, "image-derived midline (hypo.features.anatomy)"
 
 
 def _select_rows(inp, cfg: MirroringConfig) -> np.ndarray:
@@ -435,7 +442,7 @@ def run(args, cfg: MirroringConfig) -> dict:
     layer = cfg.layer or inp.card.get("cam_layer")
     rows = _select_rows(inp, cfg)
     say(f"cohort {inp.store.cohort_id}: {len(rows)} held-out lesion slices")
-    hemi = _hemispheres(inp, rows, not args.quiet)
+    hemi, hemi_src = hemispheres(inp.store, rows, not args.quiet)
     table = inp.store.table
     ex_rows = set(_examples(inp, rows, cfg.n_examples).tolist())
     fig_cls = len(classes) - 1 if classes else None
@@ -499,8 +506,8 @@ def run(args, cfg: MirroringConfig) -> dict:
         "The paper showed one slice and its mirror image (Figure 8) and judged the maps "
         "'approximately mirrored'. Here every slice is measured: Pearson and Spearman "
         "correlation between the CAM of the mirrored slice and the mirrored CAM, and whether "
-        "the map's hemispheric asymmetry keeps its sign when the anatomy is mirrored (midline "
-        "and hemispheres from the image, hypo.features.anatomy). Intervals are 95% "
+        "the map's hemispheric asymmetry keeps its sign when the anatomy is mirrored "
+        f"(hemispheres: {hemi_src}). Intervals are 95% "
         "patient-cluster bootstrap intervals of the mean.",
     ]
     warnings = []

@@ -280,12 +280,12 @@ def test_layer_iteration_rejects_unknown_slice_and_layer(env):
 
 
 def test_own_cohort_without_ground_truth_uses_the_image_brain(env):
-    """A researcher's cohort (NIfTI + lesion masks, no synthetic truth): the brain comes
+    """A researcher's cohort (NIfTI + lesion masks, no synthetic truth): brain and midline come
     from the image, and no report calls it synthetic."""
     from tests.helpers import make_tiny_cohort
 
     own = make_tiny_cohort(env["root"] / "own", n_patients=4, masks=True, slice_labels=True)
-    for mod in (cropping, layer_iteration):
+    for mod in (mirroring, cropping, layer_iteration):
         out = env["root"] / "out" / f"own_{mod.NAME}"
         argv = ["--quiet", "--cohort", str(own), "--model", str(env["models"]["plain"]),
                 "--out", str(out), "--examples", "1"]  # fmt: skip
