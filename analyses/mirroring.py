@@ -475,8 +475,8 @@ def run(args, cfg: MirroringConfig) -> dict:
     per = pd.concat(parts, ignore_index=True).drop(columns="image")
     per.insert(0, "participant_id", table["participant_id"].to_numpy()[per["store_index"]])
     per.insert(1, "slice", table["slice"].to_numpy()[per["store_index"]])
-    per.insert(5, "class_name", [classes[c] if c < len(classes) else str(c)
-                                 for c in per["class_index"]])  # fmt: skip
+    names = [classes[c] if c < len(classes) else str(c) for c in per["class_index"]]
+    per.insert(per.columns.get_loc("class_index") + 1, "class_name", names)
     summary = summarise(per, cfg.seed, cfg.n_boot)
 
     out = Path(args.out)
