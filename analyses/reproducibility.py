@@ -160,7 +160,7 @@ def _box_figure(sim: pd.DataFrame, path: Path) -> Path:
     return save_figure(fig, path, width=7, height=3.6)
 
 
-def _panels(cohort, store, rows, res_a, res_b, labels, path: Path) -> Path:
+def _panels(cohort, store, rows, res_a, res_b, labels, path: Path, names=("A", "B")) -> Path:
     from hypo.report.cam_panels import write_cam_panels
 
     t = store.table
@@ -169,7 +169,7 @@ def _panels(cohort, store, rows, res_a, res_b, labels, path: Path) -> Path:
     for i, r in enumerate(rows):
         pid, k = str(t["participant_id"].iloc[r]), int(t["slice"].iloc[r])
         native = native_slice(cohort, pid, k)
-        for name, res, idx in (("seed A", res_a, i), ("seed B", res_b, i)):
+        for name, res, idx in ((names[0], res_a, i), (names[1], res_b, i)):
             examples.append(
                 {
                     "participant_id": pid,
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(les) and "gradcam" in args.methods:
         pick = les[np.argsort(-res_a.probabilities[les, 1], kind="stable")[:3]]
         _panels(cohort, store, rows[pick], _Subset(res_a, pick), _Subset(res_b, pick),
-                a.card["classes"], out / "figures" / "cam_panels.png")  # fmt: skip
+                a.card["classes"], out / "figures" / "cam_panels.png", (a.label, b.label))  # fmt: skip
         figures.append(("figures/cam_panels.png", "Like the paper's Figure 16: Grad-CAM of "
                         "each class for three test lesion slices, the two models in turn "
                         "(raw maps, one shared colour scale)."))  # fmt: skip
