@@ -81,6 +81,13 @@ def patient_table(slices: pd.DataFrame, threshold: float, truth: pd.DataFrame | 
     )
     per["slice_at_max"] = at_max["slice"].reindex(per.index).astype(int)
     per["called_stroke"] = per["max_p_stroke"] >= threshold
+    # A reader re-checking the TIA patients in order of the model's suspicion finds a label
+    # error after this many patients, whatever the threshold.
+    tia = _is_tia(per["group"])
+    per["rank_among_tia"] = pd.Series(np.nan, index=per.index)
+    per.loc[tia, "rank_among_tia"] = per.loc[tia, "max_p_stroke"].rank(
+        ascending=False, method="min"
+    )
     if truth is not None:
         per["mislabelled_tia"] = truth["mislabelled_tia"].reindex(per.index).astype("Int64")
         per["true_lesion"] = truth["true_lesion"].reindex(per.index).astype("Int64")
@@ -309,6 +316,13 @@ def _run(args, inp, n_examples: int, started: float, say) -> int:
                 "errors is a rough estimate (see its Wilson interval)."
             )
         planted = per[per["mislabelled_tia"].fillna(0).to_numpy(int) == 1]
+        ranks = sorted(int(r) for r in planted["rank_among_tia"].dropna())
+        n_tia = int(_is_tia(per["group"]).sum())
+        err_paras.append(
+            f"Ranked by maximum p(stroke) among the {n_tia} TIA patients, the planted ones "
+            f"come at ranks {ranks} (1 = most suspicious): the threshold-free view of how "
+            "soon a second reading in the model's order would find them."
+        )
         called = planted[planted["called_stroke"]]
         if "slice_at_max_has_true_lesion" in called and len(called):
             hit = called["slice_at_max_has_true_lesion"]

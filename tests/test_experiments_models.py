@@ -288,3 +288,16 @@ def test_sample_patients_is_seeded():
     assert len(set(pids[a])) == 5 and a.sum() == 15
     assert not np.array_equal(a, mc_uncertainty.sample_patients(pids, 5, seed=2))
     assert mc_uncertainty.sample_patients(pids, 0, seed=1).all()
+
+
+def test_patient_table_ranks_tia_patients_by_suspicion():
+    sl = pd.DataFrame({
+        "participant_id": ["a", "a", "b", "b", "c", "c"], "slice": [0, 1] * 3,
+        "group": ["TIA", "TIA", "tia", "tia", "stroke", "stroke"], "y": [0, 0, 0, 0, 1, 0],
+        "p_stroke": [0.2, 0.7, 0.1, 0.3, 0.9, 0.1]})  # fmt: skip
+    per = misclassified.patient_table(sl, 0.5, None).set_index("participant_id")
+    assert per.loc["a", "max_p_stroke"] == 0.7 and per.loc["a", "slice_at_max"] == 1
+    assert per["called_stroke"].tolist() == [True, False, True]
+    assert per.loc["a", "rank_among_tia"] == 1 and per.loc["b", "rank_among_tia"] == 2
+    assert np.isnan(per.loc["c", "rank_among_tia"])
+    assert per.loc["c", "n_lesion_slices"] == 1 and per.loc["a", "n_slices_called_stroke"] == 1
