@@ -248,11 +248,18 @@ def summarise(per_slice: pd.DataFrame, seed: int = 0, n_boot: int = 2000) -> pd.
                 f"{col}_undefined": int(g[col].isna().sum()),
             }
         m, lo, hi = _cluster_mean_ci(g["sign_agree"], pids, seed, n_boot)
+        # Where a map ignored the mirroring, which side of the image did it keep? A negative
+        # original index (patient's right) is the image's left in the radiological view.
+        stuck = (g["sign_agree"] == 0).to_numpy()
+        kept_left = (
+            float((g["ai_original"].to_numpy()[stuck] < 0).mean()) if stuck.any() else np.nan
+        )
         row |= {
             "sign_agreement": m,
             "sign_agreement_low": lo,
             "sign_agreement_high": hi,
             "sign_undefined": int(g["sign_agree"].isna().sum()),
+            "stayed_on_image_left": kept_left,
             "mean_abs_probability_change": float((g["p_mirrored"] - g["p_original"]).abs().mean()),
         }
         out.append(row)
@@ -521,14 +528,17 @@ def run(args, cfg: MirroringConfig) -> dict:
     shown = summary[["method", "class_name", "n_slices", "n_patients", "pearson_mean",
                      "pearson_low", "pearson_high", "pearson_median", "spearman_mean",
                      "spearman_median", "sign_agreement", "sign_agreement_low",
-                     "sign_agreement_high", "mean_abs_probability_change"]].round(3)  # fmt: skip
+                     "sign_agreement_high", "stayed_on_image_left",
+                     "mean_abs_probability_change"]].round(3)  # fmt: skip
     sections = [
         {
             "heading": "Mirror equivariance per method and class",
             "paragraphs": [
                 "sign_agreement: share of slices whose CAM leans to the same hemisphere "
                 "before and after mirroring (1 = always follows the anatomy; 0 = always "
-                "stays on the same side of the image). Correlations are undefined (NaN, "
+                "stays on the same side of the image); stayed_on_image_left: of the slices "
+                "whose map kept its image side, the share where that side was the image's "
+                "left (the patient's right). Correlations are undefined (NaN, "
                 "counted in mirroring_summary.csv) for all-zero maps.",
             ],
             "tables": [

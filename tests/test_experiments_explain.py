@@ -156,6 +156,31 @@ def test_asymmetry_index_and_correlations_known_values():
         mirroring.asymmetry_index(m, hemi[:, :3])
 
 
+def test_mirroring_summary_known_values():
+    per = pd.DataFrame(
+        {
+            "participant_id": ["a", "a", "b", "b"],
+            "method": "gradcam",
+            "class_index": 1,
+            "class_name": "stroke",
+            "pearson": [1.0, 0.5, np.nan, 0.0],
+            "spearman": [1.0, 1.0, 1.0, 1.0],
+            "ai_original": [0.5, -0.4, 0.3, -0.2],
+            "ai_mirrored": [0.4, 0.4, -0.3, -0.1],
+            "sign_agree": [1.0, 0.0, 0.0, 1.0],
+            "p_original": [0.9, 0.9, 0.8, 0.8],
+            "p_mirrored": [0.8, 0.9, 0.8, 0.6],
+        }
+    )
+    row = mirroring.summarise(per, n_boot=50).iloc[0]
+    assert row["n_slices"] == 4 and row["n_patients"] == 2
+    assert row["pearson_mean"] == pytest.approx(0.5) and row["pearson_undefined"] == 1
+    assert row["sign_agreement"] == pytest.approx(0.5)
+    # Of the two slices that kept their image side, one (ai_original < 0) kept the left.
+    assert row["stayed_on_image_left"] == pytest.approx(0.5)
+    assert row["mean_abs_probability_change"] == pytest.approx(0.075)
+
+
 # --------------------------------------------------------------------------- cropping
 
 
