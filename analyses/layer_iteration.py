@@ -446,6 +446,13 @@ def run(args, cfg: LayerIterationConfig) -> dict:
             ]
         ]  # fmt: skip
     )
+    card_layer = inp.card.get("cam_layer")
+    at_card = [
+        f"{METHOD_NAMES.get(r.method, r.method)} {r.relevance_mass:.3f} "
+        f"(95% CI {r.relevance_mass_low:.3f}-{r.relevance_mass_high:.3f}), pointing game "
+        f"{r.pointing_game:.2f}"
+        for r in curve[curve["layer"] == card_layer].itertuples()
+    ]
     say("report")
     n_pat = per["participant_id"].nunique()
     intro = [
@@ -479,8 +486,17 @@ def run(args, cfg: LayerIterationConfig) -> dict:
             "paragraphs": [
                 "Layer with the highest mean lesion relevance mass, per method (ties: the "
                 "shallower layer). Dropout layers pass their input unchanged at inference, so "
-                "their maps equal those of the layer before."
-            ],
+                "their maps equal those of the layer before.",
+            ]
+            + (
+                [
+                    f"At the model card's CAM layer ({card_layer}, used by the other analyses) "
+                    f"the lesion relevance mass is {'; '.join(at_card)}; chance "
+                    f"{chance_level:.3f}."
+                ]
+                if at_card
+                else []
+            ),
             "tables": [(best.round(3), "Best layer per method")],
         },
         {
