@@ -119,10 +119,12 @@ class AnatomyConfig:
     lesion_half_max: float = 0.5
     lesion_z_no_midline: float = 4.0
     lesion_min_area_mm2: float = 10.0
-    ventricle_level: float = 0.5
+    ventricle_level: float = 0.3
     ventricle_min_depth_mm: float = 8.0
     ventricle_central_fraction: float = 0.5
     ventricle_min_area_mm2: float = 5.0
+    ventricle_open_level: float = 0.85
+    ventricle_min_width_mm: float = 3.0
     max_angle_deg: float = 20.0
     coarse_step_deg: float = 2.0
     fine_step_deg: float = 0.5
@@ -629,8 +631,11 @@ def _lesion(r, brain, mirror, pr, pc, config: AnatomyConfig) -> np.ndarray:
 def _ventricles(r, brain, depth, pr, pc, config: AnatomyConfig) -> np.ndarray:
     """Dark CSF components enclosed by tissue, deep and central in the brain (bool)."""
     dark = brain & (r < config.ventricle_level)
+    # Openness is judged on a laxer level: a thin, partial-volumed CSF channel joins a
+    # cistern or the fissure to the outside even where no pixel of it is fully dark.
+    lax = (brain & (r < config.ventricle_open_level)) | ~brain
     # 4-connectivity: a diagonal touch of two dark pixels is not an open CSF channel.
-    n, lab = cv2.connectedComponents((dark | ~brain).astype(np.uint8), connectivity=4)
+    n, lab = cv2.connectedComponents(lax.astype(np.uint8), connectivity=4)
     if n <= 1:
         return np.zeros(r.shape, bool)
     open_to_outside = np.zeros(n, bool)
@@ -647,8 +652,11 @@ def _ventricles(r, brain, depth, pr, pc, config: AnatomyConfig) -> np.ndarray:
     hw = max((cc.max() - cc.min()) / 2.0, 1.0)
     f = config.ventricle_central_fraction
     deepest = ndimage.maximum(depth, lab, index=np.arange(n))
+    inner = ndimage.distance_transform_edt(enclosed, sampling=(pr, pc))
+    width = 2 * np.asarray(ndimage.maximum(inner, lab, index=np.arange(n)))
     keep = (
         (stats[:, cv2.CC_STAT_AREA] >= config.ventricle_min_area_mm2 / (pr * pc))
+        & (width >= config.ventricle_min_width_mm)
         & (np.abs(cents[:, 0] - cx) <= f * hw)
         & (np.abs(cents[:, 1] - cy) <= f * hh)
         & (np.asarray(deepest) >= config.ventricle_min_depth_mm)
