@@ -170,3 +170,90 @@ def test_per_patient_angle_and_store_cache(tmp_path):
     )
     np.testing.assert_array_equal(direct.labels, np.asarray(a.labels))
     assert anatomy_for_store(Store, progress=False).path == a.path  # cached
+
+
+def test_large_bright_infarct_keeps_the_whole_brain():
+    # Tissue spread over a range (rim 60 .. centre 120), an infarct at 255 over a quarter of
+    # the brain: a two-class Otsu splits infarct from tissue and calls the infarct the brain.
+    H = W = 96
+    r, c = np.mgrid[:H, :W].astype(float)
+    cy = cx = (H - 1) / 2
+    rho = np.hypot((r - cy) / (0.47 * H), (c - cx) / (0.42 * W))
+    brain = rho <= 1
+    img = np.where(brain, 60 + 60 * (1 - rho), 0.0)
+    les = brain & ((r - cy) ** 2 + (c - cx - 18) ** 2 <= 22**2) & (c > cx + 2)
+    img[les] = 255.0
+    img += np.random.default_rng(0).normal(0, 4, img.shape)
+    a = compute_anatomy(((img - img.mean()) / img.std())[None].astype(np.float32), 1.0)
+    assert dice(a.brain[0], brain) > 0.95
+    assert dice(a.lesion[0], les) > 0.9
+    assert (a.hemisphere[0][a.lesion[0]] == HEMI_LEFT).mean() > 0.95
+
+
+def test_lesion_border_is_the_half_way_level():
+    # A blurred disc: the half-way level between tissue and peak follows the disc's radius
+    # whatever the lesion's brightness (a fixed z-threshold would grow with brightness).
+    areas = []
+    for peak in (220.0, 400.0):
+        H = W = 128
+        r, c = np.mgrid[:H, :W].astype(float)
+        cy, cx = (H - 1) / 2, (W - 1) / 2
+        img = np.full((H, W), 10.0)
+        brain = ((r - cy) / (0.42 * H)) ** 2 + ((c - cx) / (0.34 * W)) ** 2 <= 1
+        img[brain] = 120.0
+        disc = ((r - cy) ** 2 + (c - cx - 20) ** 2 <= 8**2).astype(np.float32)
+        soft = cv2.GaussianBlur(disc, (0, 0), 1.5)
+        img = img + (peak - 120.0) * soft * brain
+        img += np.random.default_rng(3).normal(0, 2, img.shape)
+        a = compute_anatomy(((img - img.mean()) / img.std())[None].astype(np.float32), 1.0)
+        areas.append(a.lesion[0].sum())
+        assert dice(a.lesion[0], disc > 0) > 0.9
+    assert abs(areas[0] - areas[1]) / disc.sum() < 0.1
+
+
+def test_bias_field_alone_makes_no_lesion():
+    img, truth = phantom(96, 4.0)
+    H, W = img.shape
+    ramp = 1.0 + 0.25 * (np.arange(W) - W / 2) / W  # one side 25 % brighter
+    raw = (img - img.min()) * ramp[None, :]
+    a = compute_anatomy(raw[None].astype(np.float32), 1.0)
+    assert a.lesion[0].sum() == 0
+    assert dice(a.ventricles[0], truth["ventricles"]) > 0.8
+
+
+def test_csf_open_to_the_outside_is_not_ventricle():
+    img, truth = phantom(96)
+    # A dark cistern-like blob in the central region, joined to the outside by a channel.
+    r, c = np.mgrid[:96, :96]
+    cistern = ((r - 68) ** 2 + (c - 47.5) ** 2 <= 5**2) | ((np.abs(c - 47.5) <= 1) & (r >= 68))
+    img = img.copy()
+    img[cistern & truth["brain"]] = img.min() + 0.3
+    a = compute_anatomy(img[None], 1.0)
+    v = a.ventricles[0]
+    assert not (v & cistern).any()
+    assert dice(v, truth["ventricles"]) > 0.8
+
+
+def test_midline_follows_the_fissure_not_only_the_outline():
+    img, truth = phantom(128)
+    # The outline is symmetric about the centre column; the fissure (a thin dark line in
+    # front of and behind the ventricles) lies 3 px towards higher columns.
+    img = img.copy()
+    col = int(round((128 - 1) / 2 + 3))
+    rows = np.r_[12:35, 90:116]
+    img[rows, col] = img.min() + 0.2
+    off = {}
+    for refine in (False, True):
+        cfg = AnatomyConfig(fissure_refine=refine)
+        off[refine] = compute_anatomy(img[None], 1.0, config=cfg).table["midline_offset_px"][0]
+    assert abs(off[True] - 3.0) < 1.0
+    assert abs(off[False] - 3.0) > abs(off[True] - 3.0)
+
+
+def test_cache_key_names_the_method_version(monkeypatch):
+    import hypo.features.anatomy as anatomy
+
+    key = AnatomyConfig().key()
+    assert AnatomyConfig(lesion_z=3.5).key() != key
+    monkeypatch.setattr(anatomy, "ANATOMY_VERSION", anatomy.ANATOMY_VERSION + 1)
+    assert AnatomyConfig().key() != key

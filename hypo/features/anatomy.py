@@ -3,22 +3,30 @@
 For each preprocessed axial slice (radiological view: column 0 = patient's RIGHT) this
 module estimates, without any ground truth:
 
-* the **brain mask** (Otsu threshold of the slice, holes filled, largest component);
-* the **midsagittal line**: the line (angle + offset) about which the brain is most
+* the **brain mask** (lowest threshold of a three-class Otsu split, so that a large bright
+  infarct does not take the tissue class; holes filled, largest component);
+* the **midsagittal line**: first the line (angle + offset) about which the brain is most
   mirror-symmetric, found by rotating the slice through candidate angles and locating,
   for each angle, the column of maximal mirror correlation with one FFT (the correlation
   of an image with its mirror image about column ``c`` is its row-wise autoconvolution at
   ``2c``; by Cauchy-Schwarz it peaks where the image is symmetric). A rotated head is
-  therefore handled, and the image centre plays no role;
+  therefore handled, and the image centre plays no role; then, where the slice shows
+  the interhemispheric fissure as a narrow dark valley along that line, the line through
+  the fissure (the falx moves with the brain's deformation and mass effect);
 * **hemispheres** in the patient's true orientation: pixels on the high-column side of the
   line are the patient's LEFT (label 1), the low-column side the RIGHT (label 2), as in
   the truth masks;
-* **ventricles**: dark (CSF) components inside the brain, away from its rim, near its
-  centre;
+* **ventricles**: dark (CSF) components enclosed by tissue (CSF open to the outside of
+  the brain, i.e. sulci, fissure and basal cisterns, is not ventricle), deep and central;
 * the **cortical-edge band**: brain pixels within ``edge_width_mm`` of the brain's border
   (distances in mm from the store's ``pixel_mm_row/col``);
 * the **lesion**: pixels hyperintense relative to the brain's own intensity distribution
-  (robust z-score from median and MAD) in components of at least ``lesion_min_area_mm2``.
+  (robust z-score from median and MAD of the bias-corrected slice) and to their mirror
+  image, grown by hysteresis and cut at the half-way level between the surrounding tissue
+  and the lesion's peak, in components of at least ``lesion_min_area_mm2``.
+
+All thresholds are relative to the slice's own intensities (the brain's median and MAD,
+the local tissue level): they do not depend on how the cohort loader windowed the scan.
 
 Masks are packed into one ``uint8`` label image per slice (bit flags, see ``BRAIN`` ...
 ``LESION``) so a cohort's anatomy costs one byte per pixel on disk. :func:`anatomy_for_store`
@@ -95,6 +103,19 @@ class AnatomyConfig:
         interhemispheric fissure, the basal cisterns) is not ventricle.
     ventricle_min_area_mm2 : float
         Smallest dark component kept as ventricle, mm^2.
+    ventricle_open_level : float
+        The laxer level (times the local tissue level) on which a dark component's
+        openness to the outside of the brain is judged.
+    ventricle_min_width_mm : float
+        A ventricle component is at least this wide (twice its largest inscribed radius),
+        mm: the fissure's isolated pieces are thinner.
+    fissure_refine : bool
+        Move the symmetry line onto the interhemispheric fissure where the slice shows it
+        (the falx follows the brain's deformation and mass effect; the outline does not).
+    fissure_search_mm, fissure_contrast, fissure_min_rows, fissure_max_turn_deg
+        The fissure search: half-width of the band around the symmetry line (mm), valley
+        depth (fraction of the local tissue level), fewest fissure rows, largest turn
+        away from the symmetry line (degrees). See ``_fissure_line``.
     max_angle_deg, coarse_step_deg, fine_step_deg : float
         Midline angle search: a coarse grid over +-``max_angle_deg``, then a fine grid
         around the best coarse angle.
@@ -125,6 +146,11 @@ class AnatomyConfig:
     ventricle_min_area_mm2: float = 5.0
     ventricle_open_level: float = 0.85
     ventricle_min_width_mm: float = 3.0
+    fissure_refine: bool = True
+    fissure_search_mm: float = 6.0
+    fissure_contrast: float = 0.15
+    fissure_min_rows: int = 12
+    fissure_max_turn_deg: float = 6.0
     max_angle_deg: float = 20.0
     coarse_step_deg: float = 2.0
     fine_step_deg: float = 0.5
@@ -133,6 +159,8 @@ class AnatomyConfig:
     brain_min_solidity: float = 0.85
 
     def key(self) -> str:
+        """Cache key: a hash of every setting and of ``ANATOMY_VERSION`` (bumped whenever
+        the methods change, so a store's anatomy from older code is never reused)."""
         return stable_hash({"version": ANATOMY_VERSION, **asdict(self)}, 12)
 
 
@@ -517,12 +545,12 @@ def compute_anatomy(
         if has_line:
             th, col, score, centre, aspect = fit
             (x0, y0), (x1, y1) = _line_points(th, col, centre, aspect, canvas)
+            if config.fissure_refine:
+                (x0, y0), (x1, y1) = _fissure_line(r, b, (x0, y0), (x1, y1), pr, pc, config)
             mirror = _mirror_image(r, (x0, y0), (x1 - x0, y1 - y0), pr, pc, 0.0)
         lab[_lesion(r, b, mirror, pr, pc, config)] |= LESION
         rec["lesion_image_area_mm2"] = float(((lab & LESION) > 0).sum() * pr * pc)
         if has_line:
-            th, col, score, centre, aspect = fit
-            (x0, y0), (x1, y1) = _line_points(th, col, centre, aspect, canvas)
             d = np.array([x1 - x0, y1 - y0])
             if d[1] < 0:
                 d = -d
@@ -583,6 +611,65 @@ def _bias_corrected(x: np.ndarray, brain: np.ndarray, sig_r: float, sig_c: float
     field = np.where(den > 1e-3, num / np.maximum(den, 1e-3), med)
     field = np.maximum(field, 0.25 * med)
     return np.where(brain, x / field, 0.0).astype(np.float32)
+
+
+def _fissure_line(r, brain, p0, p1, pr, pc, config: AnatomyConfig):
+    """The symmetry line moved onto the interhemispheric fissure where the slice shows it.
+
+    Along the symmetry line, each row's darkest column within ``fissure_search_mm`` is a
+    fissure point when it is a narrow valley (brighter by ``fissure_contrast`` of the local
+    tissue level on both sides within 3 px; a wide dark ventricle is no valley). A line
+    through enough such points (outliers dropped) replaces the symmetry line, unless it
+    turns more than ``fissure_max_turn_deg`` away from it. Returns two points (x, y).
+    """
+    (x0, y0), (x1, y1) = p0, p1
+    if abs(y1 - y0) < 1e-6:
+        return p0, p1
+    slope = (x1 - x0) / (y1 - y0)  # columns per row
+    H, W = r.shape
+    rows = np.arange(H, dtype=float)
+    line_x = x0 + (rows - y0) * slope
+    w = max(int(round(config.fissure_search_mm / pc)), 2)
+    m = 3
+    offs = np.arange(-w - m, w + m + 1, dtype=float)
+    xs = line_x[:, None] + offs[None, :]
+    prof = ndimage.map_coordinates(
+        r, [np.broadcast_to(rows[:, None], xs.shape), xs], order=1, mode="constant", cval=0.0
+    )
+    inside = ndimage.map_coordinates(
+        brain.astype(np.float32), [np.broadcast_to(rows[:, None], xs.shape), xs], order=0
+    )
+    core = prof[:, m:-m]
+    j = np.argmin(core, axis=1) + m
+    k = np.arange(H)
+    v = prof[k, j]
+    left = np.max(np.stack([prof[k, j - q] for q in range(1, m + 1)]), axis=0)
+    right = np.max(np.stack([prof[k, j + q] for q in range(1, m + 1)]), axis=0)
+    ok = (
+        (np.minimum(left, right) - v >= config.fissure_contrast)
+        & (inside[k, j] > 0)
+        & (inside.min(axis=1) > 0)
+    )
+    if ok.sum() < config.fissure_min_rows:
+        return p0, p1
+    yy, xx = rows[ok], xs[k, j][ok]
+    keep = np.ones(yy.size, bool)
+    for _ in range(3):
+        if keep.sum() < config.fissure_min_rows:
+            return p0, p1
+        coef = np.polyfit(yy[keep], xx[keep], 1)
+        res = np.abs(np.polyval(coef, yy) - xx)
+        keep = res <= max(1.5, 2.5 * float(np.median(res[keep])))
+    span = (yy[keep].max() - yy[keep].min()) if keep.any() else 0.0
+    rr = np.flatnonzero(brain.any(axis=1))
+    if keep.sum() < config.fissure_min_rows or span < 0.3 * (rr.max() - rr.min() + 1):
+        return p0, p1
+    coef = np.polyfit(yy[keep], xx[keep], 1)
+    turn = math.degrees(abs(math.atan(coef[0] * pc / pr) - math.atan(slope * pc / pr)))
+    if turn > config.fissure_max_turn_deg:
+        return p0, p1
+    ya, yb = 0.0, float(H - 1)
+    return (float(np.polyval(coef, ya)), ya), (float(np.polyval(coef, yb)), yb)
 
 
 def _robust(v: np.ndarray) -> tuple[float, float]:
