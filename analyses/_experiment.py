@@ -113,6 +113,24 @@ def check_model_dir(path: Path) -> Path:
     return path
 
 
+def store_brain(store, rows, progress: bool = False, derive: bool = True):
+    """Brain masks of store ``rows`` (bool) and where they come from.
+
+    The ground truth on a synthetic cohort; otherwise the image-derived brain of
+    :func:`hypo.features.anatomy.anatomy_for_store` (computed once per store and cached),
+    or ``(None, "none")`` when ``derive`` is False.
+    """
+    rows = np.asarray(rows)
+    if "truth_brain" in store.masks:
+        return np.asarray(store.masks["truth_brain"][rows]).astype(bool), "ground truth"
+    if not derive:
+        return None, "none"
+    from hypo.features.anatomy import BRAIN, anatomy_for_store
+
+    labels = np.asarray(anatomy_for_store(store, progress=progress).labels[rows])
+    return (labels & BRAIN) > 0, "image-derived (hypo.features.anatomy)"
+
+
 @dataclass
 class Inputs:
     """What an experiment reads: cohort, slice store, model, card and held-out rows."""

@@ -45,6 +45,7 @@ from analyses._experiment import (
     experiment_parser,
     open_inputs,
     stage,
+    store_brain,
     write_experiment,
 )
 
@@ -205,17 +206,6 @@ def paired_tests(per: pd.DataFrame, seed: int = 0, n_boot: int = 2000) -> pd.Dat
 
 
 # --------------------------------------------------------------------------- inputs
-
-
-def store_brain(store, rows, progress: bool = False) -> tuple[np.ndarray, str]:
-    """Brain masks of ``rows`` on the store's own grid, and where they come from."""
-    rows = np.asarray(rows)
-    if "truth_brain" in store.masks:
-        return np.asarray(store.masks["truth_brain"][rows]).astype(bool), "ground truth"
-    from hypo.features.anatomy import BRAIN, anatomy_for_store
-
-    labels = np.asarray(anatomy_for_store(store, progress=progress).labels[rows])
-    return (labels & BRAIN) > 0, "image-derived (hypo.features.anatomy)"
 
 
 def _lesion(store, rows) -> np.ndarray:

@@ -38,6 +38,7 @@ from analyses._experiment import (
     experiment_parser,
     open_inputs,
     stage,
+    store_brain,
     write_experiment,
 )
 
@@ -295,16 +296,6 @@ def _curve_figure(path: Path, curve: pd.DataFrame, chance: float) -> Path:
 # --------------------------------------------------------------------------- main
 
 
-def _brain(store, rows, progress: bool) -> tuple[np.ndarray, str]:
-    rows = np.asarray(rows)
-    if "truth_brain" in store.masks:
-        return np.asarray(store.masks["truth_brain"][rows]).astype(bool), "ground truth"
-    from hypo.features.anatomy import BRAIN, anatomy_for_store
-
-    labels = np.asarray(anatomy_for_store(store, progress=progress).labels[rows])
-    return (labels & BRAIN) > 0, "image-derived (hypo.features.anatomy)"
-
-
 def _figure_rows(inp, rows: np.ndarray, cfg: LayerIterationConfig) -> np.ndarray:
     table = inp.store.table
     pids = table["participant_id"].astype(str).to_numpy()
@@ -386,7 +377,7 @@ def run(args, cfg: LayerIterationConfig) -> dict:
     sw = {} if len(fig_rows) == 0 else layer_sweep(inp.model, inp.images(fig_rows), layers=fig_layers,
                      methods=(cfg.figure_method,), classes=[cls])  # fmt: skip
     les = inp.lesion_masks(fig_rows)
-    brain_f, brain_src = _brain(inp.store, fig_rows, not args.quiet)
+    brain_f, brain_src = store_brain(inp.store, fig_rows, not args.quiet)
     fig_metrics = layer_metrics(sw, les, brain_f, cls)
     for i, r in enumerate(fig_rows):
         fm = fig_metrics[fig_metrics["image"] == i].set_index("layer")["relevance_mass"]
@@ -407,7 +398,7 @@ def run(args, cfg: LayerIterationConfig) -> dict:
     for a in range(0, len(rows), cfg.chunk):
         r = rows[a : a + cfg.chunk]
         les = inp.lesion_masks(r)
-        brain, brain_src = _brain(inp.store, r, not args.quiet)
+        brain, brain_src = store_brain(inp.store, r, not args.quiet)
         sweep = layer_sweep(inp.model, inp.images(r), layers=layers, methods=cfg.methods,
                             classes=[cls])  # fmt: skip
         df = layer_metrics(sweep, les, brain, cls)

@@ -53,6 +53,7 @@ from analyses._experiment import (  # noqa: E402
     experiment_parser,
     resolve_cohort,
     stage,
+    store_brain,
     write_experiment,
 )
 from hypo._util import file_hash, rng_for, stable_hash, write_json_atomic  # noqa: E402
@@ -264,11 +265,9 @@ def store_images(store, rows) -> np.ndarray:
     return np.asarray(store.images[np.asarray(rows)], dtype=np.float32)[..., None]
 
 
-def store_brain(store, rows) -> np.ndarray | None:
+def truth_brain(store, rows) -> np.ndarray | None:
     """Ground-truth brain masks of ``rows`` on a synthetic cohort, else None."""
-    if "truth_brain" not in store.masks:
-        return None
-    return np.asarray(store.masks["truth_brain"][np.asarray(rows)]).astype(bool)
+    return store_brain(store, rows, derive=False)[0]
 
 
 def native_slice(cohort, pid: str, k: int) -> np.ndarray:
@@ -506,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cam_slices and len(les) > args.cam_slices:
         les = np.sort(rng_for(setting.seed, "cam-slices").choice(les, args.cam_slices, False))
     mprt_idx = les[np.linspace(0, len(les) - 1, min(args.mprt_slices, len(les))).astype(int)]
-    brain = store_brain(store, rows[les])
+    brain = truth_brain(store, rows[les])
 
     evals, perf, loc_frames, mprt_frames = {}, [], [], []
     for m in members:

@@ -46,12 +46,12 @@ from analyses.model_debugging import (  # noqa: E402
     n_boot_of,
     native_slice,
     setting_from_args,
-    store_brain,
     store_images,
     test_rows,
     train_member,
     training_cohort,
     training_store,
+    truth_brain,
 )
 from hypo._util import file_hash, rng_for  # noqa: E402
 
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         keep = rng_for(setting.seed, "slices").choice(len(rows), args.max_slices, replace=False)
         rows, y = rows[np.sort(keep)], y[np.sort(keep)]
     x = store_images(store, rows)
-    brain = store_brain(store, rows)
+    brain = truth_brain(store, rows)
     region = brain if brain is not None else np.abs(x[..., 0]) > 0
     stage(NAME, f"CAMs of both models on {len(rows)} test slices", q)
     kw = dict(layer=a.card["cam_layer"], methods=tuple(args.methods), resize=True)
