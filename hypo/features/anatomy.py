@@ -606,8 +606,9 @@ def _bias_corrected(x: np.ndarray, brain: np.ndarray, sig_r: float, sig_c: float
     w = (brain & (np.abs(x - med) <= 2 * mad)).astype(np.float32)
     if w.sum() < 16 or med <= 0:
         return np.where(brain, x / max(med, 1e-6), 0.0).astype(np.float32)
-    num = ndimage.gaussian_filter(x.astype(np.float32) * w, (sig_r, sig_c), mode="constant")
-    den = ndimage.gaussian_filter(w, (sig_r, sig_c), mode="constant")
+    blur = dict(ksize=(0, 0), sigmaX=sig_c, sigmaY=sig_r, borderType=cv2.BORDER_CONSTANT)
+    num = cv2.GaussianBlur(x.astype(np.float32) * w, **blur)
+    den = cv2.GaussianBlur(w, **blur)
     field = np.where(den > 1e-3, num / np.maximum(den, 1e-3), med)
     field = np.maximum(field, 0.25 * med)
     return np.where(brain, x / field, 0.0).astype(np.float32)
@@ -738,9 +739,12 @@ def _ventricles(r, brain, depth, pr, pc, config: AnatomyConfig) -> np.ndarray:
     hh = max((rr.max() - rr.min()) / 2.0, 1.0)
     hw = max((cc.max() - cc.min()) / 2.0, 1.0)
     f = config.ventricle_central_fraction
-    deepest = ndimage.maximum(depth, lab, index=np.arange(n))
+    # Per-component maxima over the components' own pixels only (ndimage sorts its input).
+    on = lab > 0
+    comps = np.arange(n)
+    deepest = ndimage.maximum(depth[on], lab[on], index=comps)
     inner = ndimage.distance_transform_edt(enclosed, sampling=(pr, pc))
-    width = 2 * np.asarray(ndimage.maximum(inner, lab, index=np.arange(n)))
+    width = 2 * np.asarray(ndimage.maximum(inner[on], lab[on], index=comps))
     keep = (
         (stats[:, cv2.CC_STAT_AREA] >= config.ventricle_min_area_mm2 / (pr * pc))
         & (width >= config.ventricle_min_width_mm)
