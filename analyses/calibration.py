@@ -403,10 +403,10 @@ def _run(args) -> int:
     def column_for(h):
         return f"{h.model}__{h.feature}__cam"
 
-    specs = cal.prepare_fits(rows, reg, column_for, truth=covs)
+    specs = cal.prepare_fits(rows, reg, column_for, truth=covs, sensitivity=True)
     n_an = int((~missing).sum())
     say(f"{len(rows)} patients ({n_an} with an mRS, as the main analysis), "
-        f"{len(specs) - 1} registered hypotheses + the oracle fit")  # fmt: skip
+        f"{len(specs) - 1} registered fits (primary and sensitivity) + the oracle fit")  # fmt: skip
     config = cal.CalibrationConfig(n_replicates=args.n_replicates, alpha=args.alpha,
                                    seed=args.seed, chunk=args.chunk, workers=args.workers)  # fmt: skip
     t = time.perf_counter()
@@ -479,15 +479,20 @@ def closing_note(rr, ts, power, n_an, n_rep, alpha) -> list[str]:
 
     lo, hi = null_band(n_rep, alpha)
     lines = [f"Targets (cheap replicates, {n_rep} per setting):"]
-    t1 = rr[rr["within_null_band"].notna()]
-    ok = t1["within_null_band"].fillna(False).astype(bool)
-    lines.append(
-        f"  type-I within {lo:.3f}-{hi:.3f}: {int(ok.sum())}/{len(t1)} (hypothesis, null) pairs; "
-        + "; ".join(
-            f"{r.setting}/{r.hypothesis}/{r.term} {r.rejection_rate:.3f}"
-            for r in t1[~ok].itertuples()
-        )  # fmt: skip
-    )
+    nulls = rr[rr["within_null_band"].notna()]
+    sens = nulls["hypothesis"].astype(str).str.endswith("+sensitivity")
+    for label, t1 in (("primary", nulls[~sens]), ("sensitivity (+ NIHSS)", nulls[sens])):
+        if not len(t1):
+            continue
+        ok = t1["within_null_band"].fillna(False).astype(bool)
+        lines.append(
+            f"  type-I within {lo:.3f}-{hi:.3f}, {label} models: {int(ok.sum())}/{len(t1)} "
+            "(hypothesis, null) pairs"
+            + (": outside: " if (~ok).any() else "")
+            + "; ".join(
+                f"{r.setting}/{r.hypothesis} {r.rejection_rate:.3f}" for r in t1[~ok].itertuples()
+            )  # fmt: skip
+        )
     sw = ts[(ts["term"] == "swelling") & (ts["role"] == "power")]
     if len(sw):
         r = sw.iloc[0]

@@ -196,7 +196,8 @@ def test_resume_equals_uninterrupted_and_workers_do_not_matter(quick, tmp_path):
     reps_dir = quick["out"] / "replicates"
     full = pd.concat([pd.read_parquet(f) for f in sorted(reps_dir.rglob("*.parquet"))])
     # Delete one chunk and rerun in one process: only it is recomputed, with equal numbers.
-    victim = sorted((reps_dir / "conditional_null").glob("*.parquet"))[0]
+    (folder,) = reps_dir.glob("conditional_null-*")  # one folder per setting and input key
+    victim = sorted(folder.glob("*.parquet"))[0]
     before = pd.read_parquet(victim)
     others = {f: f.stat().st_mtime_ns for f in reps_dir.rglob("*.parquet") if f != victim}
     victim.unlink()
@@ -209,6 +210,24 @@ def test_resume_equals_uninterrupted_and_workers_do_not_matter(quick, tmp_path):
     pd.testing.assert_frame_equal(before, after)
     assert all(f.stat().st_mtime_ns == t for f, t in others.items())
     assert len(full) == len(pd.concat([pd.read_parquet(f) for f in reps_dir.rglob("*.parquet")]))
+
+
+def test_replicate_key_changes_with_inputs_not_with_workers():
+    import dataclasses
+
+    from hypo.stats import calibration as cal
+
+    X = np.arange(6.0).reshape(3, 2)
+    spec = cal.FitSpec("H", "f", ("a", "b"), ("a",), X, np.arange(3))
+    cov = pd.DataFrame({"x": [1.0, 2.0, 3.0]})
+    c1 = cal.CalibrationConfig(n_replicates=10, workers=1)
+    key = cal.replicate_key(cov, [spec], c1)
+    # More replicates extend the same chunks; the pool size changes no number.
+    more = dataclasses.replace(c1, workers=4, n_replicates=50)
+    assert cal.replicate_key(cov, [spec], more) == key
+    assert cal.replicate_key(cov.assign(x=[1.0, 2.0, 4.0]), [spec], c1) != key
+    assert cal.replicate_key(cov, [spec], dataclasses.replace(c1, chunk=c1.chunk + 1)) != key
+    assert cal.replicate_key(cov, [dataclasses.replace(spec, X=X + 1)], c1) != key
 
 
 def test_family_rates_and_bh(quick):

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special, stats
 
-from .._util import rng_for, write_table_atomic
+from .._util import rng_for, stable_hash, write_table_atomic
 from .multiplicity import bh_qvalues
 
 __all__ = [
@@ -391,6 +391,7 @@ def prepare_fits(
     column_for: Callable | None = None,
     truth: pd.DataFrame | None = None,
     families: Sequence[str] | None = None,
+    sensitivity: bool = False,
 ) -> list[FitSpec]:
     """Fixed designs of every registered hypothesis (and the oracle fit) on ``table``.
 
@@ -410,6 +411,10 @@ def prepare_fits(
         oracle fit on the generator's own covariates (``hypothesis = "truth"``).
     families : sequence of str, optional
         Only these families.
+    sensitivity : bool
+        Also each hypothesis's sensitivity model (its ``sensitivity_covariates`` added), as
+        hypothesis ``"<id>+sensitivity"`` in family ``"<family>_sensitivity"``: shows how
+        much an adjustment the primary model lacks changes its error rates.
     """
     from .registry import _term_name, _transform
 
@@ -433,6 +438,13 @@ def prepare_fits(
         X, rows = _design(df, " + ".join([term, *h.covariates]))
         specs.append(FitSpec(h.id, h.family, tuple(X.columns), (term,), X.to_numpy(float),
                              df.index.to_numpy()[rows]))  # fmt: skip
+        extra = [c for c in h.sensitivity_covariates if c not in h.covariates]
+        # A table without the sensitivity covariates has no sensitivity model to calibrate.
+        if sensitivity and extra and all(c in df.columns for c in extra):
+            X, rows = _design(df, " + ".join([term, *h.covariates, *extra]))
+            specs.append(FitSpec(f"{h.id}+sensitivity", f"{h.family}_sensitivity",
+                                 tuple(X.columns), (term,), X.to_numpy(float),
+                                 df.index.to_numpy()[rows]))  # fmt: skip
     if truth is not None:
         pid = table["participant_id"].astype(str)
         missing = sorted(set(pid) - set(truth.index.astype(str)))
@@ -548,7 +560,8 @@ def run_replicates(
 ) -> pd.DataFrame:
     """Run (or resume) the cheap replicates of every setting; return all their rows.
 
-    Results go to ``out_dir/<setting>/replicates-<first>-<last>.parquet``, one file per
+    Results go to ``out_dir/<setting>-<key>/replicates-<first>-<last>.parquet`` (``key``:
+    :func:`replicate_key`, the inputs' hash), one file per
     chunk, each written atomically: a stopped run leaves whole chunks only, and a rerun
     computes just the missing ones. Replicate seeds depend on (seed, setting, replicate)
     only, so a resumed run equals an uninterrupted one.
@@ -566,9 +579,10 @@ def run_replicates(
         cluster (``DASK_SCHEDULER_ADDRESS``, else a local one), if installed.
     """
     out_dir = Path(out_dir)
+    key = replicate_key(covariates, specs, config, missing, params)
     tasks = []
     for s in config.settings:
-        folder = out_dir / s.name
+        folder = out_dir / f"{s.name}-{key}"
         folder.mkdir(parents=True, exist_ok=True)
         for first in range(0, config.n_replicates, config.chunk):
             last = min(first + config.chunk, config.n_replicates) - 1
@@ -596,14 +610,34 @@ def run_replicates(
                     say(f"chunk {i}/{len(tasks)} {path.parent.name}")
             finally:
                 ex.shutdown()
-    return read_replicates(out_dir, config)
+    return read_replicates(out_dir, config, key)
 
 
-def read_replicates(out_dir: str | os.PathLike, config: CalibrationConfig) -> pd.DataFrame:
-    """All stored replicate rows of ``config``'s settings and first ``n_replicates``."""
+def replicate_key(covariates, specs, config: CalibrationConfig, missing=None, params=None) -> str:
+    """Hash of everything a replicate's numbers depend on but its seed.
+
+    Stored chunks live in folders named by it, so a rerun with another table, other fits,
+    another chunk size or other parameters never mixes with old chunks.
+    """
+    spec_part = [(f.hypothesis, f.family, f.terms, f.tested, stable_hash(f.X.tolist(), 12),
+                  f.rows.tolist()) for f in specs]  # fmt: skip
+    cov = pd.util.hash_pandas_object(covariates, index=True).to_numpy().tolist()
+    cfg = dataclasses.asdict(config)
+    cfg.pop("n_replicates", None)  # more replicates extend the same chunks
+    cfg.pop("workers", None)  # results do not depend on the pool
+    miss = None if missing is None else np.asarray(missing, bool).tolist()
+    par = dataclasses.asdict(params) if dataclasses.is_dataclass(params) else repr(params)
+    return stable_hash([spec_part, cov, cfg, miss, par], 10)
+
+
+def read_replicates(
+    out_dir: str | os.PathLike, config: CalibrationConfig, key: str
+) -> pd.DataFrame:
+    """All stored replicate rows of ``config``'s settings and first ``n_replicates``
+    (``key`` from :func:`replicate_key`)."""
     parts = []
     for s in config.settings:
-        for f in sorted((Path(out_dir) / s.name).glob("replicates-*.parquet")):
+        for f in sorted((Path(out_dir) / f"{s.name}-{key}").glob("replicates-*.parquet")):
             parts.append(pd.read_parquet(f))
     if not parts:
         return pd.DataFrame()
