@@ -52,7 +52,7 @@ from hypo._util import stable_hash, write_json_atomic
 BRAIN, LEFT, RIGHT, VENTRICLE, EDGE, LESION = 1, 2, 4, 8, 16, 32
 #: Hemisphere codes, as in the synthetic truth masks.
 HEMI_LEFT, HEMI_RIGHT = 1, 2
-ANATOMY_VERSION = 2
+ANATOMY_VERSION = 3
 
 
 @dataclass(frozen=True)
