@@ -38,14 +38,18 @@ from hypo.cohort.orientation import CONVENTION, axial_slices
 from hypo.paths import cache_dir
 
 _INTERP = {
-    "nearest": cv2.INTER_NEAREST,
+    # INTER_NEAREST picks the source pixel at floor(x * scale), which shifts an enlarged
+    # mask by up to one pixel towards higher rows/columns against its bicubic image (~0.5 px
+    # on average); INTER_NEAREST_EXACT samples pixel centres, so a mask goes through the
+    # same geometry as its image.
+    "nearest": cv2.INTER_NEAREST_EXACT,
     "linear": cv2.INTER_LINEAR,
     "bilinear": cv2.INTER_LINEAR,
     "cubic": cv2.INTER_CUBIC,
     "bicubic": cv2.INTER_CUBIC,
     "area": cv2.INTER_AREA,
 }
-STORE_VERSION = 1
+STORE_VERSION = 2  # 2: masks resized with INTER_NEAREST_EXACT
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ _TRANSFORM_COLUMNS = (
     "native_rows",
     "native_cols",
 )
-_CV2 = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC, "nearest": cv2.INTER_NEAREST}
+_CV2 = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC, "nearest": cv2.INTER_NEAREST_EXACT}
 
 
 def _inverse(row: Mapping, map2d: np.ndarray, interpolation: str) -> np.ndarray:

@@ -37,7 +37,7 @@ def _tile(slice255: np.ndarray, lesion: np.ndarray | None, caption: str) -> np.n
     canvas[r0 : r0 + size[1], c0 : c0 + size[0]] = img
     out = cv2.cvtColor(canvas, cv2.COLOR_GRAY2BGR)
     if lesion is not None and lesion.any():
-        m = cv2.resize(lesion.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
+        m = cv2.resize(lesion.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST_EXACT)
         full = np.zeros((TILE, TILE), np.uint8)
         full[r0 : r0 + size[1], c0 : c0 + size[0]] = m
         contours, _ = cv2.findContours(full, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
