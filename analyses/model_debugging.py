@@ -194,10 +194,20 @@ def training_store(cohort, setting: TrainingSetting, progress: bool = True):
                              participants=pids)  # fmt: skip
 
 
-def models_root(experiment: str, store, setting: TrainingSetting) -> Path:
-    """Cache folder of an experiment's trained models for this store and setting."""
+#: Experiments share trained models: ``reproducibility``'s first seed is
+#: ``model_debugging``'s GAP model when store, setting and seed agree.
+SHARED_MODELS = "trained_models"
+
+
+def models_root(store, setting: TrainingSetting) -> Path:
+    """Cache folder of the experiments' trained models for this store and setting; one
+    sub-folder per ``<architecture>-seed<seed>`` (see :func:`member_folder`)."""
     key = stable_hash({"store": store.path.name, **asdict(setting)}, 12)
-    return cache_dir() / "analyses" / experiment / f"{store.cohort_id}-{key}"
+    return cache_dir() / "analyses" / SHARED_MODELS / f"{store.cohort_id}-{key}"
+
+
+def member_folder(root: Path, architecture: str, seed: int) -> Path:
+    return root / f"{architecture}-seed{seed}"
 
 
 def train_member(
@@ -484,13 +494,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{NAME}] error: {wrong} cannot take {setting.size} px images (Herzog needs a "
               "multiple of 64, the others of 32 or less)", file=sys.stderr)  # fmt: skip
         return 2
-    root = models_root(NAME, store, setting)
+    root = models_root(store, setting)
     stage(NAME, f"{len(store.table)} slices at {setting.size} px; models under {root}", q)
 
     members = []
     for arch in archs:
         stage(NAME, f"training {arch} ({setting.epochs} epochs max)", q)
-        m = train_member(store, root / arch, arch, setting, n_boot=n_boot_of(args), quiet=q)
+        m = train_member(store, member_folder(root, arch, setting.seed), arch, setting,
+                         n_boot=n_boot_of(args), quiet=q)  # fmt: skip
         stage(NAME, f"{arch}: {'reused' if m.reused else 'trained'} -> {m.folder}", q)
         members.append(m)
     tests = {tuple(m.card["test_patients"]) for m in members}

@@ -42,6 +42,7 @@ from analyses._experiment import ExperimentError, experiment_parser, stage, writ
 from analyses.model_debugging import (  # noqa: E402
     add_setting_options,
     describe_setting,
+    member_folder,
     models_root,
     n_boot_of,
     native_slice,
@@ -214,10 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ExperimentError, ValueError, FileNotFoundError) as e:
         print(f"[{NAME}] error: {e}", file=sys.stderr)
         return 2
-    root = models_root(NAME, store, setting)
+    root = models_root(store, setting)
     members = []
     for i, s in enumerate(args.seeds, start=1):
-        folder = root / f"model{i}-{args.architecture}-seed{s}"
+        folder = member_folder(root, args.architecture, s)
         stage(NAME, f"training model {i} ({args.architecture}, seed {s})", q)
         m = train_member(store, folder, args.architecture, setting, seed=s,
                          n_boot=n_boot_of(args), quiet=q, label=f"model {i} (seed {s})")  # fmt: skip
