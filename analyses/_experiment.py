@@ -74,6 +74,37 @@ def experiment_parser(name: str, doc: str | None, model: Path | None = STROKE_MO
     return p
 
 
+def add_cam_options(p, defaults, what: str = "lesion slices", layer: bool = True) -> None:
+    """The CAM options of the map experiments: ``--methods``, ``--layer``, ``--max-slices``,
+    ``--examples`` (``defaults``: the experiment's config dataclass instance)."""
+    p.add_argument("--methods", nargs="+", default=list(defaults.methods))
+    if layer:
+        p.add_argument("--layer", default=None, help="evaluation layer (default: card's cam_layer)")
+    p.add_argument("--max-slices", type=int, default=None, help=f"sample at most N {what}")
+    p.add_argument("--examples", type=int, default=defaults.n_examples, help="figure slices")
+
+
+def cam_config(args, config_cls, **fields):
+    """``config_cls`` from the options of :func:`add_cam_options` (+ ``fields``); a quick run
+    draws 200 bootstrap replicates."""
+    d = config_cls()
+    kw = dict(methods=tuple(args.methods), max_slices=args.max_slices, n_examples=args.examples,
+              seed=args.seed, n_boot=200 if args.quick else d.n_boot)  # fmt: skip
+    if hasattr(args, "layer"):
+        kw["layer"] = args.layer
+    return config_cls(**{**kw, **fields})
+
+
+def run_cli(name: str, run, args, cfg) -> int:
+    """``run(args, cfg)``; an :class:`ExperimentError` becomes a message and exit code 2."""
+    try:
+        run(args, cfg)
+    except ExperimentError as e:
+        stage(name, f"error: {e}")
+        return 2
+    return 0
+
+
 def resolve_cohort(cohort: Path | None, quick: bool, quick_patients: int, progress: bool = True):
     """Load ``cohort``, or the synthetic analysis cohort (generated when missing).
 

@@ -42,8 +42,11 @@ import pandas as pd
 
 from analyses._experiment import (
     ExperimentError,
+    add_cam_options,
+    cam_config,
     experiment_parser,
     open_inputs,
+    run_cli,
     stage,
     store_brain,
     write_experiment,
@@ -469,31 +472,13 @@ def run(args, cfg: CroppingConfig) -> dict:
 
 def parse(argv=None):
     p = experiment_parser(NAME, __doc__)
-    d = CroppingConfig()
-    p.add_argument("--methods", nargs="+", default=list(d.methods))
-    p.add_argument("--layer", default=None, help="evaluation layer (default: card's cam_layer)")
-    p.add_argument("--max-slices", type=int, default=None, help="sample at most N slice pairs")
-    p.add_argument("--examples", type=int, default=d.n_examples, help="slices in the figure")
+    add_cam_options(p, CroppingConfig(), what="slice pairs")
     args = p.parse_args(argv)
-    cfg = CroppingConfig(
-        methods=tuple(args.methods),
-        layer=args.layer,
-        max_slices=args.max_slices,
-        n_examples=args.examples,
-        seed=args.seed,
-        n_boot=200 if args.quick else d.n_boot,
-    )
-    return args, cfg
+    return args, cam_config(args, CroppingConfig)
 
 
 def main(argv=None) -> int:
-    args, cfg = parse(argv)
-    try:
-        run(args, cfg)
-    except ExperimentError as e:
-        stage(NAME, f"error: {e}")
-        return 2
-    return 0
+    return run_cli(NAME, run, *parse(argv))
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from analyses._experiment import (
     ExperimentError,
     experiment_parser,
     open_inputs,
+    run_cli,
     stage,
     store_brain,
     write_experiment,
@@ -565,13 +566,7 @@ def parse(argv=None):
 
 
 def main(argv=None) -> int:
-    args, cfg = parse(argv)
-    try:
-        run(args, cfg)
-    except ExperimentError as e:
-        stage(NAME, f"error: {e}")
-        return 2
-    return 0
+    return run_cli(NAME, run, *parse(argv))
 
 
 if __name__ == "__main__":

@@ -41,8 +41,11 @@ from scipy.stats import rankdata
 
 from analyses._experiment import (
     ExperimentError,
+    add_cam_options,
+    cam_config,
     experiment_parser,
     open_inputs,
+    run_cli,
     stage,
     write_experiment,
 )
@@ -564,31 +567,13 @@ def run(args, cfg: MirroringConfig) -> dict:
 
 def parse(argv=None):
     p = experiment_parser(NAME, __doc__)
-    d = MirroringConfig()
-    p.add_argument("--methods", nargs="+", default=list(d.methods))
-    p.add_argument("--layer", default=None, help="evaluation layer (default: card's cam_layer)")
-    p.add_argument("--max-slices", type=int, default=None, help="sample at most N lesion slices")
-    p.add_argument("--examples", type=int, default=d.n_examples, help="slices in the figure")
+    add_cam_options(p, MirroringConfig(), what="lesion slices")
     args = p.parse_args(argv)
-    cfg = MirroringConfig(
-        methods=tuple(args.methods),
-        layer=args.layer,
-        max_slices=args.max_slices,
-        n_examples=args.examples,
-        seed=args.seed,
-        n_boot=200 if args.quick else d.n_boot,
-    )
-    return args, cfg
+    return args, cam_config(args, MirroringConfig)
 
 
 def main(argv=None) -> int:
-    args, cfg = parse(argv)
-    try:
-        run(args, cfg)
-    except ExperimentError as e:
-        stage(NAME, f"error: {e}")
-        return 2
-    return 0
+    return run_cli(NAME, run, *parse(argv))
 
 
 if __name__ == "__main__":
