@@ -100,6 +100,9 @@ class TrainingSetting:
         Seed of the patient-level train/validation/test split (70/15/15).
     patient_seed : int
         Seed of the patient subset.
+    precision : str
+        Keras mixed-precision policy of training (``float32``; ``mixed_bfloat16`` trains
+        ~1.6x faster on a CPU with AVX512-BF16). CAMs and evaluation stay float32.
     """
 
     size: int = 96
@@ -110,10 +113,19 @@ class TrainingSetting:
     seed: int = 0
     split_seed: int = 0
     patient_seed: int = 0
+    precision: str = "float32"
+
+    def identity(self) -> dict:
+        """The fields that make a trained model; float32 precision is left out so that
+        models trained before the field existed keep their keys."""
+        d = asdict(self)
+        if d["precision"] == "float32":
+            del d["precision"]
+        return d
 
     def key(self, cohort_hash: str, architecture: str, seed: int | None = None) -> dict:
         """Everything a trained model depends on (its cache folder's name hashes this)."""
-        d = asdict(self)
+        d = self.identity()
         d.update(cohort_hash=cohort_hash, architecture=architecture)
         if seed is not None:
             d["seed"] = int(seed)
@@ -202,7 +214,7 @@ SHARED_MODELS = "trained_models"
 def models_root(store, setting: TrainingSetting) -> Path:
     """Cache folder of the experiments' trained models for this store and setting; one
     sub-folder per ``<architecture>-seed<seed>`` (see :func:`member_folder`)."""
-    key = stable_hash({"store": store.path.name, **asdict(setting)}, 12)
+    key = stable_hash({"store": store.path.name, **setting.identity()}, 12)
     return cache_dir() / "analyses" / SHARED_MODELS / f"{store.cohort_id}-{key}"
 
 
@@ -244,7 +256,7 @@ def train_member(
         "--model", architecture, "--size", str(setting.size), "--epochs", str(setting.epochs),
         "--patience", str(setting.patience), "--batch-size", str(setting.batch_size),
         "--seed", str(seed), "--split-seed", str(setting.split_seed), "--n-boot", str(n_boot),
-        "--out", str(folder), "--resume",
+        "--precision", setting.precision, "--out", str(folder), "--resume",
     ]  # fmt: skip
     if quiet:
         argv.append("--quiet")
@@ -298,7 +310,7 @@ def describe_setting(cohort, store, setting: TrainingSetting, card: dict) -> str
         f"{setting.split_seed}): {len(card['train_patients'])} training, "
         f"{len(card['val_patients'])} validation, {len(card['test_patients'])} test patients. "
         f"Up to {setting.epochs} epochs (early stopping, patience {setting.patience}), "
-        f"batch {setting.batch_size}, training seed {setting.seed}."
+        f"batch {setting.batch_size}, training seed {setting.seed}, {setting.precision}."
     )
 
 
@@ -315,6 +327,8 @@ def add_setting_options(p, default: TrainingSetting = CPU) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--n-boot", type=int, default=None, help="bootstrap replicates (default 2000)")
+    p.add_argument("--precision", default=None, choices=["float32", "mixed_bfloat16"],
+                   help="training precision (default float32)")  # fmt: skip
 
 
 def setting_from_args(args, default: TrainingSetting = CPU) -> TrainingSetting:
@@ -330,6 +344,8 @@ def setting_from_args(args, default: TrainingSetting = CPU) -> TrainingSetting:
             setattr(s, opt, int(v))
     if args.patients is not None:
         s.patients = None if args.patients == 0 else int(args.patients)
+    if getattr(args, "precision", None):
+        s.precision = args.precision
     return s
 
 
