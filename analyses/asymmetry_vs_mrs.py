@@ -999,6 +999,11 @@ def _intro(cfg, cohort, cards, layers, n, synthetic_truth: bool) -> list[str]:
         "source. Negative controls (map_source control_uniform, control_intensity"
         f"{', control_random_model' if cfg.random_control else ''}) run the same hypotheses "
         "on maps that carry no model evidence.",
+        "Read each primary CAM result together with its NIHSS-adjusted sensitivity result: on "
+        "the synthetic cohort's conditional null (mRS depends on NIHSS, territory and "
+        "treatment, not on swelling) several primary tests reject more often than 5 % while "
+        "the sensitivity tests hold 5 % (python -m analyses.calibration; README, 'What the "
+        "pipeline can and cannot claim').",
         "Secondary analyses (bootstrap CIs, proportional-odds checks, partial Spearman, "
         "mRS 0-2 vs 3-6, cross-validated C-index, MICE) are in secondary.md / secondary.html "
         "and secondary_*.csv.",
