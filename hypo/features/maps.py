@@ -348,8 +348,9 @@ def _features_block(a, lab, les, side, config: FeatureConfig) -> pd.DataFrame:
     n, P = a.shape
     # One label code per pixel (the anatomy bits with the lesion in use); every region sum
     # is then a sum over codes of a per-row histogram: two bincounts for the whole block.
-    code = (lab & ~np.uint8(LESION)).astype(np.int32)
-    code[les] |= LESION | BRAIN
+    # Built in uint8 (lesion pixels are brain too), widened once for the bincount offsets.
+    les8 = np.asarray(les).view(np.uint8) if les.dtype == bool else (les > 0).view(np.uint8)
+    code = ((lab & ~np.uint8(LESION)) | (les8 * np.uint8(LESION | BRAIN))).astype(np.int32)
     off = (np.arange(n, dtype=np.int32) * 64)[:, None]
     flat = (code + off).ravel()
     hm = np.bincount(flat, weights=a.ravel(), minlength=n * 64).reshape(n, 64)
@@ -374,14 +375,14 @@ def _features_block(a, lab, les, side, config: FeatureConfig) -> pd.DataFrame:
     m_out = m_tot - m_b
     brain = (code & BRAIN) > 0
     les = (code & LESION) > 0
-    left = (code & LEFT) > 0
-    right = (code & RIGHT) > 0
     has_les = n_les > 0
     mass_ok = m_b > 0
 
     point = np.full(n, np.nan)
-    ab0 = np.where(brain, a, np.float32(0))
-    arg = np.argmax(np.where(brain, a, np.float32(-1)), axis=1)
+    ab0 = np.multiply(a, brain, dtype=np.float32)
+    # Maps are non-negative: the brain maximum of ab0 is the map's brain maximum wherever
+    # the brain has mass, the only rows where the hit counts.
+    arg = np.argmax(ab0, axis=1)
     hit_max = les[np.arange(n), arg].astype(float)
     point = np.where(has_les & mass_ok, hit_max, np.nan)
     k5 = np.maximum(1, np.ceil(config.top_fraction * n_b))
@@ -393,14 +394,18 @@ def _features_block(a, lab, les, side, config: FeatureConfig) -> pd.DataFrame:
     ok = mass_ok & (n_b > 1)
     if ok.any():
         # float32 log (vectorised); 0 log 0 = 0 through the clip.
-        plogp = (ab0 * np.log(np.maximum(ab0, np.float32(1e-30)))).sum(axis=1, dtype=np.float64)
+        lg = np.maximum(ab0, np.float32(1e-30))
+        np.log(lg, out=lg)
+        np.multiply(lg, ab0, out=lg)
+        plogp = np.einsum("ij->i", lg, dtype=np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
             h = np.log(np.where(ok, m_b, 1.0)) - plogp / np.where(ok, m_b, 1.0)
             ent[ok] = h[ok] / np.log(n_b[ok])
     asym = _ratio(m_l - m_r, m_l + m_r)
     if side is None:
-        lpx = (les & left).sum(axis=1)
-        rpx = (les & right).sum(axis=1)
+        # Lesion pixels per hemisphere from the code histogram (no extra pass over pixels).
+        _, lpx = region(has=BRAIN | LESION | LEFT)
+        _, rpx = region(has=BRAIN | LESION | RIGHT)
         side = lesion_side(lpx, rpx, config.bilateral_fraction)
     brain_density = _ratio(m_nl, n_nl)
     return pd.DataFrame(
