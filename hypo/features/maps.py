@@ -295,7 +295,7 @@ def map_features(
     return out.drop(columns="_brain_px")
 
 
-def _top_k(a, brain, les, ok, ks, bins):
+def _top_k(a, n_outside, les, ok, ks, bins):
     """Map mass and lesion pixels among the top-``k`` brain pixels of each row, for each
     ``k`` in ``ks`` (arrays of per-row counts).
 
@@ -309,14 +309,15 @@ def _top_k(a, brain, les, ok, ks, bins):
     n, P = a.shape
     top = a.max(axis=1)
     scale = np.where(ok & (top > 0), (bins - 1e-3) / np.where(top > 0, top, 1), 0.0)
-    idx = (a * scale[:, None].astype(np.float32)).astype(np.int32)
-    # Background goes to a dump bin; the lesion flag is folded into the bin index so one
-    # unweighted bincount gives both pixel counts and lesion hits.
-    idx = np.where(brain, idx, bins) * 2 + les
-    idx += (np.arange(n, dtype=np.int32) * (2 * (bins + 1)))[:, None]
-    flat = idx.ravel()
-    size = n * 2 * (bins + 1)
-    both = np.bincount(flat, minlength=size).reshape(n, bins + 1, 2)[:, :bins].astype(float)
+    idx = np.multiply(a, scale[:, None].astype(np.float32), dtype=np.float32).astype(np.int32)
+    # The lesion flag is folded into the bin index so one unweighted bincount gives both
+    # pixel counts and lesion hits. Pixels outside the brain are 0 in ``a`` and never lesion:
+    # they land in bin 0 without the flag and are taken out of its count below.
+    idx *= 2
+    np.add(idx, les, out=idx, casting="unsafe")
+    idx += (np.arange(n, dtype=np.int32) * (2 * bins))[:, None]
+    both = np.bincount(idx.ravel(), minlength=n * 2 * bins).reshape(n, bins, 2).astype(float)
+    both[:, 0, 0] -= n_outside
     cnt = both.sum(axis=2)
     hits = both[:, :, 1]
     # A bin's mass is its count times its centre value: exact to half a bin (1/(2 bins) of
@@ -386,7 +387,7 @@ def _features_block(a, lab, les, side, config: FeatureConfig) -> pd.DataFrame:
     hit_max = les[np.arange(n), arg].astype(float)
     point = np.where(has_les & mass_ok, hit_max, np.nan)
     k5 = np.maximum(1, np.ceil(config.top_fraction * n_b))
-    share_m, share_h = _top_k(ab0, brain, les, m_b > 0, [k5, n_les], config.bins)
+    share_m, share_h = _top_k(ab0, n_out, les, m_b > 0, [k5, n_les], config.bins)
     top_share = np.where(mass_ok, _ratio(share_m[0], m_b), np.nan)
     top_iou = np.where(has_les & mass_ok, _ratio(share_h[0], k5 + n_les - share_h[0]), np.nan)
     rank = np.where(has_les & mass_ok, _ratio(share_h[1], n_les), np.nan)
