@@ -204,10 +204,8 @@ class Inputs:
 
     def brain_masks(self, rows: np.ndarray) -> np.ndarray | None:
         """Ground-truth brain masks of store ``rows`` (bool) on a synthetic cohort, else None
-        (then use the image-derived brain of :func:`hypo.features.anatomy.anatomy_for_store`)."""
-        if "truth_brain" not in self.store.masks:
-            return None
-        return np.asarray(self.store.masks["truth_brain"][np.asarray(rows)]).astype(bool)
+        (then :func:`store_brain` gives the image-derived brain)."""
+        return store_brain(self.store, rows, derive=False)[0]
 
 
 def open_inputs(args, model_dir: Path | None = None, progress: bool | None = None) -> Inputs:

@@ -130,8 +130,9 @@ def label_error_table(per: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def localisation(inp, rows, brain) -> pd.DataFrame:
-    """Stroke-class Grad-CAM / Grad-CAM++ against the lesion mask of store ``rows``."""
+def localisation(inp, rows) -> pd.DataFrame:
+    """Stroke-class Grad-CAM / Grad-CAM++ against the lesion mask of store ``rows`` (inside
+    the ground-truth brain on a synthetic cohort, over the whole slice otherwise)."""
     from hypo.cam import compute
     from hypo.cam.metrics import pointing_game, relevance_mass_accuracy
 
@@ -144,7 +145,7 @@ def localisation(inp, rows, brain) -> pd.DataFrame:
         res = compute(inp.model, inp.images(r), layer=cam_layer(inp), methods=PANEL_METHODS,
                       classes=[stroke])  # fmt: skip
         les = inp.lesion_masks(r)
-        b = None if brain is None else brain(r)
+        b = inp.brain_masks(r)
         for m in PANEL_METHODS:
             a = res[m][:, 0]
             parts.append(pd.DataFrame({"row": r, "method": m,
@@ -240,11 +241,10 @@ def _run(args, inp, n_examples: int, started: float, say) -> int:
     tp_rows = tp["row"].to_numpy()
     if len(tp_rows) > TP_SAMPLE:
         tp_rows = np.sort(rng_for(args.seed, "tp-sample").choice(tp_rows, TP_SAMPLE, replace=False))
-    brain = inp.brain_masks if "truth_brain" in inp.store.masks else None
-    loc = [localisation(inp, r, brain).assign(slices=kind)
+    loc = [localisation(inp, r).assign(slices=kind)
            for r, kind in ((fn["row"].to_numpy(), "false negative"), (tp_rows, "true positive"))
            if len(r)]  # fmt: skip
-    loc = pd.concat(loc, ignore_index=True) if loc else localisation(inp, tp_rows[:0], brain)
+    loc = pd.concat(loc, ignore_index=True) if loc else localisation(inp, tp_rows[:0])
     loc_summary = (
         loc.groupby(["slices", "method"], sort=True)
         .agg(
@@ -292,7 +292,8 @@ def _run(args, inp, n_examples: int, started: float, say) -> int:
         "Figures 12/13)",
         [f"CAM layer `{cam_layer(inp) or 'engine default'}`, Grad-CAM and Grad-CAM++ of the "
          "'stroke' score (pre-softmax); localisation inside the brain "
-         + ("(synthetic ground-truth brain)." if brain else "(whole slice: no brain mask).")],
+         + ("(synthetic ground-truth brain)." if "truth_brain" in inp.store.masks
+            else "(whole slice: no brain mask).")],
     )  # fmt: skip
     warnings = []
     err_paras = []

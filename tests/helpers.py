@@ -158,3 +158,28 @@ def make_tiny_cohort(
         (root / layout.GENERATOR).write_text(json.dumps({"seed": seed, "n": n_patients}))
         pd.DataFrame(truth_rows).to_csv(root / layout.TRUTH_TABLE, sep="\t", index=False)
     return root
+
+
+def tiny_model(arch: str, classes, out, cohort: dict, train=(), val=(), *, seed=None, tune=None):
+    """A 64 px model of ``arch`` fitted one epoch on seeded noise, saved to ``out`` with a
+    card (``cohort``, training/validation patients ``train``/``val``).
+
+    ``tune(model)`` runs after fitting (e.g. to make the model mirror-equivariant or to
+    shift its biases); ``seed`` goes to :func:`hypo.nets.architectures.build_model`.
+    Returns the model folder.
+    """
+    import keras
+
+    from hypo.nets.architectures import build_model
+    from hypo.nets.io import make_card, save_model
+
+    keras.utils.set_random_seed(0)
+    model = build_model(arch, input_shape=(64, 64, 1), n_classes=len(classes), seed=seed)
+    x = np.random.default_rng(0).normal(size=(8, 64, 64, 1)).astype("float32")
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(x, np.arange(8) % len(classes), epochs=1, batch_size=8, verbose=0)
+    if tune is not None:
+        tune(model)
+    card = make_card(arch, model, classes, cohort=cohort, preprocessing={"size": 64})
+    card["train_patients"], card["val_patients"] = list(train), list(val)
+    return save_model(model, out, card)

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from analyses import cropping, layer_iteration, mirroring
+from tests.helpers import tiny_model
 
 N_PATIENTS = 6
 TRAINED_ON = "sub-001"
@@ -24,18 +25,8 @@ TRAINED_ON = "sub-001"
 
 def _tiny_model(out: Path, cohort_id: str, symmetric: bool) -> Path:
     """A 64 px GAP model fitted one step on noise, optionally mirror-equivariant."""
-    import keras
 
-    from hypo.nets.architectures import build_model
-    from hypo.nets.io import make_card, save_model
-
-    keras.utils.set_random_seed(0)
-    model = build_model("gap", input_shape=(64, 64, 1), n_classes=2)
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(8, 64, 64, 1)).astype("float32")
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    model.fit(x, np.arange(8) % 2, epochs=1, batch_size=8, verbose=0)
-    if symmetric:
+    def mirror_equivariant(model):
         for layer in model.layers:
             if type(layer).__name__ == "Conv2D":
                 w = layer.get_weights()
@@ -43,11 +34,10 @@ def _tiny_model(out: Path, cohort_id: str, symmetric: bool) -> Path:
                 # with a left-right flip; BN, ReLU, 2x2 pooling of even sizes and GAP do too.
                 w[0] = 0.5 * (w[0] + w[0][:, ::-1])
                 layer.set_weights(w)
-    card = make_card("gap", model, ("no stroke", "stroke"),
-                     cohort={"id": cohort_id, "generator_hash": "synthetic"},
-                     preprocessing={"size": 64})  # fmt: skip
-    card["train_patients"], card["val_patients"] = [TRAINED_ON], []
-    return save_model(model, out, card)
+
+    return tiny_model("gap", ("no stroke", "stroke"), out,
+                      {"id": cohort_id, "generator_hash": "synthetic"}, [TRAINED_ON], [],
+                      tune=mirror_equivariant if symmetric else None)  # fmt: skip
 
 
 @pytest.fixture(scope="module")

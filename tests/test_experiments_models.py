@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from analyses import mc_uncertainty, misclassified, mrs_model
+from tests.helpers import tiny_model
 
 N_PATIENTS = 14
 
@@ -29,25 +30,15 @@ def _tiny_model(arch: str, classes, out: Path, images, train=(), val=()) -> Path
     """
     import keras
 
-    from hypo.nets.architectures import build_model
-    from hypo.nets.io import make_card, save_model
+    def balance(model):
+        head = model.get_layer("logits")
+        z = keras.Model(model.input, head.output).predict(images, verbose=0)
+        kernel, bias = head.get_weights()
+        bias = bias - np.r_[0.0, np.median(z[:, 1:] - z[:, :1], axis=0)]
+        head.set_weights([kernel, bias.astype(kernel.dtype)])
 
-    keras.utils.set_random_seed(0)
-    model = build_model(arch, input_shape=(64, 64, 1), n_classes=len(classes))
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(8, 64, 64, 1)).astype("float32")
-    y = np.arange(8) % len(classes)
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
-    head = model.get_layer("logits")
-    z = keras.Model(model.input, head.output).predict(images, verbose=0)
-    kernel, bias = head.get_weights()
-    bias = bias - np.r_[0.0, np.median(z[:, 1:] - z[:, :1], axis=0)]
-    head.set_weights([kernel, bias.astype(kernel.dtype)])
-    card = make_card(arch, model, classes, cohort={"id": "dev-elsewhere", "generator_hash": "x"},
-                     preprocessing={"size": 64})  # fmt: skip
-    card["train_patients"], card["val_patients"] = list(train), list(val)
-    return save_model(model, out, card)
+    return tiny_model(arch, classes, out, {"id": "dev-elsewhere", "generator_hash": "x"},
+                      train, val, tune=balance)  # fmt: skip
 
 
 @pytest.fixture(scope="module")

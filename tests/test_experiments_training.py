@@ -16,26 +16,15 @@ import pandas as pd
 import pytest
 
 from analyses import cam3d, model_debugging, reproducibility
+from tests.helpers import tiny_model
 
 N_PATIENTS = 12
 
 
 def _tiny_2d_model(out: Path) -> Path:
     """A 64 px GAP stroke model fitted one epoch on noise, with a card (another cohort)."""
-    import keras
-
-    from hypo.nets.architectures import build_model
-    from hypo.nets.io import make_card, save_model
-
-    keras.utils.set_random_seed(0)
-    model = build_model("gap", input_shape=(64, 64, 1), n_classes=2, seed=0)
-    x = np.random.default_rng(0).normal(size=(8, 64, 64, 1)).astype("float32")
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    model.fit(x, np.arange(8) % 2, epochs=1, batch_size=8, verbose=0)
-    card = make_card("gap", model, ("no stroke", "stroke"), cohort={"id": "elsewhere"},
-                     preprocessing={"size": 64})  # fmt: skip
-    card["train_patients"], card["val_patients"] = ["sub-001"], ["sub-002"]
-    return save_model(model, out, card)
+    return tiny_model("gap", ("no stroke", "stroke"), out, {"id": "elsewhere"},
+                      ["sub-001"], ["sub-002"], seed=0)  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ import pytest
 from analyses import asymmetry_vs_mrs as av
 from hypo._util import file_hash
 from hypo.stats.multiplicity import bh_qvalues
+from tests.helpers import tiny_model
 
 N_PATIENTS = 26
 SECRET = "Jane Q. Doe"
@@ -29,22 +30,8 @@ SOURCES = ("cam", "control_uniform", "control_intensity")
 
 def _tiny_model(arch: str, classes, out: Path, cohort_id: str, train, val) -> Path:
     """A 64 px model of the shipped architecture, fitted one epoch on noise, with a card."""
-    import keras
-
-    from hypo.nets.architectures import build_model
-    from hypo.nets.io import make_card, save_model
-
-    keras.utils.set_random_seed(0)
-    model = build_model(arch, input_shape=(64, 64, 1), n_classes=len(classes))
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(8, 64, 64, 1)).astype("float32")
-    y = np.arange(8) % len(classes)
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
-    card = make_card(arch, model, classes, cohort={"id": cohort_id, "generator_hash": "synthetic"},
-                     preprocessing={"size": 64})  # fmt: skip
-    card["train_patients"], card["val_patients"] = list(train), list(val)
-    return save_model(model, out, card)
+    return tiny_model(arch, classes, out, {"id": cohort_id, "generator_hash": "synthetic"},
+                      train, val)  # fmt: skip
 
 
 @pytest.fixture(scope="module")

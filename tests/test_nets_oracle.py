@@ -41,12 +41,14 @@ def _cohort(n=160, seed=0, noise=True):
 def test_true_model_is_perfect_without_chance_and_beats_a_coin_with_it():
     cohort, pid = _cohort(noise=False)
     slices = pd.Series(3, index=pid[80:])
-    t = mrs_oracle(cohort, pid[:80], pid[80:], slices).set_index(["oracle", "metric"])
+    raw = mrs_oracle(cohort, pid[:80], pid[80:], slices)
+    t = raw.set_index(["oracle", "metric"])
     # u = 0.5 and a threshold at P = 0.5: the Bayes rule reproduces every outcome.
     assert t.loc[("true model", "accuracy (lesion slices)"), "estimate"] == 1.0
     assert t.loc[("true model", "accuracy (lesion slices)"), "n_slices"] == 3 * 80
     # Deterministic outcomes separate the PO fit: said in a note, the ceiling still there.
-    assert "fitted PO" not in t.index.get_level_values(0) or t.attrs.get("note") == ""
+    assert set(raw["oracle"]) == {"true model"}
+    assert raw.attrs["note"].startswith("fitted PO not available")
     cohort, pid = _cohort(noise=True, seed=1)
     t = mrs_oracle(cohort, pid[:80], pid[80:], pd.Series(1, index=pid[80:]))
     t = t.set_index(["oracle", "metric"])["estimate"]

@@ -20,6 +20,7 @@ import pandas as pd  # noqa: E402
 import plotnine as p9  # noqa: E402
 
 from hypo._util import atomic_path  # noqa: E402
+from hypo.report.tables import _require  # noqa: E402
 
 MRS_LEVELS = tuple(range(7))
 #: mRS 0 (no symptoms) light to mRS 6 (dead) dark: the usual Grotta bar shading.
@@ -27,14 +28,6 @@ MRS_COLOURS = ("#f7fbff", "#c6dbef", "#9ecae1", "#6baed6", "#3182bd", "#08519c",
 #: Segments narrower than this share get no printed percentage (it would not fit).
 MIN_LABEL_SHARE = 0.06
 DEFAULT_DPI = 200
-
-
-def _require(df: pd.DataFrame, columns, what: str) -> None:
-    if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"{what}: expected a pandas DataFrame, got {type(df).__name__}")
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ValueError(f"{what}: missing column(s) {missing}; the table has {list(df.columns)}")
 
 
 def _mrs(values: pd.Series, outcome: str) -> pd.Series:

@@ -97,38 +97,31 @@ def mrs_group(mrs: pd.Series | Sequence) -> pd.Series:
     return out
 
 
-def _as_binary(values: pd.Series, column: str) -> pd.Series:
-    """0/1/bool/yes/no -> float 0/1 with NaN for missing; anything else is an error."""
+def _as_code(values: pd.Series, column: str, ones, zeros, expected: str) -> pd.Series:
+    """Values in ``ones`` -> 1.0, in ``zeros`` -> 0.0 (case-blind), missing -> NaN;
+    anything else is an error naming the column and ``expected``."""
     out = pd.Series(np.nan, index=values.index, dtype=float)
     for i, v in values.items():
         if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA:
             continue
         key = str(v).strip().lower()
-        if key in _TRUE:
+        if key in ones:
             out[i] = 1.0
-        elif key in _FALSE:
+        elif key in zeros:
             out[i] = 0.0
         else:
-            raise ValueError(
-                f"column {column!r}: value {v!r} is not a yes/no code (expected 0/1, "
-                "True/False or yes/no)"
-            )
+            raise ValueError(f"column {column!r}: value {v!r} is not {expected}")
     return out
+
+
+def _as_binary(values: pd.Series, column: str) -> pd.Series:
+    """0/1/bool/yes/no -> float 0/1 with NaN for missing; anything else is an error."""
+    return _as_code(values, column, _TRUE, _FALSE,
+                    "a yes/no code (expected 0/1, True/False or yes/no)")  # fmt: skip
 
 
 def _as_female(values: pd.Series, column: str) -> pd.Series:
-    out = pd.Series(np.nan, index=values.index, dtype=float)
-    for i, v in values.items():
-        if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA:
-            continue
-        key = str(v).strip().lower()
-        if key in _FEMALE:
-            out[i] = 1.0
-        elif key in _MALE:
-            out[i] = 0.0
-        else:
-            raise ValueError(f"column {column!r}: value {v!r} is not a sex code (expected F/M)")
-    return out
+    return _as_code(values, column, _FEMALE, _MALE, "a sex code (expected F/M)")
 
 
 # --------------------------------------------------------------------------- Table 1
