@@ -15,12 +15,15 @@ compares it with the truth masks carried through the same preprocessing:
   volume and against the truth mask as resampled into the store.
 
 Each number is given twice: against the truth masks as the slice store carries them, and
-against the truth resampled with centre-aligned nearest neighbour
-(``cv2.INTER_NEAREST_EXACT``). The store's masks go through ``cv2.INTER_NEAREST``, which
-maps output pixel ``x`` to input ``floor(x * scale)`` and so shifts an upsampled mask by
-about half an output pixel towards higher rows and columns relative to its bicubic image;
-the second set measures the anatomy against the truth where the image has it. Lesion
-numbers are also printed per truth-volume bin.
+against the truth resampled here with centre-aligned nearest neighbour
+(``cv2.INTER_NEAREST_EXACT``). Since slice store version 2 the store resizes its masks the
+same way, so the two agree; the second set guards against a store whose masks are shifted
+against their image (``cv2.INTER_NEAREST`` shifted an upsampled mask by about half an
+output pixel). Lesion numbers are also printed per truth-volume bin.
+
+The ventricle truth is the lateral and third ventricles (the generator's central CSF above
+the temporal horns); the image-derived ventricles are sought on the same levels (see
+``AnatomyConfig.ventricle_min_rel_area``).
 
 Tune on one ``--seed``, report on another: the defaults of
 :class:`hypo.features.anatomy.AnatomyConfig` were set on seed 1.

@@ -172,6 +172,31 @@ def test_per_patient_angle_and_store_cache(tmp_path):
     assert anatomy_for_store(Store, progress=False).path == a.path  # cached
 
 
+def test_ventricles_only_on_the_patients_ventricle_levels():
+    # One image, twice: at 1 mm pixels and at 0.5 mm pixels (a quarter of the brain area in
+    # mm^2, as a skull-base slice has). Per-slice crops give a patient's slices different
+    # pixel sizes, so the levels are judged on mm^2, not on pixel counts.
+    img, truth = phantom(128)
+    images = np.stack([img, img])
+    pmm = np.array([[1.0, 1.0], [0.5, 0.5]])
+    alone = compute_anatomy(images, pmm)  # no patient ids: every slice is searched
+    assert dice(alone.ventricles[1], truth["ventricles"]) > 0.85
+    a = compute_anatomy(images, pmm, groups=["sub-1", "sub-1"])
+    assert a.table["ventricle_level"].tolist() == [True, False]
+    np.testing.assert_allclose(a.table["brain_area_rel"], [1.0, 0.25], rtol=1e-6)
+    assert dice(a.ventricles[0], truth["ventricles"]) > 0.85
+    assert not a.ventricles[1].any()
+    assert a.table.loc[1, "ventricle_area_left_mm2"] == 0
+    assert np.isnan(a.table.loc[1, "ventricle_asymmetry"])
+    # Two patients: each slice is the largest of its own patient.
+    b = compute_anatomy(images, pmm, groups=["sub-1", "sub-2"])
+    assert b.table["ventricle_level"].all() and b.ventricles[1].any()
+    off = compute_anatomy(
+        images, pmm, groups=["sub-1", "sub-1"], config=AnatomyConfig(ventricle_min_rel_area=0)
+    )
+    assert off.ventricles[1].any()
+
+
 def test_large_bright_infarct_keeps_the_whole_brain():
     # Tissue spread over a range (rim 60 .. centre 120), an infarct at 255 over a quarter of
     # the brain: a two-class Otsu splits infarct from tissue and calls the infarct the brain.

@@ -17,7 +17,13 @@ module estimates, without any ground truth:
   line are the patient's LEFT (label 1), the low-column side the RIGHT (label 2), as in
   the truth masks;
 * **ventricles**: dark (CSF) components enclosed by tissue (CSF open to the outside of
-  the brain, i.e. sulci, fissure and basal cisterns, is not ventricle), deep and central;
+  the brain, i.e. sulci, fissure and basal cisterns, is not ventricle), deep and central,
+  on the supratentorial levels of the lateral and third ventricles: when slices come with
+  patient ids, only on slices whose brain area is at least ``ventricle_min_rel_area`` of
+  the patient's largest (the fourth ventricle, the temporal horns' tips and the enclosed
+  cisterns of the skull-base slices, and the small slices above the ventricles, are left
+  out: the ventricle features measure the lateral ventricles that a hemispheric mass
+  effect compresses);
 * the **cortical-edge band**: brain pixels within ``edge_width_mm`` of the brain's border
   (distances in mm from the store's ``pixel_mm_row/col``);
 * the **lesion**: pixels hyperintense relative to the brain's own intensity distribution
@@ -52,7 +58,7 @@ from hypo._util import stable_hash, write_json_atomic
 BRAIN, LEFT, RIGHT, VENTRICLE, EDGE, LESION = 1, 2, 4, 8, 16, 32
 #: Hemisphere codes, as in the synthetic truth masks.
 HEMI_LEFT, HEMI_RIGHT = 1, 2
-ANATOMY_VERSION = 3
+ANATOMY_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -93,7 +99,8 @@ class AnatomyConfig:
     ventricle_level : float
         A brain pixel is CSF-dark below ``ventricle_level`` times the local tissue level
         (bias-corrected intensity above the background; CSF is 0.1-0.3 of white matter on
-        b1000 DWI, so 0.5 is the partial-volume midpoint).
+        b1000 DWI; set on the tuning seed of ``analyses.anatomy_accuracy``, where the
+        truth mask keeps the partial-volume rim down to 25 % CSF).
     ventricle_min_depth_mm : float
         A ventricle component reaches at least this far inside the brain border, mm.
     ventricle_central_fraction : float
@@ -109,6 +116,11 @@ class AnatomyConfig:
     ventricle_min_width_mm : float
         A ventricle component is at least this wide (twice its largest inscribed radius),
         mm: the fissure's isolated pieces are thinner.
+    ventricle_min_rel_area : float
+        With patient ids, ventricles are sought only on slices whose brain area is at least
+        this fraction of the patient's largest slice (the supratentorial levels of the
+        lateral ventricles; the widest axial section of the brain passes through them).
+        0 disables the rule. Without patient ids every slice is searched.
     fissure_refine : bool
         Move the symmetry line onto the interhemispheric fissure where the slice shows it
         (the falx follows the brain's deformation and mass effect; the outline does not).
@@ -140,12 +152,13 @@ class AnatomyConfig:
     lesion_half_max: float = 0.5
     lesion_z_no_midline: float = 4.0
     lesion_min_area_mm2: float = 10.0
-    ventricle_level: float = 0.3
+    ventricle_level: float = 0.25
     ventricle_min_depth_mm: float = 8.0
     ventricle_central_fraction: float = 0.5
     ventricle_min_area_mm2: float = 5.0
     ventricle_open_level: float = 0.85
     ventricle_min_width_mm: float = 3.0
+    ventricle_min_rel_area: float = 0.75
     fissure_refine: bool = True
     fissure_search_mm: float = 6.0
     fissure_contrast: float = 0.15
@@ -178,6 +191,8 @@ class Anatomy:
         columns, i.e. the patient's left), ``midline_col_px`` (column where the midline
         crosses the centre row), ``midline_offset_px`` (that minus the centre column),
         ``symmetry`` (mirror correlation at the optimum, 0-1), ``brain_area_mm2``,
+        ``brain_area_rel`` (brain area / the patient's largest; 1 without patient ids),
+        ``ventricle_level`` (whether ventricles were sought on the slice),
         ``ventricle_area_left_mm2``, ``ventricle_area_right_mm2``, ``ventricle_asymmetry``
         ((L - R)/(L + R) of ventricle areas, NaN without ventricles), ``septum_shift_mm``
         (signed distance of the septum, the gap between the lateral ventricles, from the
@@ -493,9 +508,10 @@ def compute_anatomy(
         th, col, score = _fit_line(f, centre, aspect, fine, canvas)
         fits.append([th, col, score, centre, aspect])
         weights.append(f)
+    # In mm^2: the crop is per slice, so pixel sizes differ between a patient's slices.
+    area = np.array([b.sum() for b in brains], float) * pmm[:, 0] * pmm[:, 1]
     if groups is not None and config.per_patient_angle:
         g = np.asarray(groups)
-        area = np.array([b.sum() for b in brains], float)
         for pid in pd.unique(g):
             idx = [i for i in np.flatnonzero(g == pid) if fits[i] is not None]
             if len(idx) < 2:
@@ -506,6 +522,11 @@ def compute_anatomy(
                 centre, aspect = fits[i][3], fits[i][4]
                 col, score = _mirror_profile(weights[i], th, centre, aspect, canvas)
                 fits[i][:3] = [th, col, score]
+    # Brain area relative to the patient's largest slice: the ventricle levels.
+    rel_area = np.ones(n)
+    if groups is not None:
+        big = pd.Series(area).groupby(np.asarray(groups)).transform("max").to_numpy()
+        rel_area = np.divide(area, big, out=np.zeros(n), where=big > 0)
     rows = []
     rr_grid, cc_grid = np.mgrid[:H, :W]
     for i in range(n):
@@ -520,6 +541,8 @@ def compute_anatomy(
             "midline_offset_px": np.nan,
             "symmetry": np.nan,
             "brain_area_mm2": float(b.sum() * pr * pc),
+            "brain_area_rel": float(rel_area[i]),
+            "ventricle_level": bool(rel_area[i] >= config.ventricle_min_rel_area),
             "ventricle_area_left_mm2": 0.0,
             "ventricle_area_right_mm2": 0.0,
             "ventricle_asymmetry": np.nan,
@@ -537,7 +560,10 @@ def compute_anatomy(
         outside = img[~b]
         bg = float(np.median(outside)) if outside.size > 16 else float(np.percentile(img, 1))
         r = _bias_corrected(img - bg, b, config.bias_sigma_mm / pr, config.bias_sigma_mm / pc)
-        vent = _ventricles(r, b, depth, pr, pc, config)
+        if rec["ventricle_level"]:
+            vent = _ventricles(r, b, depth, pr, pc, config)
+        else:
+            vent = np.zeros_like(b)
         lab[vent] |= VENTRICLE
         fit = fits[i]
         has_line = fit is not None and np.isfinite(fit[1])
