@@ -166,7 +166,9 @@ def main(argv: list[str] | None = None, store=None) -> dict:
         les = store.table.iloc[test_rows]
         les = les[labels[test_rows] > 0]
         counts = les.groupby(les["participant_id"].astype(str)).size()
-        write_oracle(args.out, mrs_oracle(cohort, split.train, split.test, counts))
+        every = store.table[store.table["lesion_visible"].astype(bool)]
+        every = every.groupby(every["participant_id"].astype(str)).size()
+        write_oracle(args.out, mrs_oracle(cohort, split.train, split.test, counts, every))
     meta = getattr(store, "meta", {}) or {}
     card = make_card(
         args.model,

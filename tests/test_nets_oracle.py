@@ -42,18 +42,39 @@ def test_true_model_is_perfect_without_chance_and_beats_a_coin_with_it():
     cohort, pid = _cohort(noise=False)
     slices = pd.Series(3, index=pid[80:])
     raw = mrs_oracle(cohort, pid[:80], pid[80:], slices)
-    t = raw.set_index(["oracle", "metric"])
+    t = raw[raw["rule"].isin(["P > 0.5", "threshold-free"])].set_index(["oracle", "metric"])
     # u = 0.5 and a threshold at P = 0.5: the Bayes rule reproduces every outcome.
     assert t.loc[("true model", "accuracy (lesion slices)"), "estimate"] == 1.0
     assert t.loc[("true model", "accuracy (lesion slices)"), "n_slices"] == 3 * 80
+    assert t.loc[("true model", "AUC mRS 3-6 vs 0-2"), "estimate"] == 1.0
     # Deterministic outcomes separate the PO fit: said in a note, the ceiling still there.
     assert set(raw["oracle"]) == {"true model"}
     assert raw.attrs["note"].startswith("fitted PO not available")
     cohort, pid = _cohort(noise=True, seed=1)
-    t = mrs_oracle(cohort, pid[:80], pid[80:], pd.Series(1, index=pid[80:]))
-    t = t.set_index(["oracle", "metric"])["estimate"]
-    assert 0.6 < t[("true model", "accuracy (lesion slices)")] < 1.0
-    assert 0.55 < t[("fitted PO", "accuracy (lesion slices)")] < 1.0
+    raw = mrs_oracle(cohort, pid[:80], pid[80:], pd.Series(1, index=pid[80:]))
+    t = raw.set_index(["oracle", "rule", "metric"])["estimate"]
+    assert 0.6 < t[("true model", "P > 0.5", "accuracy (lesion slices)")] < 1.0
+    assert 0.55 < t[("fitted PO", "P > 0.5", "accuracy (lesion slices)")] < 1.0
+    # The image oracle sees volume, side, territory and swelling: it carries the swelling
+    # signal (the dominant term here) but less than the fit with every covariate.
+    auc = t.xs("AUC mRS 3-6 vs 0-2", level="metric")
+    assert 0.6 < auc[("image PO", "threshold-free")] <= auc[("fitted PO", "threshold-free")] + 0.05
+    assert "age_decades" not in raw.attrs["image_formula"]
+    assert "swelling" in raw.attrs["image_formula"]
+
+
+def test_balanced_rule_moves_the_cut_to_the_training_share():
+    cohort, pid = _cohort(n=240, seed=2)
+    raw = mrs_oracle(cohort, pid[:160], pid[160:], pd.Series(1, index=pid[160:]))
+    part = cohort.participants
+    share = float((part.loc[pid[:160], "mrs_3months"] > 2).mean())
+    assert raw.attrs["balanced_at"] == pytest.approx(share)
+    t = raw.set_index(["oracle", "rule", "metric"])["estimate"]
+    # A cut below 0.5 calls more patients poor: mRS 3-6 sensitivity cannot fall.
+    assert share < 0.5
+    for o in ("true model", "fitted PO", "image PO"):
+        assert t[(o, "balanced", "sensitivity mRS 3-6")] >= t[(o, "P > 0.5", "sensitivity mRS 3-6")]
+        assert t[(o, "balanced", "sensitivity mRS 0-2")] <= t[(o, "P > 0.5", "sensitivity mRS 0-2")]
 
 
 def test_patients_without_lesion_slices_do_not_count():
@@ -70,3 +91,41 @@ def test_a_cohort_without_truth_is_refused():
     cohort.truth = lambda: None
     with pytest.raises(OracleError, match="synthetic"):
         mrs_oracle(cohort, pid[:80], pid[80:], pd.Series(1, index=pid[80:]))
+
+
+def test_best_cut_is_the_closest_any_threshold_comes_to_the_targets():
+    from hypo.nets.oracle import TARGETS, _best_cut
+
+    # Perfectly separable: some cut meets both targets (sensitivity 1 and 1).
+    p = np.array([0.1, 0.2, 0.3, 0.7, 0.8])
+    poor = p > 0.5
+    w = np.ones(5)
+    cut = _best_cut(p, poor, w)
+    assert 0.3 < cut <= 0.7
+    # Uninformative: whatever the cut, one class falls short of its target.
+    rng = np.random.default_rng(0)
+    p = rng.random(400)
+    poor = rng.random(400) < 0.4
+    cut = _best_cut(p, poor, np.ones(400))
+    s_good = (p[~poor] < cut).mean()
+    s_poor = (p[poor] >= cut).mean()
+    assert min(s_good - TARGETS["mRS 0-2"], s_poor - TARGETS["mRS 3-6"]) < 0
+    # It is the max-min point: no other cut does better on the smaller margin.
+    margins = [
+        min((p[~poor] < c).mean() - TARGETS["mRS 0-2"], (p[poor] >= c).mean() - TARGETS["mRS 3-6"])
+        for c in np.r_[np.unique(p), np.inf]
+    ]
+    assert min(s_good - TARGETS["mRS 0-2"], s_poor - TARGETS["mRS 3-6"]) == pytest.approx(
+        max(margins)
+    )
+
+
+def test_true_model_on_all_patients_needs_no_fit():
+    cohort, pid = _cohort(n=200, seed=3)
+    every = pd.Series(2, index=pid)
+    raw = mrs_oracle(cohort, pid[:100], pid[100:], every, every)
+    allp = raw[raw["oracle"] == "true model, all patients"]
+    acc = allp[(allp["rule"] == "P > 0.5") & (allp["metric"] == "accuracy (lesion slices)")]
+    assert acc["n_patients"].item() == 200 and acc["n_slices"].item() == 400
+    test = raw[(raw["oracle"] == "true model") & (raw["rule"] == "P > 0.5")]
+    assert test["n_patients"].max() == 100
