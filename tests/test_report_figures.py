@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -73,6 +75,21 @@ def test_grotta_shares_sum_to_one_per_tertile(patients):
     x = patients.loc[known, "asymmetry_index"]
     lo = (x <= x.quantile(1 / 3)).sum()
     assert d.loc[d["group_index"] == 0, "n_group"].iloc[0] == lo
+
+
+def test_grotta_segments_end_exactly_at_one():
+    # 26 patients split 4/5/8/2/3/3/1 over mRS 0-6: the float running sum of the shares
+    # ends at 1.0000000000000002, outside the axis limits, and plotnine dropped the bar's
+    # last segment (mRS 6) with a "Removed rows" warning.
+    one = np.repeat(np.arange(7), [4, 5, 8, 2, 3, 3, 1])
+    df = pd.DataFrame({"mrs_3months": np.r_[one, one], "x": np.arange(52.0)})
+    d = grotta_data(df, "x", n_groups=2)  # two halves of 26, each split as above
+    assert d.groupby("group_index")["n"].sum().tolist() == [26, 26]
+    assert (d["end"] <= 1.0).all() and (d["start"] >= 0.0).all()
+    assert (d.groupby("group_index")["end"].max() == 1.0).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        grotta_bars(df, "x", n_groups=2).draw()
 
 
 def test_grotta_bars_writes_png_and_names_missing_column(patients, tmp_path):

@@ -112,7 +112,7 @@ def grotta_data(
     rows = []
     for i in range(k):
         tot = int(counts.loc[i].sum())
-        cum = 0.0
+        cum = 0
         for m in MRS_LEVELS:
             n = int(counts.loc[i, m])
             share = n / tot if tot else 0.0
@@ -124,11 +124,13 @@ def grotta_data(
                     "n": n,
                     "n_group": tot,
                     "share": share,
-                    "start": cum,
-                    "end": cum + share,
+                    # From integer counts: a float running sum can end at 1 + 1e-16,
+                    # which the figure's (0, 1) axis limits would drop.
+                    "start": cum / tot if tot else 0.0,
+                    "end": (cum + n) / tot if tot else 0.0,
                 }
             )
-            cum += share
+            cum += n
     out = pd.DataFrame(rows)
     out["group"] = pd.Categorical(out["group"], categories=labels, ordered=True)
     return out
