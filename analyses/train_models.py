@@ -87,12 +87,10 @@ def main(argv: list[str] | None = None, store=None) -> dict:
             cpu, [tf.config.LogicalDeviceConfiguration()] * args.logical_cpus
         )
 
-    import numpy as np
-
+    from hypo.nets.assess import evaluate_on_store
     from hypo.nets.data import AugmentConfig
-    from hypo.nets.evaluation import evaluate
     from hypo.nets.io import make_card, save_model
-    from hypo.nets.training import TrainConfig, task_of, train_on_store
+    from hypo.nets.training import TrainConfig, train_on_store
 
     command = "python -m analyses.train_models " + shlex.join(argv)
     cohort = None
@@ -142,33 +140,11 @@ def main(argv: list[str] | None = None, store=None) -> dict:
         verbose=0 if args.quiet else "auto",
     )
     model = result.model
-    pid = store.table["participant_id"].astype(str).to_numpy()
-    test_rows = split.indices(pid)["test"]
-    test_rows = test_rows[labels[test_rows] >= 0]
-    x = np.asarray(store.images[test_rows], dtype=np.float32)[..., None]
-    proba = model.predict(x, batch_size=args.batch_size, verbose=0)
-    task = task_of(args.model)
-    kw = {}
-    if task == "stroke" and "lesion_area_mm2" in store.table.columns:
-        t = store.table
-        # Reader-label lesion volume per patient: area x slice thickness, in mL.
-        vol = (t["lesion_area_mm2"].fillna(0) * t["slice_thickness_mm"]).groupby(
-            t["participant_id"].astype(str)
-        ).sum() / 1000.0
-        kw["lesion_volume_ml"] = vol
-    ev = evaluate(task, labels[test_rows], proba, pid[test_rows], n_boot=args.n_boot,
-                  seed=args.seed, **kw)  # fmt: skip
-    ev.write(args.out)
-    if task == "mrs" and cohort is not None and getattr(cohort, "is_synthetic", False):
-        from hypo.nets.oracle import mrs_oracle, write_oracle
-
-        # The ceiling of the same test patients: their true covariates (issue: oracle).
-        les = store.table.iloc[test_rows]
-        les = les[labels[test_rows] > 0]
-        counts = les.groupby(les["participant_id"].astype(str)).size()
-        every = store.table[store.table["lesion_visible"].astype(bool)]
-        every = every.groupby(every["participant_id"].astype(str)).size()
-        write_oracle(args.out, mrs_oracle(cohort, split.train, split.test, counts, every))
+    ev = evaluate_on_store(
+        model, store, args.model, split.test, args.out, cohort=cohort,
+        train_patients=split.train, batch_size=args.batch_size, n_boot=args.n_boot,
+        seed=args.seed,
+    )  # fmt: skip
     meta = getattr(store, "meta", {}) or {}
     card = make_card(
         args.model,

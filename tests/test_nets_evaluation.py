@@ -97,6 +97,28 @@ def test_mrs_per_class_and_tables(tmp_path):
     assert "| metric |" in (tmp_path / "evaluation.md").read_text()
 
 
+def test_mrs_patient_level_by_hand():
+    # Four patients, two slices each (probabilities: no stroke, mRS 0-2, mRS 3-6).
+    pid = np.repeat(["a", "b", "c", "d"], 2)
+    y = np.array([0, 0, 1, 0, 2, 2, 1, 1])
+    p = np.array([
+        [0.9, 0.05, 0.05], [0.8, 0.1, 0.1],  # a: no lesion, none called -> no stroke (right)
+        [0.2, 0.7, 0.1], [0.9, 0.05, 0.05],  # b: mRS 0-2, called lesion, odds 0.125 -> 0-2 (right)
+        [0.1, 0.3, 0.6], [0.1, 0.5, 0.4],    # c: mRS 3-6, odds 0.667 and 0.444 -> mean 0.56 -> 3-6
+        [0.9, 0.05, 0.05], [0.6, 0.2, 0.2],  # d: mRS 0-2, nothing called -> no stroke (wrong)
+    ])  # fmt: skip
+    ev = evaluate_mrs(y, p, pid, n_boot=20)
+    t = ev.patient.set_index("metric")
+    assert t.loc["accuracy", "estimate"] == pytest.approx(3 / 4)
+    assert t.loc["sensitivity no stroke", "estimate"] == 1.0
+    assert t.loc["sensitivity mRS 0-2", "estimate"] == pytest.approx(1 / 2)
+    assert t.loc["sensitivity mRS 3-6", "estimate"] == 1.0
+    # Lesion patients scored by their lesion slices: b 0.125, d 0.5, c 0.556 -> AUC 1.
+    assert t.loc["auc_mrs_3_6_vs_0_2", "estimate"] == 1.0
+    assert t.loc["auc_mrs_3_6_vs_0_2", "n"] == 3
+    assert ev.card_metrics()["patient_level"]["sensitivity mRS 0-2"] == pytest.approx(0.5)
+
+
 def test_table2_shape_and_markdown():
     y, p, pid = synthetic()
     t = table2({"GAP-Model": evaluate_stroke(y, p, pid, n_boot=20)})

@@ -176,7 +176,8 @@ def test_train_models_cli_writes_model_card_and_tables(tmp_path, model):
     size = 32 if model == "mrs" else 16
     argv = ["--model", model, "--size", str(size), "--epochs", "1", "--batch-size", "16",
             "--out", str(out), "--quiet", "--n-boot", "20"]  # fmt: skip
-    card = main(argv, store=fake_store(tmp_path, size))
+    store = fake_store(tmp_path, size)
+    card = main(argv, store=store)
     m = load_model(out)
     assert m.hypo_card == card
     assert card["cohort"] == {"id": "fake", "hash": "cafe", "generator_hash": "g42"}
@@ -197,6 +198,17 @@ def test_train_models_cli_writes_model_card_and_tables(tmp_path, model):
         assert (out / "evaluation_by_volume.csv").exists()
     assert not (out / "run/checkpoint").exists()
     assert (out / "run/run.json").exists()
+    # The shipped model re-evaluated from its folder gives the card's numbers again.
+    from hypo.nets.assess import evaluate_on_store
+
+    again = evaluate_on_store(m, store, model, card["test_patients"], tmp_path / "again", n_boot=20)
+    assert again.card_metrics()["accuracy"] == pytest.approx(test["accuracy"], abs=1e-6)
+    assert again.card_metrics()["nll"] == pytest.approx(test["nll"], rel=1e-4)
+    if model == "mrs":
+        assert "sensitivity mRS 3-6" in test["patient_level"]
+        assert "## Patient level" in (out / "evaluation.md").read_text()
+    with pytest.raises(ValueError, match="none of the 1 test patients"):
+        evaluate_on_store(m, store, model, ["sub-nobody"], tmp_path / "none")
 
 
 MIRRORED = textwrap.dedent(

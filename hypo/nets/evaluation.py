@@ -151,9 +151,10 @@ class Evaluation:
         Image (slice) level: one row per metric with ``estimate``, Wilson and
         patient-bootstrap bounds, ``k``/``n``.
     patient : DataFrame
-        Patient level (stroke model): a patient is positive if any slice is (the
-        reader marked a lesion on any slice); score = the patient's maximum slice
-        probability, so "any slice positive" and "max probability >= threshold" agree.
+        Patient level. Stroke model: a patient is positive if any slice is (the reader
+        marked a lesion on any slice); score = the patient's maximum slice probability,
+        so "any slice positive" and "max probability >= threshold" agree. mRS model: see
+        :func:`evaluate_mrs`.
     by_volume : DataFrame
         Stroke model: sensitivity per lesion-volume bin (image and patient level).
     classes : list of str
@@ -291,6 +292,14 @@ def evaluate_mrs(
 
     The per-class rows are the paper's Table 3 "Accuracy <class>" (correct among slices
     of that true class).
+
+    Patient level (the clinical question: what does the model say about this patient?):
+    a patient's true class is 0 without a lesion slice, else the class of their lesion
+    slices. The model's call uses its own output only: "no stroke" when no slice is
+    predicted as a lesion class; otherwise mRS 3-6 when the mean of
+    ``P(3-6) / (P(0-2) + P(3-6))`` over the slices it predicts as lesion exceeds 0.5,
+    else mRS 0-2. The patient AUC of mRS 3-6 vs 0-2 scores each lesion patient by that
+    mean over their lesion slices (the reader's), as the image-level AUC does per slice.
     """
     y, p, pid = _validate(y_true, proba, patient_ids)
     K = p.shape[1]
@@ -310,7 +319,41 @@ def evaluate_mrs(
     if les.any() and len(np.unique(y[les])) == 2:
         score = p[les, 2] / np.clip(p[les, 1] + p[les, 2], 1e-15, None)
         rows.append(_scalar("auc_mrs_3_6_vs_0_2", roc_auc_score(y[les] == 2, score), les.sum()))
-    return Evaluation(pd.DataFrame(rows), classes=list(class_names))
+    patient = _mrs_patient_table(y, p, pid, class_names, n_boot, seed)
+    return Evaluation(pd.DataFrame(rows), patient=patient, classes=list(class_names))
+
+
+def _mrs_patient_table(y, p, pid, class_names, n_boot, seed) -> pd.DataFrame:
+    odds = p[:, 2] / np.clip(p[:, 1] + p[:, 2], 1e-15, None)  # P(3-6 | a lesion class)
+    pred = p.argmax(axis=1)
+    df = pd.DataFrame({"pid": pid, "y": y, "lesion": y > 0, "called": pred > 0, "odds": odds})
+    df["odds_called"] = df["odds"].where(df["called"])
+    df["odds_lesion"] = df["odds"].where(df["lesion"])
+    g = df.groupby("pid", sort=True)
+    per = pd.DataFrame({
+        "y": g["y"].max(),  # all lesion slices of a patient share one outcome class
+        "called": g["called"].any(),
+        "score_called": g["odds_called"].mean(),
+        "score_lesion": g["odds_lesion"].mean(),
+    })  # fmt: skip
+    call = np.where(~per["called"], 0, np.where(per["score_called"] > 0.5, 2, 1))
+    yp = per["y"].to_numpy()
+    correct = call == yp
+    pts = per.index.to_numpy()
+    ones = np.ones(len(yp), int)
+    rows = [_row("accuracy", correct.sum(), len(yp), pts, n_boot, seed, correct, ones)]
+    for k, name in enumerate(class_names):
+        m = yp == k
+        rows.append(
+            _row(f"sensitivity {name}", (correct & m).sum(), m.sum(), pts, n_boot, seed,
+                 correct & m, m)
+        )  # fmt: skip
+    les = yp > 0
+    auc = np.nan
+    if les.any() and len(np.unique(yp[les])) == 2:
+        auc = roc_auc_score(yp[les] == 2, per["score_lesion"].to_numpy()[les])
+    rows.append(_scalar("auc_mrs_3_6_vs_0_2", auc, int(les.sum())))
+    return pd.DataFrame(rows)
 
 
 def evaluate(task: str, y_true, proba, patient_ids, **kw) -> Evaluation:
