@@ -14,6 +14,7 @@ from hypo.features.anatomy import (
     Anatomy,
     AnatomyConfig,
     anatomy_for_store,
+    brain_mask,
     compute_anatomy,
 )
 
@@ -195,6 +196,27 @@ def test_ventricles_only_on_the_patients_ventricle_levels():
         images, pmm, groups=["sub-1", "sub-1"], config=AnatomyConfig(ventricle_min_rel_area=0)
     )
     assert off.ventricles[1].any()
+
+
+def test_vertex_slice_keeps_both_hemispheres():
+    # Near the vertex the fissure parts the hemispheres: two half-ellipses 8 px apart at
+    # 0.5 mm pixels (4 mm, within the 8 mm join gap); a small blob far off is not brain.
+    H = W = 128
+    r, c = np.mgrid[:H, :W].astype(float)
+    head = ((r - 63.5) / 45) ** 2 + ((c - 63.5) / 36) ** 2 <= 1
+    img = np.full((H, W), 10.0)
+    img[head & (np.abs(c - 63.5) > 4)] = 120.0
+    img[(r - 10) ** 2 + (c - 118) ** 2 <= 9] = 120.0  # far from the brain, small
+    img += np.random.default_rng(0).normal(0, 3, img.shape)
+    img = ((img - img.mean()) / img.std()).astype(np.float32)
+    b = brain_mask(img, pixel_mm=0.5)
+    assert b[:, :60].sum() > 0.4 * b.sum() and b[:, 68:].sum() > 0.4 * b.sum()
+    assert not b[5:16, 112:125].any()
+    a = compute_anatomy(img[None], (0.5, 0.5))
+    assert abs(a.table.loc[0, "midline_col_px"] - 63.5) < 1.5
+    # At 2 mm pixels the same 8 px gap is 16 mm: two brains' worth apart, only one is kept.
+    b2 = brain_mask(img, pixel_mm=2.0)
+    assert min(b2[:, :60].sum(), b2[:, 68:].sum()) == 0
 
 
 def test_large_bright_infarct_keeps_the_whole_brain():

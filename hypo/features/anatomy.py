@@ -4,7 +4,8 @@ For each preprocessed axial slice (radiological view: column 0 = patient's RIGHT
 module estimates, without any ground truth:
 
 * the **brain mask** (lowest threshold of a three-class Otsu split, so that a large bright
-  infarct does not take the tissue class; holes filled, largest component);
+  infarct does not take the tissue class; holes filled; the largest component with the
+  large ones beside it, so that both hemispheres count where the fissure parts them);
 * the **midsagittal line**: first the line (angle + offset) about which the brain is most
   mirror-symmetric, found by rotating the slice through candidate angles and locating,
   for each angle, the column of maximal mirror correlation with one FFT (the correlation
@@ -58,7 +59,7 @@ from hypo._util import stable_hash, write_json_atomic
 BRAIN, LEFT, RIGHT, VENTRICLE, EDGE, LESION = 1, 2, 4, 8, 16, 32
 #: Hemisphere codes, as in the synthetic truth masks.
 HEMI_LEFT, HEMI_RIGHT = 1, 2
-ANATOMY_VERSION = 4
+ANATOMY_VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -299,29 +300,40 @@ def _otsu3_low(g: np.ndarray) -> int:
     return int(t1)
 
 
-def brain_mask(img: np.ndarray, min_solidity: float = 0.85) -> np.ndarray:
-    """Brain mask of one slice: Otsu threshold, holes filled, largest component (bool).
+def brain_mask(img: np.ndarray, min_solidity: float = 0.85, pixel_mm: float = 1.0) -> np.ndarray:
+    """Brain mask of one slice: Otsu threshold, holes filled, the largest component and
+    the large ones within a few pixels of it (bool).
 
     The threshold is the lowest of a three-class Otsu split (background | tissue | bright
     tissue or infarct): a two-class Otsu splits tissue from a large bright infarct and
     loses the rest of the brain. Where that candidate is not head-like (e.g. a background
     with two levels), the two-class Otsu threshold is tried next. Empty when no candidate
     is head-like: solidity (area / convex hull area) below ``min_solidity`` (a noise-only
-    slice at the skull base or vertex), or filling most of the frame.
+    slice at the skull base or vertex), or filling most of the frame. ``pixel_mm`` (the
+    smaller side of a pixel) sets how far apart two parts of one brain may lie.
     """
     g = _to_uint8(img)
     if g.max() == 0:
         return np.zeros(img.shape, bool)
     otsu2, _ = cv2.threshold(g, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     for t in dict.fromkeys((_otsu3_low(g), int(otsu2))):
-        comp = _head_component(g > t, min_solidity)
+        comp = _head_component(g > t, min_solidity, BRAIN_JOIN_GAP_MM / pixel_mm)
         if comp is not None:
             return comp
     return np.zeros(img.shape, bool)
 
 
-def _head_component(binary: np.ndarray, min_solidity: float) -> np.ndarray | None:
-    """Largest component of a thresholded slice, holes filled; None when not head-like."""
+#: Components of a slice's brain candidate joined to the largest: at least this share of
+#: its area and within ``BRAIN_JOIN_GAP_MM`` of it (near the vertex the interhemispheric
+#: fissure splits the brain into two hemispheres; at the skull base the temporal lobes
+#: and the cerebellum part). In mm: the per-slice crop enlarges a small vertex slice.
+BRAIN_JOIN_SHARE = 0.2
+BRAIN_JOIN_GAP_MM = 8.0
+
+
+def _head_component(binary: np.ndarray, min_solidity: float, gap_px: float) -> np.ndarray | None:
+    """The brain among a thresholded slice's components, holes filled; None when not
+    head-like. The largest component, with the large ones close to it."""
     b = binary.astype(np.uint8)
     # An opening removes background noise above the threshold (it would otherwise bridge
     # into a frame-filling blob); a closing bridges the dark sulci at the rim so hole
@@ -331,8 +343,35 @@ def _head_component(binary: np.ndarray, min_solidity: float) -> np.ndarray | Non
     n, lab, stats, _ = cv2.connectedComponentsWithStats(b, connectivity=8)
     if n <= 1:
         return None
-    k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    comp = ndimage.binary_fill_holes(lab == k)
+    area = stats[:, cv2.CC_STAT_AREA]
+    k = 1 + int(np.argmax(area[1:]))
+    comp = _filled_head_like(lab == k, min_solidity)
+    if comp is None:
+        return None
+    # Large parts beside the largest belong to the same brain (the solidity test is the
+    # largest part's: two hemispheres with the fissure between them are less solid).
+    big = [j for j in range(1, n) if j != k and area[j] >= BRAIN_JOIN_SHARE * area[k]]
+    if big:
+        d = 2 * int(math.ceil(gap_px)) + 1
+        near = cv2.dilate(
+            comp.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (d, d))
+        )
+        touching = set(np.unique(lab[near > 0]).tolist())
+        joined = [j for j in big if j in touching]
+        if joined:
+            both = ndimage.binary_fill_holes(comp | np.isin(lab, joined))
+            if _frame_share(both) <= 0.6:
+                comp = both
+    return comp
+
+
+def _frame_share(comp: np.ndarray) -> float:
+    return float(np.concatenate([comp[0], comp[-1], comp[:, 0], comp[:, -1]]).mean())
+
+
+def _filled_head_like(part: np.ndarray, min_solidity: float) -> np.ndarray | None:
+    """``part`` with holes filled, or None when it is not head-like."""
+    comp = ndimage.binary_fill_holes(part)
     contours, _ = cv2.findContours(
         comp.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
     )
@@ -340,8 +379,7 @@ def _head_component(binary: np.ndarray, min_solidity: float) -> np.ndarray | Non
     if hull <= 0 or comp.sum() / hull < min_solidity:
         return None
     # Even a tightly cropped head meets the frame over a small part of it; noise fills it.
-    frame = np.concatenate([comp[0], comp[-1], comp[:, 0], comp[:, -1]])
-    if frame.mean() > 0.6:
+    if _frame_share(comp) > 0.6:
         return None
     return comp
 
@@ -489,7 +527,7 @@ def compute_anatomy(
     brains, fits, weights = [], [], []
     for i in range(n):
         img = np.asarray(images[i], dtype=np.float32)
-        b = brain_mask(img, config.brain_min_solidity)
+        b = brain_mask(img, config.brain_min_solidity, float(min(pmm[i])))
         brains.append(b)
         if b.sum() < config.min_brain_area_px:
             fits.append(None)
