@@ -303,15 +303,7 @@ def evaluate_mrs(
     """
     y, p, pid = _validate(y_true, proba, patient_ids)
     K = p.shape[1]
-    pred = p.argmax(axis=1)
-    correct = pred == y
-    rows = [_row("accuracy", correct.sum(), len(y), pid, n_boot, seed, correct, np.ones_like(y))]
-    for k, name in enumerate(class_names):
-        m = y == k
-        rows.append(
-            _row(f"sensitivity {name}", (correct & m).sum(), m.sum(), pid, n_boot, seed,
-                 correct & m, m)
-        )  # fmt: skip
+    rows = _class_rows(y, p.argmax(axis=1), pid, class_names, n_boot, seed)
     pp = np.clip(p, 1e-15, 1.0)
     rows.append(_scalar("nll", log_loss(y, pp / pp.sum(1, keepdims=True), labels=range(K)), len(y)))
     # Lesion slices only: does the model tell the two outcome groups apart?
@@ -321,6 +313,19 @@ def evaluate_mrs(
         rows.append(_scalar("auc_mrs_3_6_vs_0_2", roc_auc_score(y[les] == 2, score), les.sum()))
     patient = _mrs_patient_table(y, p, pid, class_names, n_boot, seed)
     return Evaluation(pd.DataFrame(rows), patient=patient, classes=list(class_names))
+
+
+def _class_rows(y, pred, units, class_names, n_boot, seed) -> list[dict]:
+    """Accuracy and per-class sensitivity rows (``units``: the bootstrap's clusters)."""
+    correct = pred == y
+    rows = [_row("accuracy", correct.sum(), len(y), units, n_boot, seed, correct, np.ones_like(y))]
+    for k, name in enumerate(class_names):
+        m = y == k
+        rows.append(
+            _row(f"sensitivity {name}", (correct & m).sum(), m.sum(), units, n_boot, seed,
+                 correct & m, m)
+        )  # fmt: skip
+    return rows
 
 
 def _mrs_patient_table(y, p, pid, class_names, n_boot, seed) -> pd.DataFrame:
@@ -338,16 +343,7 @@ def _mrs_patient_table(y, p, pid, class_names, n_boot, seed) -> pd.DataFrame:
     })  # fmt: skip
     call = np.where(~per["called"], 0, np.where(per["score_called"] > 0.5, 2, 1))
     yp = per["y"].to_numpy()
-    correct = call == yp
-    pts = per.index.to_numpy()
-    ones = np.ones(len(yp), int)
-    rows = [_row("accuracy", correct.sum(), len(yp), pts, n_boot, seed, correct, ones)]
-    for k, name in enumerate(class_names):
-        m = yp == k
-        rows.append(
-            _row(f"sensitivity {name}", (correct & m).sum(), m.sum(), pts, n_boot, seed,
-                 correct & m, m)
-        )  # fmt: skip
+    rows = _class_rows(yp, call, per.index.to_numpy(), class_names, n_boot, seed)
     les = yp > 0
     auc = np.nan
     if les.any() and len(np.unique(yp[les])) == 2:
