@@ -129,3 +129,22 @@ def test_true_model_on_all_patients_needs_no_fit():
     assert acc["n_patients"].item() == 200 and acc["n_slices"].item() == 400
     test = raw[(raw["oracle"] == "true model") & (raw["rule"] == "P > 0.5")]
     assert test["n_patients"].max() == 100
+    # The PO oracles, cross-fitted: every patient predicted out of sample.
+    cv = raw[raw["oracle"].str.endswith("all patients (5-fold cross-fitted)")]
+    assert set(cv["oracle"].str.split(",").str[0]) == {"fitted PO", "image PO"}
+    assert (cv.loc[cv["metric"] == "accuracy (lesion slices)", "n_patients"] == 200).all()
+    auc = cv[cv["metric"] == "AUC mRS 3-6 vs 0-2"].set_index("oracle")["estimate"]
+    assert auc.min() > 0.6  # swelling, visible to both, drives this outcome
+
+
+def test_cross_fitting_is_seeded_and_out_of_sample():
+    from hypo.nets.oracle import cross_fitted_poor
+
+    cohort, pid = _cohort(n=150, seed=4)
+    df = cohort.participants.join(cohort.truth()).reset_index()
+    df["mrs_3months"] = df["mrs_3months"].astype(int)
+    df["log_volume"] = np.log(df["lesion_volume_ml"] + 1)
+    a = cross_fitted_poor(df, ("log_volume", "swelling"))
+    np.testing.assert_array_equal(a, cross_fitted_poor(df, ("log_volume", "swelling")))
+    assert not np.allclose(a, cross_fitted_poor(df, ("log_volume", "swelling"), seed=1))
+    assert ((a > 0) & (a < 1)).all()
