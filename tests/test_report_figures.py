@@ -17,6 +17,7 @@ from hypo.report.figures import (
     grotta_bars,
     grotta_data,
     or_convention,
+    readable_feature,
     write_figures,
 )
 
@@ -231,3 +232,13 @@ def test_cam_panels_reject_wrong_shapes_and_missing_maps():
         cam_panel_figure([ex], methods=("hirescam",))
     with pytest.raises(ValueError, match="scale"):
         cam_panel_figure([_example()], scale="zscore")
+
+
+def test_readable_feature_names():
+    assert readable_feature("stroke__edge_density_ratio__cam") == (
+        "edge density ratio (stroke model, CAM)"
+    )
+    assert readable_feature("mrs__asymmetry_ipsi_contra__control_uniform") == (
+        "asymmetry ipsi contra (mrs model, control: uniform)"
+    )
+    assert readable_feature("asymmetry_index") == "asymmetry_index"

@@ -266,7 +266,9 @@ def forest_data(results: pd.DataFrame, panel: str | None = "model") -> pd.DataFr
     d["note"] = [n if len(n) <= 60 else n[:57] + "..." for n in d["note"]]
     base = d["hypothesis"].astype(str) + ": " + d["feature"].astype(str)
     multi_term = d.groupby(["hypothesis", "model", "map_source"])["term"].transform("nunique") > 1
-    base = base.where(~multi_term, base + " [" + d["term"].astype(str) + "]")
+    # The term joins the label where a fit has several and it is not the feature itself.
+    named = multi_term & (d["term"].astype(str) != d["feature"].astype(str))
+    base = base.where(~named, base + " [" + d["term"].astype(str) + "]")
     if "analysis" in d.columns:
         sens = d["analysis"].fillna("primary").astype(str) != "primary"
         base = base.where(~sens, base + " (" + d["analysis"].astype(str) + ")")
@@ -341,6 +343,7 @@ def forest_plot(
         + p9.labs(x=axis, y="", title="Odds ratios by hypothesis")
         + p9.theme_bw()
         + p9.theme(legend_position="bottom")
+        + p9.guides(colour=p9.guide_legend(title="map source", nrow=2))
     )
     if len(est):
         plot += p9.geom_segment(aes_seg, data=est, size=0.7)
@@ -357,7 +360,10 @@ def forest_plot(
     if facet is not None and d[facet].nunique() > 1:
         plot += p9.facet_grid(f"{facet} ~ .", scales="free_y", space="free_y")
     if path is not None:
-        save_figure(plot, path, width=8.0, height=1.6 + 0.32 * len(d), dpi=dpi)
+        # Wide enough that long row labels leave the panel room for its axis title.
+        longest = int(d["label"].astype(str).str.len().max()) if len(d) else 0
+        width = min(max(8.0, 4.5 + 0.075 * longest), 14.0)
+        save_figure(plot, path, width=width, height=1.9 + 0.32 * len(d), dpi=dpi)
     return plot
 
 
@@ -419,6 +425,20 @@ def feature_by_mrs(
     return plot
 
 
+def readable_feature(column: str) -> str:
+    """``"stroke__edge_density_ratio__cam"`` -> ``"edge density ratio (stroke model, CAM)"``.
+
+    Analysis-table columns are ``<model>__<feature>__<map source>``; anything else is
+    returned unchanged.
+    """
+    parts = str(column).split("__")
+    if len(parts) != 3:
+        return str(column)
+    model, feature, source = parts
+    source = "CAM" if source == "cam" else source.replace("control_", "control: ").replace("_", " ")
+    return f"{feature.replace('_', ' ')} ({model} model, {source})"
+
+
 def write_figures(
     df: pd.DataFrame,
     results: pd.DataFrame,
@@ -438,10 +458,11 @@ def write_figures(
     paths["forest_plot"] = rel
     for f in features:
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f)
+        label = readable_feature(f)
         rel = Path("figures") / f"grotta_{safe}.png"
-        grotta_bars(df, f, outcome, path=out_dir / rel, dpi=dpi)
+        grotta_bars(df, f, outcome, feature_label=label, path=out_dir / rel, dpi=dpi)
         paths[f"grotta_{f}"] = rel
         rel = Path("figures") / f"feature_by_mrs_{safe}.png"
-        feature_by_mrs(df, f, outcome, path=out_dir / rel, dpi=dpi)
+        feature_by_mrs(df, f, outcome, feature_label=label, path=out_dir / rel, dpi=dpi)
         paths[f"feature_by_mrs_{f}"] = rel
     return paths
