@@ -661,7 +661,7 @@ def cam_examples(cohort, table, pop, feats, cfg: AnalysisConfig, cards):
             break
     stores = {k: SliceStore.open(feats[k].table.attrs["store"]) for k in MODEL_KEYS}
     cams = {k: CamStore.open(feats[k].table.attrs["cam_dirs"][0]) for k in MODEL_KEYS}
-    examples, maxima = [], []
+    examples = []
     for pid in picks:
         st = stores["stroke"]
         rows = st.patient_rows(pid)
@@ -682,7 +682,6 @@ def cam_examples(cohort, table, pop, feats, cfg: AnalysisConfig, cards):
                 probs[label] = float(res.probabilities[0, c])
                 for m in res.methods:
                     maps[m, label] = np.asarray(res[m][0, ci], float)
-                    maxima.append(float(np.max(res.raw[m][0, ci])))
         mask = stores["stroke"].masks.get("lesion")
         examples.append(
             CamExample(
@@ -700,10 +699,10 @@ def cam_examples(cohort, table, pop, feats, cfg: AnalysisConfig, cards):
         )
     classes = [f"{k}: {c}" for k in MODEL_KEYS for c in PANEL_CLASSES[k]]
     methods = [m for m in ("gradcam", "gradcampp") if m in cfg.methods]
-    # One colour scale for the cohort: the 99th percentile of the raw maps of the panel
-    # classes over every lesion slice of the analysed patients (a maximum of the examples
-    # alone would rescale with the choice of examples).
-    vals = []
+    # One colour scale per method for the cohort: the 99th percentile of the method's raw
+    # maps of the panel classes over every lesion slice of the analysed patients (a maximum
+    # of the examples alone would rescale with the choice of examples).
+    vals = {m: [] for m in methods}
     analysed = set(data["participant_id"].astype(str))
     for k in MODEL_KEYS:
         t = stores[k].table
@@ -713,10 +712,12 @@ def cam_examples(cohort, table, pop, feats, cfg: AnalysisConfig, cards):
         classes_k = [str(c) for c in cards[k]["classes"]]
         cidx = [list(cams[k].classes).index(classes_k.index(c)) for c in PANEL_CLASSES[k]]
         for m in methods:
-            vals.append(np.asarray(cams[k].maps(m, rows, resized=False))[:, cidx].ravel())
-    allv = np.concatenate(vals) if vals else np.zeros(1)
-    vmax = float(np.percentile(allv, 99)) if allv.size else None
-    vmax = vmax if vmax and vmax > 0 else (float(max(maxima)) if maxima else None)
+            vals[m].append(np.asarray(cams[k].maps(m, rows, resized=False))[:, cidx].ravel())
+    vmax = {}
+    for m in methods:
+        allv = np.concatenate(vals[m]) if vals[m] else np.zeros(0)
+        v = float(np.percentile(allv, 99)) if allv.size else 0.0
+        vmax[m] = v if v > 0 else None  # None: the range of the maps shown
     kw = {"classes": classes, "methods": methods, "scale": "raw", "vmin": 0.0, "vmax": vmax}
     return examples, kw
 

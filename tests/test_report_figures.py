@@ -197,7 +197,7 @@ def test_cam_panels_layout_labels_and_markers(tmp_path):
 
     fig = cam_panel_figure([_example(), _example("sub-002", mrs=np.nan)])
     try:
-        axes = np.array(fig.axes[:-1]).reshape(2, 6)  # last axis is the colour bar
+        axes = np.array(fig.axes[:12]).reshape(2, 6)  # then one colour bar per method
         assert axes[0, 2].get_title() == "Grad-CAM\nstroke"
         assert axes[0, 3].get_title() == "Grad-CAM++\nstroke"
         assert axes[0, 2].get_xlabel() == "p(stroke) = 0.90"
@@ -207,15 +207,30 @@ def test_cam_panels_layout_labels_and_markers(tmp_path):
         # Radiological view: "R" on the image's left (x < 0.5), "L" on its right.
         marks = {t.get_text(): t.get_position()[0] for t in axes[0, 3].texts}
         assert marks["R"] < 0.5 < marks["L"]
-        assert "raw" in fig.axes[-1].get_ylabel()
-        # Raw maps share one colour scale across panels: Grad-CAM peaks at 2, ++ at 1.
-        assert axes[0, 2].images[1].get_clim() == axes[0, 3].images[1].get_clim()
+        bars = [a.get_ylabel() for a in fig.axes[12:]]
+        assert bars == [
+            "Grad-CAM, raw (shared by its panels)",
+            "Grad-CAM++, raw (shared by its panels)",
+        ]
+        # Raw maps: one colour scale per method, shared across patients and classes
+        # (Grad-CAM peaks at 2, ++ at 1: one scale for both would fade the smaller one).
+        assert axes[0, 2].images[1].get_clim() == axes[1, 4].images[1].get_clim()
+        assert axes[0, 3].images[1].get_clim() == axes[1, 5].images[1].get_clim()
+        assert axes[0, 2].images[1].get_clim() != axes[0, 3].images[1].get_clim()
     finally:
         plt.close(fig)
     fig = cam_panel_figure([_example()], classes=["stroke"], scale="per_image")
     try:
         assert "per-image" in fig.axes[-1].get_ylabel()
         assert fig.axes[2].images[1].get_array().max() == pytest.approx(1.0)
+    finally:
+        plt.close(fig)
+    # A cohort scale per method, or one number for all.
+    fig = cam_panel_figure([_example()], vmin=0.0, vmax={"gradcam": 4.0, "gradcam++": 0.5})
+    try:
+        assert fig.axes[2].images[1].get_clim() == (0.0, 4.0)
+        assert fig.axes[3].images[1].get_clim() == (0.0, 0.5)
+        assert "cohort scale" in fig.axes[-1].get_ylabel()
     finally:
         plt.close(fig)
     out = write_cam_panels(tmp_path / "cams.png", [_example()], dpi=50)

@@ -7,9 +7,11 @@ its class, as in the paper; the row is named by ``participant_id``, slice and 3-
 Slices are in the radiological view (column 0 = the patient's right), marked "R" on the
 image's left and "L" on its right.
 
-Maps are shown either raw on one shared colour scale (so panels compare across patients
-and classes; pass the cohort's ``vmin``/``vmax`` for a cohort-wide scale) or each scaled
-to [0, 1] by its own minimum and maximum; the colour bar says which.
+Maps are shown either raw, on one colour scale per method shared by every patient and class
+(so panels compare across patients and classes; pass the cohort's ``vmin``/``vmax``, per
+method, for a cohort-wide scale; raw Grad-CAM and Grad-CAM++ differ by orders of
+magnitude, so one scale for both would blank one of them), or each scaled to [0, 1] by its
+own minimum and maximum; the colour bars say which.
 """
 
 from __future__ import annotations
@@ -158,8 +160,8 @@ def cam_panel_figure(
     classes: Sequence[str] | None = None,
     methods: Sequence[str] = ("gradcam", "gradcam++"),
     scale: str = "raw",
-    vmin: float | None = None,
-    vmax: float | None = None,
+    vmin: float | Mapping[str, float] | None = None,
+    vmax: float | Mapping[str, float] | None = None,
     alpha: float = 0.5,
     cmap: str = "jet",
     tile_inches: float = 1.9,
@@ -177,9 +179,11 @@ def cam_panel_figure(
     methods : sequence of str
         CAM methods per class, e.g. ``("gradcam", "gradcam++")`` (keys of ``maps``).
     scale : {"raw", "per_image"}
-        ``"raw"``: maps as computed, on one colour scale shared by every heat-map panel
-        (``vmin``/``vmax`` if given, e.g. cohort percentiles; else the range of the maps
-        shown). ``"per_image"``: each map min-max scaled to [0, 1] on its own.
+        ``"raw"``: maps as computed, on one colour scale per method shared by all its
+        panels, with a colour bar each (``vmin``/``vmax`` if given, a number for every
+        method or a mapping method -> number, e.g. cohort percentiles; else the range of
+        the method's maps shown). ``"per_image"``: each map min-max scaled to [0, 1] on
+        its own.
     alpha : float
         Opacity of the heat map over the preprocessed image.
 
@@ -211,17 +215,29 @@ def cam_panel_figure(
                 shown[i, key] = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
             else:
                 shown[i, key] = m
-    if scale == "per_image":
-        lo, hi = 0.0, 1.0
-        bar_label = "CAM, per-image normalised (min-max to 0-1)"
-    else:
-        all_vals = np.concatenate([v.ravel() for v in shown.values()]) if shown else np.zeros(1)
-        lo = float(all_vals.min()) if vmin is None else float(vmin)
-        hi = float(all_vals.max()) if vmax is None else float(vmax)
+    # Colour scale (lo, hi) and colour-bar label of each method.
+    limits, bar_labels = {}, {}
+    for method in methods:
+        name = METHOD_NAMES.get(method.lower(), method)
+        if scale == "per_image":
+            limits[method] = (0.0, 1.0)
+            bar_labels[method] = f"{name}, per-image normalised (min-max to 0-1)"
+            continue
+        vals = [v.ravel() for (_, (m, _c)), v in shown.items() if m == method]
+        vals = np.concatenate(vals) if vals else np.zeros(1)
+        given_lo, given_hi = _for_method(vmin, method), _for_method(vmax, method)
+        lo = float(vals.min()) if given_lo is None else given_lo
+        hi = float(vals.max()) if given_hi is None else given_hi
         if hi <= lo:
             hi = lo + 1.0
-        where = "cohort scale" if (vmin is not None or vmax is not None) else "shared across panels"
-        bar_label = f"CAM, raw ({where})"
+        where = "cohort scale" if (given_lo, given_hi) != (None, None) else "shared by its panels"
+        limits[method] = (lo, hi)
+        bar_labels[method] = f"{name}, raw ({where})"
+    if scale == "per_image":  # one scale for all: one bar
+        methods_with_bar = list(methods[:1])
+        bar_labels = {m: "CAM, per-image normalised (min-max to 0-1)" for m in methods_with_bar}
+    else:
+        methods_with_bar = list(methods)
 
     n_rows, n_cols = len(exs), 2 + len(columns)
     fig, axes = plt.subplots(
@@ -231,7 +247,7 @@ def cam_panel_figure(
         squeeze=False,
         layout="constrained",
     )
-    heat = None
+    heat = {}
     for r, (ex, chk) in enumerate(zip(exs, checked)):
         pid = _text(ex.participant_id)
         mrs = ex.mrs_3months
@@ -249,7 +265,8 @@ def cam_panel_figure(
         for c, (method, cls) in enumerate(columns, start=2):
             ax = axes[r, c]
             ax.imshow(chk["pre"], cmap="gray", interpolation="nearest")
-            heat = ax.imshow(
+            lo, hi = limits[method]
+            heat[method] = ax.imshow(
                 shown[r, (method, cls)], cmap=cmap, vmin=lo, vmax=hi, alpha=alpha,
                 interpolation="bilinear",
             )  # fmt: skip
@@ -265,13 +282,23 @@ def cam_panel_figure(
     for c, (method, cls) in enumerate(columns, start=2):
         name = METHOD_NAMES.get(method.lower(), method)
         axes[0, c].set_title(f"{_text(name)}\n{_text(cls)}", fontsize=8)
-    if heat is not None:
-        cb = fig.colorbar(heat, ax=axes[:, 2:].ravel().tolist(), shrink=0.8, pad=0.01)
-        cb.set_label(bar_label, fontsize=7)
+    for method in methods_with_bar:
+        if method not in heat:
+            continue
+        cb = fig.colorbar(heat[method], ax=axes[:, 2:].ravel().tolist(), shrink=0.8, pad=0.01)
+        cb.set_label(_text(bar_labels[method]), fontsize=7)
         cb.ax.tick_params(labelsize=6)
     if title:
         fig.suptitle(_text(title), fontsize=9)
     return fig
+
+
+def _for_method(v, method: str) -> float | None:
+    if v is None:
+        return None
+    if isinstance(v, Mapping):
+        return None if v.get(method) is None else float(v[method])
+    return float(v)
 
 
 def write_cam_panels(path: str | Path, examples, dpi: int = 150, **kwargs) -> Path:

@@ -413,7 +413,10 @@ def write_analysis_report(
                 [
                     "Rows: example slices (radiological view, R = patient's right). Columns: "
                     "original slice, preprocessed network input, then heat maps per class and "
-                    "method with the predicted probability of that class below each.",
+                    "method with the predicted probability of that class below each. Raw maps "
+                    "share one colour scale per method (its colour bar), across patients and "
+                    "classes; raw Grad-CAM and Grad-CAM++ values differ by orders of magnitude, "
+                    "so compare colours within a method only.",
                     Figure(rel, "CAM panels"),
                 ],
             )
