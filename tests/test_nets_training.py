@@ -241,3 +241,24 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     assert "REPLICAS 2" in res.stdout
     assert "EPOCHS 1" in res.stdout
+
+
+def test_assess_cli_refuses_a_card_without_its_split(tmp_path, capsys, tiny_cohort):
+    import json
+
+    from hypo.nets.assess import main
+
+    d = tmp_path / "model"
+    d.mkdir()
+    (d / "card.json").write_text(json.dumps({"architecture": "gap", "classes": ["a", "b"]}))
+    assert main([str(d)]) == 2
+    err = capsys.readouterr().err
+    assert "card.json" in err and "test_patients" in err
+    # A card of another cohort: refused by cohort id, naming both.
+    card = {"architecture": "gap", "classes": ["a", "b"], "test_patients": ["sub-01"],
+            "train_patients": ["sub-02"], "preprocessing": {"size": 32},
+            "cohort": {"id": "dev-elsewhere"}}  # fmt: skip
+    (d / "card.json").write_text(json.dumps(card))
+    assert main([str(d), "--cohort", str(tiny_cohort)]) == 2
+    err = capsys.readouterr().err
+    assert "dev-elsewhere" in err and "--cohort" in err
