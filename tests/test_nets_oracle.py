@@ -148,3 +148,27 @@ def test_cross_fitting_is_seeded_and_out_of_sample():
     np.testing.assert_array_equal(a, cross_fitted_poor(df, ("log_volume", "swelling")))
     assert not np.allclose(a, cross_fitted_poor(df, ("log_volume", "swelling"), seed=1))
     assert ((a > 0) & (a < 1)).all()
+
+
+def test_lesion_area_baseline_per_slice():
+    cohort, pid = _cohort(n=120, seed=5)
+    part = cohort.participants
+    rng = np.random.default_rng(5)
+    rows = []
+    for p in pid:
+        poor = part.loc[p, "mrs_3months"] > 2
+        for _ in range(3):  # larger lesion slices in poor-outcome patients
+            area = rng.lognormal(5.0 if poor else 3.5, 0.5)
+            rows.append({"participant_id": p, "lesion_visible": True, "lesion_area_mm2": area,
+                         "mrs_3months": part.loc[p, "mrs_3months"]})  # fmt: skip
+        rows.append({"participant_id": p, "lesion_visible": False, "lesion_area_mm2": 0.0,
+                     "mrs_3months": part.loc[p, "mrs_3months"]})  # fmt: skip
+    table = pd.DataFrame(rows)
+    raw = mrs_oracle(cohort, pid[:80], pid[80:], pd.Series(3, index=pid[80:]), slice_table=table)
+    base = raw[raw["oracle"] == "slice lesion area (logistic)"].set_index(["rule", "metric"])
+    assert base.loc[("threshold-free", "AUC mRS 3-6 vs 0-2"), "estimate"] > 0.85
+    # Per slice: the 40 test patients' 120 lesion slices, lesion-free slices left out.
+    assert base.loc[("P > 0.5", "accuracy (lesion slices)"), "n_slices"] == 120
+    with pytest.raises(OracleError, match="lesion_area_mm2"):
+        mrs_oracle(cohort, pid[:80], pid[80:], pd.Series(3, index=pid[80:]),
+                   slice_table=table.drop(columns="lesion_area_mm2"))  # fmt: skip

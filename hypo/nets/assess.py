@@ -97,7 +97,9 @@ def evaluate_on_store(
         counts = les.groupby(les["participant_id"].astype(str)).size()
         every = table[table["lesion_visible"].astype(bool)]
         every = every.groupby(every["participant_id"].astype(str)).size()
-        write_oracle(out_dir, mrs_oracle(cohort, train_patients, sorted(test), counts, every))
+        write_oracle(
+            out_dir, mrs_oracle(cohort, train_patients, sorted(test), counts, every, table)
+        )
     return ev
 
 

@@ -20,15 +20,23 @@ test patients the model is evaluated on:
     territory, swelling): the ceiling for the images alone. Age, pre-stroke mRS, NIHSS and
     treatment are not in a DWI slice.
 
-Each predicts per patient; the per-class sensitivities over lesion slices weight each
+``slice lesion area``
+    Not an oracle but a floor for the CNN: a logistic regression of mRS 3-6 on the log of
+    the lesion area the reader marked on each slice, fitted on the training patients'
+    lesion slices and applied to the test patients' (given ``slice_table``). A CNN that
+    reads outcome from the image should beat it.
+
+The oracles predict per patient; the per-class sensitivities over lesion slices weight each
 patient by their lesion slices, as the mRS model's Table 3 rows do. Two decision rules:
 ``P > 0.5`` (the Bayes rule for accuracy) and ``balanced`` (poor outcome when its
 probability exceeds its share among the training patients: the rule a classifier trained
 with class weights, like the mRS model, approximates; it trades mRS 0-2 sensitivity for
 mRS 3-6 sensitivity). A third, optimistic row, ``best cut for targets``, picks the cut on
 the test patients themselves that comes closest to the targets of :data:`TARGETS` (the
-most any threshold of that oracle could give): if it misses, no classifier with that
-information reaches both targets on these patients. The threshold-free AUC of mRS 3-6 vs
+most any threshold of that oracle could give): if it misses, no threshold on that
+oracle's per-patient probability reaches both targets on these patients. (Slice-level
+predictions may differ between a patient's slices and so interpolate between such cuts;
+the per-slice ``slice lesion area`` row shows how far that goes.) The threshold-free AUC of mRS 3-6 vs
 0-2 over lesion slices compares with the model card's ``auc_mrs_3_6_vs_0_2``. With
 ``all_lesion_slices`` the true model is also evaluated on every patient of the cohort
 (``true model, all patients``): it needs no fit, so it can say whether the test patients
@@ -136,6 +144,26 @@ def _best_cut(p_poor, poor_true, weights) -> float:
     return float(cuts[int(np.argmax(margin))])
 
 
+def _lesion_area_rows(table: pd.DataFrame, train_patients, test_patients) -> list[dict]:
+    from sklearn.linear_model import LogisticRegression
+
+    need = ["participant_id", "lesion_visible", "lesion_area_mm2", "mrs_3months"]
+    missing = [c for c in need if c not in table.columns]
+    if missing:
+        raise OracleError(f"slice table lacks column(s) {missing} for the lesion-area baseline")
+    t = table[table["lesion_visible"].astype(bool) & table["mrs_3months"].notna()]
+    pid = t["participant_id"].astype(str)
+    x = np.log1p(pd.to_numeric(t["lesion_area_mm2"]).fillna(0).to_numpy(float))[:, None]
+    poor = pd.to_numeric(t["mrs_3months"]).to_numpy() > GOOD_MAX
+    tr = pid.isin({str(p) for p in train_patients}).to_numpy()
+    te = pid.isin({str(p) for p in test_patients}).to_numpy()
+    if not te.any() or len(np.unique(poor[tr])) < 2:
+        return []
+    fit = LogisticRegression().fit(x[tr], poor[tr])
+    return _rows("slice lesion area (logistic)", fit.predict_proba(x[te])[:, 1], poor[te],
+                 np.ones(int(te.sum())), float(poor[tr].mean()))  # fmt: skip
+
+
 def cross_fitted_poor(df: pd.DataFrame, terms, seed: int = 0) -> np.ndarray:
     """P(mRS 3-6) of each patient from PO fits that did not see them.
 
@@ -171,6 +199,7 @@ def mrs_oracle(
     test_patients,
     lesion_slices: pd.Series,
     all_lesion_slices: pd.Series | None = None,
+    slice_table: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Per-class sensitivity of the two oracles on the test patients' lesion slices.
 
@@ -185,6 +214,9 @@ def mrs_oracle(
         numbers comparable with the mRS model's slice-level Table 3.
     all_lesion_slices : Series, optional
         Lesion slices of every patient of the cohort: adds the true model on all of them.
+    slice_table : DataFrame, optional
+        The slice store's table (``participant_id``, ``lesion_visible``,
+        ``lesion_area_mm2``, ``mrs_3months``): adds the ``slice lesion area`` baseline.
 
     Returns
     -------
@@ -240,6 +272,8 @@ def mrs_oracle(
                 continue
             rows += _rows(f"{name}, all patients ({CV_FOLDS}-fold cross-fitted)", p_cv, poor_all,
                           wa[wa > 0], share)  # fmt: skip
+    if slice_table is not None:
+        rows += _lesion_area_rows(slice_table, train_patients, test_patients)
     out = pd.DataFrame(rows)
     out.attrs["note"] = "; ".join(notes)
     out.attrs["n_train"] = len(train)
@@ -268,7 +302,7 @@ def oracle_for_model(model_dir: str | Path, cohort=None, store=None) -> pd.DataF
     les = t[t["lesion_visible"].astype(bool)]
     counts = les.groupby(les["participant_id"].astype(str)).size()
     # The test rows take their own patients' counts; all counts add the whole-cohort row.
-    return mrs_oracle(cohort, card["train_patients"], sorted(test), counts, counts)
+    return mrs_oracle(cohort, card["train_patients"], sorted(test), counts, counts, t)
 
 
 def write_oracle(model_dir: str | Path, table: pd.DataFrame) -> None:
@@ -293,12 +327,15 @@ def write_oracle(model_dir: str | Path, table: pd.DataFrame) -> None:
         f"share among the training patients, {a.get('balanced_at', math.nan):.3f}: what "
         "class-weighted training approximates); `best cut for targets` (optimistic: the cut "
         "chosen on these test patients that comes closest to the per-class targets "
-        f"{TARGETS['mRS 0-2']:.2f} / {TARGETS['mRS 3-6']:.2f}; if it misses, no classifier "
-        "with that oracle's information reaches both here). `true model, all patients`: the "
+        f"{TARGETS['mRS 0-2']:.2f} / {TARGETS['mRS 3-6']:.2f}; if it misses, no threshold on "
+        "that oracle's per-patient probability reaches both here). `true model, all patients`: the "
         "true model on every patient of the cohort with a lesion slice and an mRS (it needs "
         f"no fit); `..., all patients ({CV_FOLDS}-fold cross-fitted)`: the PO oracles "
         f"predicted out of sample for every such patient ({CV_FOLDS} folds x {CV_REPEATS} "
-        "seeded repeats, averaged). Each patient's prediction counts once per "
+        "seeded repeats, averaged); `slice lesion area (logistic)`: not an oracle but a "
+        "floor, a logistic regression on the log of the reader's lesion area on each slice "
+        "(per slice, fitted on the training patients' lesion slices). Each oracle patient's "
+        "prediction counts once per "
         "lesion slice, as in the mRS model's table; Wilson 95 % CIs over slices; AUC weighted "
         "by lesion slices.\n\n"
         + markdown_table(t[["oracle", "rule", "metric", "value", "n_slices", "n_patients"]])
