@@ -173,18 +173,22 @@ def cross_fitted_poor(df: pd.DataFrame, terms, seed: int = 0) -> np.ndarray:
     """
     from sklearn.model_selection import StratifiedKFold
 
-    from hypo.stats import fit_proportional_odds
-
     poor = df["mrs_3months"].to_numpy() > GOOD_MAX
     out = np.zeros(len(df))
     for r in range(CV_REPEATS):
         folds = StratifiedKFold(CV_FOLDS, shuffle=True, random_state=seed + r)
         for tr, te in folds.split(np.zeros(len(df)), poor):
-            train = df.iloc[tr]
-            probs = fit_proportional_odds(train, _formula(train, terms)).predict_proba(df.iloc[te])
-            cols = [lv for lv in probs.columns if int(lv) > GOOD_MAX]
-            out[te] += probs[cols].sum(axis=1).to_numpy() / CV_REPEATS
+            out[te] += _po_poor(df.iloc[tr], df.iloc[te], terms) / CV_REPEATS
     return out
+
+
+def _po_poor(train: pd.DataFrame, test: pd.DataFrame, terms) -> np.ndarray:
+    """P(mRS 3-6) of ``test`` from a PO fit of mRS on ``terms`` in ``train``."""
+    from hypo.stats import fit_proportional_odds
+
+    probs = fit_proportional_odds(train, _formula(train, terms)).predict_proba(test)
+    cols = [lv for lv in probs.columns if int(lv) > GOOD_MAX]
+    return probs[cols].sum(axis=1).to_numpy()
 
 
 def _formula(train: pd.DataFrame, terms) -> str:
@@ -226,7 +230,6 @@ def mrs_oracle(
         optimistic). ``attrs``: ``note`` (why a fitted oracle is missing), ``n_train``,
         ``formula`` (fitted PO), ``image_formula`` (image PO), ``balanced_at``.
     """
-    from hypo.stats import fit_proportional_odds
     from hypo.stats.ordinal import OrdinalFitError
 
     df = _patient_table(cohort)
@@ -247,16 +250,19 @@ def mrs_oracle(
     share = float((train["mrs_3months"] > GOOD_MAX).mean()) if len(train) else 0.5
     rows = _rows("true model", test["p_poor_true_model"].to_numpy(), poor_true, w, share)
     notes = []
-    for name, f in (("fitted PO", formula), ("image PO", image_formula)):
+
+    def attempt(name, fn):
+        # A failed clinical fit must not hide the true-model ceiling; the note says why.
         try:
-            fit = fit_proportional_odds(train, f)
+            return fn()
         except OrdinalFitError as e:
-            # A failed clinical fit must not hide the true-model ceiling; the note says why.
             notes.append(f"{name} not available: {e}")
-            continue
-        probs = fit.predict_proba(test)
-        poor = [lv for lv in probs.columns if int(lv) > GOOD_MAX]
-        rows += _rows(name, probs[poor].sum(axis=1).to_numpy(), poor_true, w, share)
+            return None
+
+    for name, terms in (("fitted PO", ORACLE_TERMS), ("image PO", IMAGE_TERMS)):
+        p_poor = attempt(name, lambda t=terms: _po_poor(train, test, t))
+        if p_poor is not None:
+            rows += _rows(name, p_poor, poor_true, w, share)
     if all_lesion_slices is not None:
         wa = all_lesion_slices.reindex(df.loc[has, "participant_id"]).fillna(0).to_numpy(float)
         every = df[has][wa > 0]
@@ -265,13 +271,10 @@ def mrs_oracle(
                       poor_all, wa[wa > 0], share)  # fmt: skip
         every = every.assign(mrs_3months=every["mrs_3months"].astype(int))
         for name, terms in (("fitted PO", ORACLE_TERMS), ("image PO", IMAGE_TERMS)):
-            try:
-                p_cv = cross_fitted_poor(every, terms)
-            except OrdinalFitError as e:
-                notes.append(f"{name}, all patients, not available: {e}")
-                continue
-            rows += _rows(f"{name}, all patients ({CV_FOLDS}-fold cross-fitted)", p_cv, poor_all,
-                          wa[wa > 0], share)  # fmt: skip
+            label = f"{name}, all patients ({CV_FOLDS}-fold cross-fitted)"
+            p_cv = attempt(label, lambda t=terms: cross_fitted_poor(every, t))
+            if p_cv is not None:
+                rows += _rows(label, p_cv, poor_all, wa[wa > 0], share)
     if slice_table is not None:
         rows += _lesion_area_rows(slice_table, train_patients, test_patients)
     out = pd.DataFrame(rows)
