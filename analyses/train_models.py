@@ -67,6 +67,20 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="split the CPU into N logical devices (to try --strategy mirrored)",
     )
+    p.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="model folder whose weights start this run where layers match (e.g. a "
+        "stroke model for the mRS model); refused if it saw a test patient",
+    )
+    p.add_argument(
+        "--exclude-test-of",
+        type=Path,
+        default=None,
+        help="leave out the test patients of this model folder (to train a "
+        "backbone for it without touching its test set)",
+    )
     p.add_argument("--n-boot", type=int, default=2000, help="patient bootstrap replicates")
     p.add_argument("--out", type=Path, required=True, help="model folder, e.g. models/<name>")
     p.add_argument("--resume", action="store_true", help="continue from <out>/run/checkpoint")
@@ -128,7 +142,26 @@ def main(argv: list[str] | None = None, store=None) -> dict:
         negative_fraction=args.negative_fraction,
         precision=args.precision,
         strategy=args.strategy,
+        init_weights=str(args.init_from) if args.init_from else None,
     )
+    from hypo.nets.io import read_card
+    from hypo.nets.training import prepare_store
+
+    left_out = read_card(args.exclude_test_of)["test_patients"] if args.exclude_test_of else []
+    if args.init_from:
+        # No patient this run tests on may have trained or early-stopped the start model.
+        init = read_card(args.init_from)
+        _, planned, _ = prepare_store(store, args.model, args.split_seed, exclude_patients=left_out)
+        seen = set(map(str, init.get("train_patients", []))) | set(
+            map(str, init.get("val_patients", []))
+        )
+        leak = sorted(seen & set(map(str, planned.test)))
+        if leak:
+            raise SystemExit(
+                f"--init-from {args.init_from}: that model trained or validated on {len(leak)} of "
+                f"this run's test patients (e.g. {leak[:3]}); train it with --exclude-test-of "
+                "a model of this split, or drop --init-from"
+            )
     run_dir = args.out / "run"
     result, labels, split, sl = train_on_store(
         store,
@@ -138,6 +171,7 @@ def main(argv: list[str] | None = None, store=None) -> dict:
         resume=args.resume,
         command=command,
         verbose=0 if args.quiet else "auto",
+        exclude_patients=left_out,
     )
     model = result.model
     ev = evaluate_on_store(
@@ -166,6 +200,8 @@ def main(argv: list[str] | None = None, store=None) -> dict:
         excluded_patients=sl.excluded_patients,
         n_excluded_patients=len(sl.excluded_patients),
         label_source="lesion_visible (reader's slice label)",
+        init_from=str(args.init_from) if args.init_from else None,
+        left_out_patients=sorted(map(str, left_out)),
     )
     save_model(model, args.out, card)
     if not args.keep_checkpoint:

@@ -262,3 +262,46 @@ def test_assess_cli_refuses_a_card_without_its_split(tmp_path, capsys, tiny_coho
     assert main([str(d), "--cohort", str(tiny_cohort)]) == 2
     err = capsys.readouterr().err
     assert "dev-elsewhere" in err and "--cohort" in err
+
+
+def test_init_from_copies_matching_layers_only(tmp_path):
+    from hypo.nets import build_model
+    from hypo.nets.io import make_card, save_model
+    from hypo.nets.training import _init_from
+
+    src = build_model("gap", input_shape=(32, 32, 1), n_classes=2, seed=1)
+    save_model(src, tmp_path / "src", make_card("gap", src, ["no stroke", "stroke"]))
+    dst = build_model("mrs", input_shape=(32, 32, 1), n_classes=3, seed=2)
+    before = {la.name: [w.copy() for w in la.get_weights()] for la in dst.layers}
+    n = _init_from(dst, str(tmp_path / "src"), (32, 32, 1))
+    assert n > 0
+    conv = dst.get_layer("block1_conv")
+    np.testing.assert_array_equal(conv.get_weights()[0], src.get_layer(conv.name).get_weights()[0])
+    # Five conv + five BatchNorm blocks and the head's BatchNorm; the 3-class logits
+    # do not match the 2-class ones and keep their own initialisation.
+    assert n == 11
+    for a, b in zip(dst.get_layer("logits").get_weights(), before["logits"]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_init_from_refuses_a_model_that_saw_the_test_patients(tmp_path):
+    from analyses.train_models import main
+
+    store = fake_store(tmp_path, 32)
+    base = ["--size", "32", "--epochs", "1", "--batch-size", "16", "--quiet", "--n-boot", "10"]
+    mrs = main(["--model", "mrs", *base, "--out", str(tmp_path / "mrs")], store=store)
+    # A stroke backbone trained without leaving the mRS test patients out saw some of them.
+    main(["--model", "gap", *base, "--out", str(tmp_path / "gap_all")], store=store)
+    with pytest.raises(SystemExit, match="of this run's test patients"):
+        main(["--model", "mrs", *base, "--init-from", str(tmp_path / "gap_all"),
+              "--out", str(tmp_path / "mrs2")], store=store)  # fmt: skip
+    # Trained with the mRS test patients left out, it may start the mRS model.
+    gap = main(["--model", "gap", *base, "--exclude-test-of", str(tmp_path / "mrs"),
+                "--out", str(tmp_path / "gap_ex")], store=store)  # fmt: skip
+    seen = set(gap["train_patients"]) | set(gap["val_patients"]) | set(gap["test_patients"])
+    assert not seen & set(mrs["test_patients"])
+    assert gap["left_out_patients"] == sorted(mrs["test_patients"])
+    card = main(["--model", "mrs", *base, "--init-from", str(tmp_path / "gap_ex"),
+                 "--out", str(tmp_path / "mrs3")], store=store)  # fmt: skip
+    assert card["init_from"] == str(tmp_path / "gap_ex")
+    assert card["test_patients"] == mrs["test_patients"]  # the same split

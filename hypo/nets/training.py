@@ -64,6 +64,12 @@ class TrainConfig:
     strategy : {None, "mirrored"}
         ``"mirrored"`` trains on ``tf.distribute.MirroredStrategy`` over all visible
         devices.
+    init_weights : str or None
+        A model folder whose weights start this run, layer by layer where name and weight
+        shapes agree (e.g. a stroke model's backbone for the mRS model; the class-score
+        layer of another class count is left fresh). The caller makes sure that model saw
+        none of this run's test patients (``python -m analyses.train_models --init-from``
+        refuses otherwise).
     deterministic : bool
         Call ``tf.config.experimental.enable_op_determinism()`` (bit-reproducible
         kernels; may be slower on GPUs) and seed Python/NumPy/TF global generators
@@ -82,6 +88,7 @@ class TrainConfig:
     negative_fraction: float | None = None
     precision: str = "float32"
     strategy: str | None = None
+    init_weights: str | None = None
     deterministic: bool = True
 
     def __post_init__(self):
@@ -363,6 +370,8 @@ def train(
         state, best = None, None
         if resuming:
             state, best = _load_checkpoint(model, ckpt)
+        elif config.init_weights:
+            _init_from(model, config.init_weights, input_shape)
     first = int(state["next_epoch"]) if state else 0
     run_state = _RunState(ckpt, config.patience, state)
     run_state.best_weights = best
@@ -421,12 +430,47 @@ def train(
 # --------------------------------------------------------------------------- slice stores
 
 
+def _init_from(model: keras.Model, path: str, input_shape) -> int:
+    """Copy the weights of ``path``'s layers into ``model``'s layers of the same name
+    and weight shapes; returns how many layers were copied (ValueError when none)."""
+    from hypo.nets.io import load_model
+
+    src = load_model(path, input_shape=input_shape)
+    copied = 0
+    for layer in model.layers:
+        try:
+            other = src.get_layer(layer.name)
+        except ValueError:
+            continue
+        mine, theirs = layer.get_weights(), other.get_weights()
+        if (
+            mine
+            and len(mine) == len(theirs)
+            and all(a.shape == b.shape for a, b in zip(mine, theirs))
+        ):
+            layer.set_weights(theirs)
+            copied += 1
+    if copied == 0:
+        raise ValueError(f"init weights {path}: no layer of that model matches this one")
+    return copied
+
+
 def task_of(architecture: str) -> str:
     return "mrs" if architecture == "mrs" else "stroke"
 
 
-def prepare_store(store, architecture: str, split_seed: int = 0, val_size=0.15, test_size=0.15):
+def prepare_store(
+    store,
+    architecture: str,
+    split_seed: int = 0,
+    val_size=0.15,
+    test_size=0.15,
+    exclude_patients=(),
+):
     """Labels and patient split for ``architecture`` on a slice store.
+
+    ``exclude_patients`` are left out of the task altogether (label -1, in no split): e.g.
+    the test patients of another model whose backbone this run will start from.
 
     Returns
     -------
@@ -440,7 +484,10 @@ def prepare_store(store, architecture: str, split_seed: int = 0, val_size=0.15, 
     sl = task_labels(task, store.table)
     labels = np.full(len(store.table), -1, dtype=np.int64)
     labels[sl.index] = sl.y
-    table = store.table.iloc[sl.index]
+    if len(exclude_patients):
+        pid = store.table["participant_id"].astype(str).to_numpy()
+        labels[np.isin(pid, [str(p) for p in exclude_patients])] = -1
+    table = store.table.iloc[np.flatnonzero(labels >= 0)]
     strat = ("group", "mrs_group") if task == "mrs" else ("group",)
     strat = tuple(c for c in strat if c == "mrs_group" or c in table.columns)
     split = patient_split(table, val_size, test_size, seed=split_seed, stratify=strat)
@@ -456,6 +503,7 @@ def train_on_store(
     command: str | None = None,
     verbose="auto",
     callbacks=(),
+    exclude_patients=(),
 ):
     """Labels, patient split and training on a :class:`hypo.preprocess.SliceStore`.
 
@@ -463,7 +511,9 @@ def train_on_store(
     before training starts. Returns ``(TrainResult, labels, split, slice_labels)``.
     """
     config = config or TrainConfig()
-    labels, split, sl = prepare_store(store, config.architecture, split_seed)
+    labels, split, sl = prepare_store(
+        store, config.architecture, split_seed, exclude_patients=exclude_patients
+    )
     meta = getattr(store, "meta", {}) or {}
     provenance = {
         "cohort_id": store.cohort_id,
@@ -472,6 +522,7 @@ def train_on_store(
         "slice_store": str(store.path),
         "preprocessing": asdict(store.config),
         "excluded_patients": sl.excluded_patients,
+        "left_out_patients": sorted(map(str, exclude_patients)),
         "command": command,
     }
     result = train(
