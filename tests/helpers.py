@@ -183,3 +183,11 @@ def tiny_model(arch: str, classes, out, cohort: dict, train=(), val=(), *, seed=
     card = make_card(arch, model, classes, cohort=cohort, preprocessing={"size": 64})
     card["train_patients"], card["val_patients"] = list(train), list(val)
     return save_model(model, out, card)
+
+
+def isolate_hypo(mp, root) -> None:
+    """Point ``HYPO_DATA`` and ``HYPO_CACHE`` (monkeypatch ``mp``) into ``root``, so a test
+    neither reads nor leaves state in the user's folders; TensorFlow logs quietly."""
+    mp.setenv("HYPO_DATA", str(Path(root) / "data"))
+    mp.setenv("HYPO_CACHE", str(Path(root) / "cache"))
+    mp.setenv("TF_CPP_MIN_LOG_LEVEL", "2")

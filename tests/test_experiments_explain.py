@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from analyses import cropping, layer_iteration, mirroring
-from tests.helpers import tiny_model
+from tests.helpers import isolate_hypo, tiny_model
 
 N_PATIENTS = 6
 TRAINED_ON = "sub-001"
@@ -47,9 +47,7 @@ def env(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("explain")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HYPO_DATA", str(root / "data"))
-        mp.setenv("HYPO_CACHE", str(root / "cache"))
-        mp.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+        isolate_hypo(mp, root)
         cohort = root / "data" / "cohort"
         generate_cohort(cohort, n_patients=N_PATIENTS, seed=20230901, workers=2, progress=False)
         cid = hc.load(cohort).cohort_id

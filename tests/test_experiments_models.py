@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from analyses import mc_uncertainty, misclassified, mrs_model
-from tests.helpers import tiny_model
+from tests.helpers import isolate_hypo, tiny_model
 
 N_PATIENTS = 14
 
@@ -51,9 +51,7 @@ def env(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("experiments_models")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HYPO_DATA", str(root / "data"))
-        mp.setenv("HYPO_CACHE", str(root / "cache"))
-        mp.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+        isolate_hypo(mp, root)
         cohort = root / "data" / "cohort"
         params = SynthParams(tia_mislabelled_share=0.6, tia_mislabelled_volume_ml=(4.0, 8.0))
         generate_cohort(cohort, n_patients=N_PATIENTS, seed=20230901, params=params,

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from analyses import cam3d, model_debugging, reproducibility
-from tests.helpers import tiny_model
+from tests.helpers import isolate_hypo, tiny_model
 
 N_PATIENTS = 12
 
@@ -31,9 +31,7 @@ def _tiny_2d_model(out: Path) -> Path:
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("training_experiments")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HYPO_DATA", str(root / "data"))
-        mp.setenv("HYPO_CACHE", str(root / "cache"))
-        mp.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+        isolate_hypo(mp, root)
         common = ["--quick", "--quick-patients", str(N_PATIENTS), "--quiet", "--n-boot", "20"]
         out = {"root": root}
         out["md_argv"] = [*common, "--architectures", "gap", "shallow", "--mprt-slices", "2",
@@ -82,8 +80,7 @@ def test_model_debugging_reuses_finished_models(runs, tmp_path):
     argv[argv.index("--out") + 1] = str(tmp_path / "again")
     argv[argv.index("--architectures") + 1 : argv.index("--architectures") + 3] = ["gap"]
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HYPO_DATA", str(runs["root"] / "data"))
-        mp.setenv("HYPO_CACHE", str(runs["root"] / "cache"))
+        isolate_hypo(mp, runs["root"])
         assert model_debugging.main(argv) == 0
     prov = json.loads((tmp_path / "again" / "provenance.json").read_text())
     assert prov["models"]["gap"]["reused"] is True
@@ -91,8 +88,7 @@ def test_model_debugging_reuses_finished_models(runs, tmp_path):
 
 def test_model_debugging_refuses_herzog_at_a_size_it_cannot_take(runs, capsys):
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HYPO_DATA", str(runs["root"] / "data"))
-        mp.setenv("HYPO_CACHE", str(runs["root"] / "cache"))
+        isolate_hypo(mp, runs["root"])
         rc = model_debugging.main(["--quick", "--quiet", "--size", "96", "--architectures",
                                    "herzog", "--out", str(runs["root"] / "x")])  # fmt: skip
     assert rc == 2 and "herzog" in capsys.readouterr().err

@@ -19,7 +19,7 @@ import pytest
 from analyses import asymmetry_vs_mrs as av
 from hypo._util import file_hash
 from hypo.stats.multiplicity import bh_qvalues
-from tests.helpers import tiny_model
+from tests.helpers import isolate_hypo, tiny_model
 
 N_PATIENTS = 26
 SECRET = "Jane Q. Doe"
@@ -42,9 +42,7 @@ def run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("main_analysis")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HYPO_DATA", str(root / "data"))
-        mp.setenv("HYPO_CACHE", str(root / "cache"))
-        mp.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+        isolate_hypo(mp, root)
         cohort = root / "data" / "cohort"
         generate_cohort(cohort, n_patients=N_PATIENTS, seed=20230901, workers=2, progress=False)
         dwi = cohort / "sub-001" / "dwi" / "sub-001_dwi.nii.gz"

@@ -215,29 +215,22 @@ def cam_panel_figure(
                 shown[i, key] = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
             else:
                 shown[i, key] = m
-    # Colour scale (lo, hi) and colour-bar label of each method.
+    # Colour scale (lo, hi) of each method and the colour bars to draw (method -> label).
     limits, bar_labels = {}, {}
     for method in methods:
-        name = METHOD_NAMES.get(method.lower(), method)
         if scale == "per_image":
             limits[method] = (0.0, 1.0)
-            bar_labels[method] = f"{name}, per-image normalised (min-max to 0-1)"
             continue
         vals = [v.ravel() for (_, (m, _c)), v in shown.items() if m == method]
         vals = np.concatenate(vals) if vals else np.zeros(1)
         given_lo, given_hi = _for_method(vmin, method), _for_method(vmax, method)
         lo = float(vals.min()) if given_lo is None else given_lo
         hi = float(vals.max()) if given_hi is None else given_hi
-        if hi <= lo:
-            hi = lo + 1.0
+        limits[method] = (lo, hi if hi > lo else lo + 1.0)
         where = "cohort scale" if (given_lo, given_hi) != (None, None) else "shared by its panels"
-        limits[method] = (lo, hi)
-        bar_labels[method] = f"{name}, raw ({where})"
-    if scale == "per_image":  # one scale for all: one bar
-        methods_with_bar = list(methods[:1])
-        bar_labels = {m: "CAM, per-image normalised (min-max to 0-1)" for m in methods_with_bar}
-    else:
-        methods_with_bar = list(methods)
+        bar_labels[method] = f"{METHOD_NAMES.get(method.lower(), method)}, raw ({where})"
+    if scale == "per_image" and methods:  # one scale for every method: one bar
+        bar_labels = {methods[0]: "CAM, per-image normalised (min-max to 0-1)"}
 
     n_rows, n_cols = len(exs), 2 + len(columns)
     fig, axes = plt.subplots(
@@ -282,11 +275,11 @@ def cam_panel_figure(
     for c, (method, cls) in enumerate(columns, start=2):
         name = METHOD_NAMES.get(method.lower(), method)
         axes[0, c].set_title(f"{_text(name)}\n{_text(cls)}", fontsize=8)
-    for method in methods_with_bar:
+    for method, label in bar_labels.items():
         if method not in heat:
             continue
         cb = fig.colorbar(heat[method], ax=axes[:, 2:].ravel().tolist(), shrink=0.8, pad=0.01)
-        cb.set_label(_text(bar_labels[method]), fontsize=7)
+        cb.set_label(_text(label), fontsize=7)
         cb.ax.tick_params(labelsize=6)
     if title:
         fig.suptitle(_text(title), fontsize=9)
