@@ -81,6 +81,18 @@ def _parser() -> argparse.ArgumentParser:
         help="leave out the test patients of this model folder (to train a "
         "backbone for it without touching its test set)",
     )
+    p.add_argument(
+        "--aux-lesion-area",
+        type=float,
+        default=0.0,
+        help="weight of an auxiliary loss on the log lesion area of each slice (0 = off)",
+    )
+    p.add_argument(
+        "--monitor",
+        default="val_loss",
+        choices=["val_loss", "val_outcome_auc"],
+        help="early stopping / best weights follow this (val_outcome_auc: mrs only)",
+    )
     p.add_argument("--n-boot", type=int, default=2000, help="patient bootstrap replicates")
     p.add_argument("--out", type=Path, required=True, help="model folder, e.g. models/<name>")
     p.add_argument("--resume", action="store_true", help="continue from <out>/run/checkpoint")
@@ -143,6 +155,8 @@ def main(argv: list[str] | None = None, store=None) -> dict:
         precision=args.precision,
         strategy=args.strategy,
         init_weights=str(args.init_from) if args.init_from else None,
+        aux_lesion_area=args.aux_lesion_area,
+        monitor=args.monitor,
     )
     from hypo.nets.io import read_card
     from hypo.nets.training import prepare_store

@@ -305,3 +305,96 @@ def test_init_from_refuses_a_model_that_saw_the_test_patients(tmp_path):
                  "--out", str(tmp_path / "mrs3")], store=store)  # fmt: skip
     assert card["init_from"] == str(tmp_path / "gap_ex")
     assert card["test_patients"] == mrs["test_patients"]  # the same split
+
+
+def tiny_mrs_data(n_patients=24, per=6, size=16, seed=0):
+    """3-class mRS-style slices: patients alternate between the outcome groups, and the
+    poor-outcome group's lesions are larger (the lesion area is the aux target)."""
+    rng = np.random.default_rng(seed)
+    pid = np.repeat([f"sub-{i:02d}" for i in range(n_patients)], per)
+    k = np.arange(len(pid)) // per
+    poor = k % 2 == 1
+    lesion = np.arange(len(pid)) % per >= per // 2
+    y = np.where(lesion, np.where(poor, 2, 1), 0)
+    x = rng.normal(size=(len(pid), size, size)).astype("float32")
+    side = np.where(poor, 6, 3)
+    for i in np.flatnonzero(lesion):
+        x[i, 2 : 2 + side[i], 2 : 2 + side[i]] += 3.0
+    area = np.where(lesion, side.astype(float) ** 2, 0.0)
+    table = pd.DataFrame(
+        {
+            "participant_id": pid,
+            "group": "stroke",
+            "mrs_3months": np.where(poor, 4.0, 1.0),
+            "lesion_visible": lesion.astype(int),
+            "lesion_area_mm2": area,
+        }
+    )
+    return x, y, pid, table
+
+
+def test_aux_lesion_area_head_trains_resumes_and_stays_out_of_the_saved_model(tmp_path):
+    from hypo.nets.io import load_model, make_card, save_model
+    from hypo.nets.training import lesion_area_targets
+
+    x, y, pid, table = tiny_mrs_data()
+    split = patient_split(table, seed=0, stratify=("mrs_group",))
+    aux = lesion_area_targets(table)
+    np.testing.assert_allclose(aux, np.log1p(table["lesion_area_mm2"]))
+    cfg = TrainConfig(architecture="shallow", epochs=3, batch_size=16, patience=50,
+                      augment=AugmentConfig(enabled=False), aux_lesion_area=1.0,
+                      monitor="val_outcome_auc")  # fmt: skip
+    full = train(x, y, pid, split, tmp_path / "full", cfg, n_classes=3, verbose=0, aux_targets=aux)
+    h = full.history
+    assert {"lesion_area_loss", "probabilities_loss", "val_outcome_auc"} <= set(h.columns)
+    assert h["lesion_area_loss"].iloc[-1] < h["lesion_area_loss"].iloc[0]
+    assert h["val_outcome_auc"].between(0, 1).all()
+    # Best weights follow the outcome AUC (higher is better), first maximum on ties.
+    assert full.best_epoch == int(h["val_outcome_auc"].to_numpy().argmax())
+    # The returned model is the class model alone: one output, no lesion_area layer.
+    assert full.model.output.shape[-1] == 3
+    assert "lesion_area" not in [layer.name for layer in full.model.layers]
+    card = make_card("shallow", full.model, ("a", "b", "c"), split=split)
+    save_model(full.model, tmp_path / "saved", card)
+    back = load_model(tmp_path / "saved")
+    np.testing.assert_allclose(
+        back.predict(x[:8, ..., None], verbose=0),
+        full.model.predict(x[:8, ..., None], verbose=0),
+        atol=1e-6,
+    )
+
+    class Kill(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                raise Interrupt("killed after epoch 1")
+
+    with pytest.raises(Interrupt):
+        train(x, y, pid, split, tmp_path / "k", cfg, n_classes=3, verbose=0, aux_targets=aux,
+              callbacks=[Kill()])  # fmt: skip
+    resumed = train(
+        x, y, pid, split, tmp_path / "k", cfg, n_classes=3, verbose=0, aux_targets=aux, resume=True
+    )
+    for a, b in zip(full.final_weights, resumed.final_weights):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    assert resumed.best_epoch == full.best_epoch
+
+
+def test_aux_and_monitor_bad_inputs_raise(tmp_path):
+    from hypo.nets.training import lesion_area_targets
+
+    x, y, pid, table = tiny_mrs_data()
+    split = patient_split(table, seed=0, stratify=("mrs_group",))
+    with pytest.raises(ValueError, match="aux target"):
+        train(x, y, pid, split, tmp_path / "a", TrainConfig(**CFG, aux_lesion_area=1.0),
+              n_classes=3)  # fmt: skip
+    with pytest.raises(ValueError, match="3-class"):
+        x2, y2, pid2, t2 = tiny_data()
+        train(x2, y2, pid2, patient_split(t2, seed=0), tmp_path / "b",
+              TrainConfig(**CFG, monitor="val_outcome_auc"))  # fmt: skip
+    with pytest.raises(ValueError, match="monitor"):
+        TrainConfig(monitor="accuracy")
+    with pytest.raises(ValueError, match="lesion_area_mm2"):
+        lesion_area_targets(table.drop(columns="lesion_area_mm2"))
+    holes = table.assign(lesion_area_mm2=np.where(table["lesion_visible"] == 1, np.nan, 0.0))
+    with pytest.raises(ValueError, match="sub-"):
+        lesion_area_targets(holes)

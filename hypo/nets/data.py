@@ -132,6 +132,7 @@ def make_dataset(
     augment: AugmentConfig | None = None,
     seed: int = 0,
     epochs: tuple[int, int] | None = None,
+    aux: np.ndarray | None = None,
 ) -> tf.data.Dataset:
     """Batches ``(x, y_onehot[, w])`` of ``images[indices]``.
 
@@ -150,6 +151,10 @@ def make_dataset(
         With ``shuffle``/``augment``, emit epochs ``first .. stop-1`` back to back, each
         reshuffled and augmented from its own seeds (``model.fit`` with
         ``steps_per_epoch=ceil(len(indices) / batch_size)``).
+    aux : np.ndarray, optional
+        A float target per row of ``images`` for an auxiliary regression output: the
+        targets become ``{"probabilities": y_onehot, "lesion_area": aux}`` (the output
+        names of :func:`hypo.nets.training.with_aux_head`).
     """
     indices = np.asarray(indices, dtype=np.int64)
     if indices.size == 0:
@@ -159,6 +164,9 @@ def make_dataset(
     shape = tuple(images.shape[1:3]) + (1,)
     y_all = np.asarray(labels, dtype=np.int64)
     w_all = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float32)
+    a_all = None if aux is None else np.asarray(aux, dtype=np.float32)
+    if a_all is not None and len(a_all) != len(y_all):
+        raise ValueError(f"make_dataset: {len(a_all)} aux targets for {len(y_all)} labels")
     gather = _gather_fn(images)
     idx_const = tf.constant(indices)
     n = len(indices)
@@ -180,6 +188,8 @@ def make_dataset(
         y = tf.one_hot(tf.gather(y_all, rows), n_classes)
         if aug is not None:
             x = aug(x, tf.stack([tf.constant(int(seed), tf.int64), epoch * 1_000_003 + b]))
+        if a_all is not None:
+            y = {"probabilities": y, "lesion_area": tf.gather(a_all, rows)[:, None]}
         if w_all is not None:
             return x, y, tf.gather(w_all, rows)
         return x, y

@@ -30,6 +30,9 @@ from hypo.nets.data import AugmentConfig, make_dataset, steps_per_epoch
 from hypo.nets.labels import task_labels
 from hypo.nets.splits import PatientSplit, patient_split
 
+#: What early stopping can follow (:attr:`TrainConfig.monitor`); ``+1`` = higher is better.
+MONITORS = {"val_loss": -1, "val_outcome_auc": +1}
+
 
 @dataclass
 class TrainConfig:
@@ -70,6 +73,17 @@ class TrainConfig:
         layer of another class count is left fresh). The caller makes sure that model saw
         none of this run's test patients (``python -m analyses.train_models --init-from``
         refuses otherwise).
+    aux_lesion_area : float
+        Weight of an auxiliary loss (0 = off): a ``lesion_area`` head (one dense unit on
+        the features the class scores read) regresses the log of the reader's lesion
+        area on each slice (``log1p`` of mm², standardised on the training slices; mean
+        squared error). It exists only while training -- the saved model has the class
+        output alone -- and teaches the features the lesion's size, the slice's main
+        outcome signal (``hypo.nets.oracle``'s lesion-area floor).
+    monitor : {"val_loss", "val_outcome_auc"}
+        What early stopping and the best weights follow: the validation loss of the class
+        output, or (3-class mRS model) the validation AUC of mRS 3-6 against 0-2 on the
+        validation lesion slices, ``P(3-6) / (P(0-2) + P(3-6))`` (higher is better).
     deterministic : bool
         Call ``tf.config.experimental.enable_op_determinism()`` (bit-reproducible
         kernels; may be slower on GPUs) and seed Python/NumPy/TF global generators
@@ -89,6 +103,8 @@ class TrainConfig:
     precision: str = "float32"
     strategy: str | None = None
     init_weights: str | None = None
+    aux_lesion_area: float = 0.0
+    monitor: str = "val_loss"
     deterministic: bool = True
 
     def __post_init__(self):
@@ -100,6 +116,10 @@ class TrainConfig:
             raise ValueError(
                 f"TrainConfig.negative_fraction={self.negative_fraction}; expected (0, 1]"
             )
+        if self.monitor not in MONITORS:
+            raise ValueError(f"TrainConfig.monitor={self.monitor!r}; expected one of {MONITORS}")
+        if self.aux_lesion_area < 0:
+            raise ValueError(f"TrainConfig.aux_lesion_area={self.aux_lesion_area}; expected >= 0")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("TrainConfig: epochs and batch_size must be positive")
 
@@ -149,11 +169,22 @@ def _assign(variables, values, what: str, path: Path) -> None:
 class _RunState(keras.callbacks.Callback):
     """Early stopping on validation loss + per-epoch checkpoint of the whole run state."""
 
-    def __init__(self, ckpt_dir: Path, patience: int, state: dict | None = None):
+    def __init__(
+        self,
+        ckpt_dir: Path,
+        patience: int,
+        state: dict | None = None,
+        monitor: str = "val_loss",
+        log_key: str | None = None,
+    ):
         super().__init__()
         self.ckpt_dir = Path(ckpt_dir)
         self.patience = int(patience)
+        self.monitor = monitor
+        self.log_key = log_key or monitor
+        self.sign = MONITORS[monitor]
         s = state or {}
+        # Stored as a loss-like number (lower is better) whatever the monitor.
         self.best = s.get("best", np.inf)
         self.best_epoch = s.get("best_epoch", -1)
         self.wait = s.get("wait", 0)
@@ -167,9 +198,12 @@ class _RunState(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch_seconds.append(time.perf_counter() - self._t0)
-        val = (logs or {}).get("val_loss")
+        val = (logs or {}).get(self.log_key)
         if val is None:
-            raise ValueError("training: no val_loss in the logs; a validation set is required")
+            raise ValueError(
+                f"training: no {self.log_key} in the logs; a validation set is required"
+            )
+        val = -self.sign * float(val)
         if val < self.best:
             self.best, self.best_epoch, self.wait = float(val), int(epoch), 0
             self.best_weights = self.model.get_weights()
@@ -208,6 +242,42 @@ class _RunState(keras.callbacks.Callback):
     def restore_best(self) -> None:
         if self.best_weights is not None:
             self.model.set_weights(self.best_weights)
+
+
+class _OutcomeAUC(keras.callbacks.Callback):
+    """Adds ``val_outcome_auc`` to the epoch logs: AUC of mRS 3-6 against 0-2 on the
+    validation lesion slices (classes 1 and 2), scored ``P(2) / (P(1) + P(2))``."""
+
+    def __init__(self, class_model: keras.Model, dataset, y: np.ndarray):
+        super().__init__()
+        self.class_model = class_model
+        self.dataset = dataset
+        self.y = np.asarray(y)
+
+    def on_epoch_end(self, epoch, logs=None):
+        from sklearn.metrics import roc_auc_score
+
+        p = np.asarray(self.class_model.predict(self.dataset, verbose=0), dtype=np.float64)
+        score = p[:, 2] / np.maximum(p[:, 1] + p[:, 2], 1e-12)
+        if logs is not None:
+            logs["val_outcome_auc"] = float(roc_auc_score(self.y == 2, score))
+
+
+def with_aux_head(model: keras.Model, seed: int | None = None) -> keras.Model:
+    """A training model with ``model``'s class output and a ``lesion_area`` regression
+    output (one float32 dense unit on the features the ``logits`` layer reads).
+
+    The layers are shared: training this model trains ``model``, which keeps its single
+    output (and is what gets saved).
+    """
+    feats = model.get_layer("logits").input
+    init = keras.initializers.HeNormal(seed=None if seed is None else int(seed) * 1000 + 999)
+    area = keras.layers.Dense(1, dtype="float32", name="lesion_area", kernel_initializer=init)(
+        feats
+    )
+    return keras.Model(
+        model.inputs, {"probabilities": model.outputs[0], "lesion_area": area}, name=model.name
+    )
 
 
 def _load_checkpoint(model: keras.Model, ckpt: Path) -> tuple[dict, list | None]:
@@ -262,6 +332,7 @@ def train(
     resume: bool = False,
     callbacks=(),
     verbose: int | str = "auto",
+    aux_targets: np.ndarray | None = None,
 ) -> TrainResult:
     """Train ``config.architecture`` on the training patients, early-stopped on validation.
 
@@ -285,6 +356,9 @@ def train(
         Continue from ``out_dir/checkpoint`` if present (else start fresh).
     callbacks : sequence of keras.callbacks.Callback
         Called after the run's own checkpointing callback.
+    aux_targets : np.ndarray, optional
+        Per row, the raw target of the auxiliary ``lesion_area`` output (required when
+        ``config.aux_lesion_area > 0``; standardised here on the training rows).
 
     Returns
     -------
@@ -315,6 +389,22 @@ def train(
         raise ValueError("train: a patient is in the training set and in val/test")
     if config.negative_fraction is not None:
         train_rows = subsample_negatives(train_rows, labels, config.negative_fraction, config.seed)
+    aux = None
+    if config.aux_lesion_area > 0:
+        if aux_targets is None or len(aux_targets) != len(labels):
+            raise ValueError(
+                f"train: aux_lesion_area={config.aux_lesion_area} needs one aux target per "
+                f"row ({len(labels)}); got "
+                f"{'none' if aux_targets is None else len(aux_targets)}"
+            )
+        aux = np.asarray(aux_targets, dtype=np.float64)
+        used = np.concatenate([train_rows, val_rows])
+        if not np.isfinite(aux[used]).all():
+            raise ValueError("train: the aux targets of some training/validation rows are NaN")
+        mu, sd = aux[train_rows].mean(), aux[train_rows].std()
+        aux = ((aux - mu) / (sd if sd > 0 else 1.0)).astype(np.float32)
+    if config.monitor == "val_outcome_auc" and n_classes != 3:
+        raise ValueError("train: monitor='val_outcome_auc' is for the 3-class mRS model")
     cw = class_weights_for(labels[train_rows], n_classes) if config.class_weight else None
     weights = None
     if cw is not None:
@@ -362,22 +452,38 @@ def train(
             seed=config.seed,
             precision=config.precision,
         )
-        model.compile(
-            optimizer=keras.optimizers.Adam(config.learning_rate),
-            loss=keras.losses.CategoricalCrossentropy(),
-            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-        )
+        if aux is None:
+            fit_model = model
+            model.compile(
+                optimizer=keras.optimizers.Adam(config.learning_rate),
+                loss=keras.losses.CategoricalCrossentropy(),
+                metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+            )
+        else:
+            fit_model = with_aux_head(model, config.seed)
+            fit_model.compile(
+                optimizer=keras.optimizers.Adam(config.learning_rate),
+                loss={
+                    "probabilities": keras.losses.CategoricalCrossentropy(),
+                    "lesion_area": keras.losses.MeanSquaredError(),
+                },
+                loss_weights={"probabilities": 1.0, "lesion_area": float(config.aux_lesion_area)},
+                metrics={"probabilities": [keras.metrics.CategoricalAccuracy(name="accuracy")]},
+            )
         state, best = None, None
         if resuming:
-            state, best = _load_checkpoint(model, ckpt)
+            state, best = _load_checkpoint(fit_model, ckpt)
         elif config.init_weights:
             _init_from(model, config.init_weights, input_shape)
     first = int(state["next_epoch"]) if state else 0
-    run_state = _RunState(ckpt, config.patience, state)
+    log_key = config.monitor
+    if config.monitor == "val_loss" and aux is not None:
+        log_key = "val_probabilities_loss"  # the class loss, not the sum with the aux loss
+    run_state = _RunState(ckpt, config.patience, state, monitor=config.monitor, log_key=log_key)
     run_state.best_weights = best
     # fit() attaches the model to its callbacks; a resumed run with no epoch left never
     # calls fit, and must still restore the best weights.
-    run_state.set_model(model)
+    run_state.set_model(fit_model)
 
     steps = steps_per_epoch(len(train_rows), config.batch_size)
     if first < config.epochs and not run_state.stopped:
@@ -392,22 +498,36 @@ def train(
             augment=config.augment,
             seed=config.seed,
             epochs=(first, config.epochs),
+            aux=aux,
         )
         val_ds = make_dataset(
-            images, labels, val_rows, batch_size=config.batch_size, n_classes=n_classes
+            images, labels, val_rows, batch_size=config.batch_size, n_classes=n_classes, aux=aux
         )
+        own = []
+        if n_classes == 3:
+            lesion_val = val_rows[labels[val_rows] > 0]
+            if len(np.unique(labels[lesion_val])) == 2:
+                auc_ds = make_dataset(
+                    images, labels, lesion_val, batch_size=config.batch_size, n_classes=3
+                )
+                own.append(_OutcomeAUC(model, auc_ds.map(lambda x, y: x), labels[lesion_val]))
+            elif config.monitor == "val_outcome_auc":
+                raise ValueError(
+                    "train: monitor='val_outcome_auc' needs validation lesion slices of both "
+                    "outcome groups"
+                )
         logger = keras.callbacks.CSVLogger(str(out_dir / "log.csv"), append=resuming)
         with warnings.catch_warnings():
             # Keras warns when the finite validation set is exhausted; the training set
             # repeats, so the warning never concerns it.
             warnings.filterwarnings("ignore", message="Your input ran out of data")
-            model.fit(
+            fit_model.fit(
                 train_ds,
                 validation_data=val_ds,
                 epochs=config.epochs,
                 initial_epoch=first,
                 steps_per_epoch=steps,
-                callbacks=[run_state, logger, *callbacks],
+                callbacks=[*own, run_state, logger, *callbacks],
                 verbose=verbose,
                 shuffle=False,
             )
@@ -525,6 +645,7 @@ def train_on_store(
         "left_out_patients": sorted(map(str, exclude_patients)),
         "command": command,
     }
+    aux = lesion_area_targets(store.table) if config.aux_lesion_area > 0 else None
     result = train(
         np.asarray(store.images) if not hasattr(store.images, "filename") else store.images,
         labels,
@@ -537,5 +658,29 @@ def train_on_store(
         resume=resume,
         verbose=verbose,
         callbacks=callbacks,
+        aux_targets=aux,
     )
     return result, labels, split, sl
+
+
+def lesion_area_targets(table: pd.DataFrame) -> np.ndarray:
+    """``log1p`` of the reader's lesion area (mm²) per slice, 0 where no lesion is marked:
+    the target of :attr:`TrainConfig.aux_lesion_area`."""
+    if "lesion_area_mm2" not in table.columns:
+        raise ValueError(
+            "aux lesion-area loss: the slice table has no lesion_area_mm2 column (the "
+            "reader's lesion area per slice, from the cohort's lesion masks); train "
+            "without --aux-lesion-area or give the cohort lesion masks"
+        )
+    area = pd.to_numeric(table["lesion_area_mm2"], errors="coerce").to_numpy(float)
+    visible = pd.to_numeric(table.get("lesion_visible", 1), errors="coerce")
+    area = np.where(np.asarray(visible) == 0, 0.0, area)
+    if np.isnan(area).any():
+        bad = table.loc[np.isnan(area), "participant_id"].unique()[:5].tolist()
+        raise ValueError(
+            f"aux lesion-area loss: lesion_area_mm2 is missing on {int(np.isnan(area).sum())} "
+            f"lesion slices (e.g. patients {bad})"
+        )
+    if (area < 0).any():
+        raise ValueError("aux lesion-area loss: lesion_area_mm2 has negative values")
+    return np.log1p(area)
