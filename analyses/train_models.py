@@ -159,17 +159,14 @@ def main(argv: list[str] | None = None, store=None) -> dict:
         monitor=args.monitor,
     )
     from hypo.nets.io import read_card
+    from hypo.nets.splits import leaked_patients
     from hypo.nets.training import prepare_store
 
     left_out = read_card(args.exclude_test_of)["test_patients"] if args.exclude_test_of else []
     if args.init_from:
         # No patient this run tests on may have trained or early-stopped the start model.
-        init = read_card(args.init_from)
         _, planned, _ = prepare_store(store, args.model, args.split_seed, exclude_patients=left_out)
-        seen = set(map(str, init.get("train_patients", []))) | set(
-            map(str, init.get("val_patients", []))
-        )
-        leak = sorted(seen & set(map(str, planned.test)))
+        leak = leaked_patients(read_card(args.init_from), {"test_patients": planned.test})
         if leak:
             raise SystemExit(
                 f"--init-from {args.init_from}: that model trained or validated on {len(leak)} of "

@@ -309,10 +309,17 @@ def evaluate_mrs(
     # Lesion slices only: does the model tell the two outcome groups apart?
     les = y > 0
     if les.any() and len(np.unique(y[les])) == 2:
-        score = p[les, 2] / np.clip(p[les, 1] + p[les, 2], 1e-15, None)
+        score = outcome_score(p[les])
         rows.append(_scalar("auc_mrs_3_6_vs_0_2", roc_auc_score(y[les] == 2, score), les.sum()))
     patient = _mrs_patient_table(y, p, pid, class_names, n_boot, seed)
     return Evaluation(pd.DataFrame(rows), patient=patient, classes=list(class_names))
+
+
+def outcome_score(p: np.ndarray) -> np.ndarray:
+    """``P(mRS 3-6) / (P(mRS 0-2) + P(mRS 3-6))`` per row of 3-class probabilities: the
+    model's odds of poor outcome given a lesion class, what its outcome AUCs rank by."""
+    p = np.asarray(p, dtype=np.float64)
+    return p[:, 2] / np.clip(p[:, 1] + p[:, 2], 1e-15, None)
 
 
 def _class_rows(y, pred, units, class_names, n_boot, seed) -> list[dict]:
@@ -329,7 +336,7 @@ def _class_rows(y, pred, units, class_names, n_boot, seed) -> list[dict]:
 
 
 def _mrs_patient_table(y, p, pid, class_names, n_boot, seed) -> pd.DataFrame:
-    odds = p[:, 2] / np.clip(p[:, 1] + p[:, 2], 1e-15, None)  # P(3-6 | a lesion class)
+    odds = outcome_score(p)  # P(3-6 | a lesion class)
     pred = p.argmax(axis=1)
     df = pd.DataFrame({"pid": pid, "y": y, "lesion": y > 0, "called": pred > 0, "odds": odds})
     df["odds_called"] = df["odds"].where(df["called"])

@@ -30,19 +30,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hypo.nets.splits import leaked_patients
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 #: Inverse L2 penalties of the probe (scikit-learn's ``C``; features standardised).
 PROBE_CS = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 1.0)
 PARTS = ("train", "val", "test")
-
-
-def leaked_patients(model_card: dict, split_card: dict) -> list[str]:
-    """Test patients of ``split_card`` that ``model_card``'s model trained or validated on."""
-    seen = set(map(str, model_card.get("train_patients", []))) | set(
-        map(str, model_card.get("val_patients", []))
-    )
-    return sorted(seen & set(map(str, split_card.get("test_patients", []))))
 
 
 def _auc(y, s) -> float:

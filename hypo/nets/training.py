@@ -180,7 +180,6 @@ class _RunState(keras.callbacks.Callback):
         super().__init__()
         self.ckpt_dir = Path(ckpt_dir)
         self.patience = int(patience)
-        self.monitor = monitor
         self.log_key = log_key or monitor
         self.sign = MONITORS[monitor]
         s = state or {}
@@ -257,8 +256,9 @@ class _OutcomeAUC(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         from sklearn.metrics import roc_auc_score
 
-        p = np.asarray(self.class_model.predict(self.dataset, verbose=0), dtype=np.float64)
-        score = p[:, 2] / np.maximum(p[:, 1] + p[:, 2], 1e-12)
+        from hypo.nets.evaluation import outcome_score
+
+        score = outcome_score(self.class_model.predict(self.dataset, verbose=0))
         if logs is not None:
             logs["val_outcome_auc"] = float(roc_auc_score(self.y == 2, score))
 
