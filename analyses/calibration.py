@@ -175,7 +175,7 @@ def full_replicates(args, reg, say) -> pd.DataFrame:
 
 def summarise_full(df: pd.DataFrame, alpha: float, level: float) -> pd.DataFrame:
     """Rejection rate (and, for the truth rows, coverage) over full replicates, with CIs."""
-    from hypo.stats.calibration import wilson_ci
+    from hypo.intervals import wilson_ci
 
     if df.empty:
         return df

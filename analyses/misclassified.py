@@ -105,7 +105,7 @@ def label_error_table(per: pd.DataFrame) -> pd.DataFrame:
     ``clean_tia`` (false-alarm rate), each with ``k``/``n``, Wilson interval and the
     median of the patients' maximum p(stroke).
     """
-    from hypo.nets.evaluation import wilson_ci
+    from hypo.intervals import wilson_ci
 
     tia = per[_is_tia(per["group"])]
     rows = []

@@ -385,7 +385,7 @@ def mprt(member: Member, x, seed: int = 0) -> pd.DataFrame:
 
 def explainability_summary(loc: pd.DataFrame, mp: pd.DataFrame) -> pd.DataFrame:
     """One row per architecture: relevance mass, pointing game (Wilson CI), MPRT."""
-    from hypo.nets.evaluation import wilson_ci
+    from hypo.intervals import wilson_ci
 
     rows = []
     for arch, g in loc.groupby("architecture", sort=False):

@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 from statsmodels.stats.proportion import proportion_confint
 
+from hypo.intervals import wilson_ci
 from hypo.nets.evaluation import (
     cluster_bootstrap_ci,
     evaluate_mrs,
@@ -10,7 +11,6 @@ from hypo.nets.evaluation import (
     markdown_table,
     table2,
     table3,
-    wilson_ci,
 )
 
 

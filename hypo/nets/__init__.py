@@ -9,7 +9,7 @@ Entry points::
 
 from hypo.nets.architectures import ARCHITECTURES, build_model, cam_layer_name
 from hypo.nets.data import AugmentConfig
-from hypo.nets.evaluation import evaluate, evaluate_mrs, evaluate_stroke, wilson_ci
+from hypo.nets.evaluation import evaluate, evaluate_mrs, evaluate_stroke
 from hypo.nets.io import load_model, make_card, save_model
 from hypo.nets.labels import MRS_CLASSES, STROKE_CLASSES, mrs_labels, stroke_labels
 from hypo.nets.mc_dropout import mc_predict
@@ -37,5 +37,4 @@ __all__ = [
     "stroke_labels",
     "train",
     "train_on_store",
-    "wilson_ci",
 ]

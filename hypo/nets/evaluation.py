@@ -16,20 +16,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from sklearn.metrics import log_loss, roc_auc_score
-from statsmodels.stats.proportion import proportion_confint
 
 from hypo._util import rng_for, write_table_atomic, write_text_atomic
+from hypo.intervals import wilson_ci
 
 #: Lesion-volume bins (mL) for the stroke model's sensitivity by volume.
 VOLUME_BINS_ML = (0.0, 1.0, 5.0, 20.0, 70.0, np.inf)
-
-
-def wilson_ci(k, n, alpha: float = 0.05) -> tuple[float, float]:
-    """Wilson score interval of ``k`` successes in ``n`` trials (statsmodels)."""
-    if n == 0:
-        return (np.nan, np.nan)
-    lo, hi = proportion_confint(int(k), int(n), alpha=alpha, method="wilson")
-    return float(lo), float(hi)
 
 
 def cluster_bootstrap_ci(

@@ -107,7 +107,7 @@ def _patient_table(cohort) -> pd.DataFrame:
 def _rows(name: str, p_poor, poor_true, weights, balanced_at: float) -> list[dict]:
     from sklearn.metrics import roc_auc_score
 
-    from hypo.nets.evaluation import wilson_ci
+    from hypo.intervals import wilson_ci
 
     out = []
     rules = (("P > 0.5", 0.5, False), ("balanced", balanced_at, False))

@@ -39,6 +39,7 @@ import pandas as pd
 from scipy import optimize, special, stats
 
 from .._util import rng_for, stable_hash, write_table_atomic
+from ..intervals import wilson_ci
 from .multiplicity import bh_qvalues
 
 __all__ = [
@@ -61,7 +62,6 @@ __all__ = [
     "run_replicate",
     "run_replicates",
     "truth_summary",
-    "wilson_ci",
 ]
 
 #: Columns the generator's outcome model needs, per patient (participants + truth table).
@@ -646,15 +646,6 @@ def read_replicates(
 
 
 # --------------------------------------------------------------------------- summaries
-
-
-def wilson_ci(count, n, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score interval of ``count / n`` (statsmodels ``proportion_confint``)."""
-    from statsmodels.stats.proportion import proportion_confint
-
-    lo, hi = proportion_confint(np.asarray(count), np.asarray(n), alpha=1 - level,
-                                method="wilson")  # fmt: skip
-    return np.asarray(lo, float), np.asarray(hi, float)
 
 
 def null_band(n: int, alpha: float = 0.05, level: float = 0.95) -> tuple[float, float]:
