@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from hypo._util import rng_for
+from hypo.cohort.layout import side_right
 from hypo.cohort.synthetic import SynthParams, clinical
 from hypo.intervals import wilson_ci
 from hypo.stats import calibration as cal
@@ -116,7 +117,7 @@ def _features_table(part, truth, rng):
     d["has_features"] = True
     d["in_model_training"] = False
     d["log_lesion_volume_ml"] = np.log1p(t["lesion_volume_ml"])
-    d["lesion_side_right"] = t["side"].map(cal.SIDE_CODE).astype(float)
+    d["lesion_side_right"] = side_right(t["side"])
     for h in reg.hypotheses.values():
         col = f"{h.model}__{h.feature}__cam"
         noise = rng.normal(size=len(d))

@@ -18,7 +18,11 @@ import pytest
 
 from analyses import asymmetry_vs_mrs as av
 from hypo._util import file_hash
+from hypo.cohort.layout import SIDE_CODE
 from hypo.stats.multiplicity import bh_qvalues
+from hypo.study.config import HYPOTHESES_DIR, LOCK_FILE, StudyError
+from hypo.study.oracle import truth_rows
+from hypo.study.table import wide_column
 from tests.helpers import isolate_hypo, tiny_model
 
 N_PATIENTS = 26
@@ -83,7 +87,7 @@ def test_results_one_row_per_registered_test_with_q_within_family(run):
 
     res = pd.read_csv(run["out"] / "results.csv")
     assert res.columns[: len(REQUIRED)].tolist() == REQUIRED
-    reg = Registry.load(av.HYPOTHESES_DIR)
+    reg = Registry.load(HYPOTHESES_DIR)
     tests = res[res["hypothesis"] != "truth"]
     for h in reg.hypotheses.values():
         for src in SOURCES:
@@ -125,7 +129,7 @@ def test_report_escapes_and_names_patients_by_id_only(run):
 
 def test_provenance_records_hashes_seeds_and_config(run):
     prov = json.loads((run["out"] / "provenance.json").read_text())
-    lock = json.loads(av.LOCK_FILE.read_text())
+    lock = json.loads(LOCK_FILE.read_text())
     assert prov["registry"]["registry_sha256"] == lock["registry_sha256"]
     for k in ("stroke", "mrs"):
         want = file_hash(run["models"][k] / "model.keras")
@@ -137,7 +141,7 @@ def test_provenance_records_hashes_seeds_and_config(run):
 
 def test_changed_hypothesis_is_refused(run, tmp_path, capsys):
     hyp = tmp_path / "hypotheses"
-    shutil.copytree(av.HYPOTHESES_DIR, hyp)
+    shutil.copytree(HYPOTHESES_DIR, hyp)
     f = hyp / "H2_mrs.toml"
     f.write_text(f.read_text().replace('feature_form = "zscore"', 'feature_form = "raw"'))
     out = tmp_path / "out"
@@ -194,7 +198,7 @@ def test_truth_fit_recovers_the_generator_coefficients(tmp_path):
     nihss = rng.poisson(6, n)
     ivt, iat = rng.integers(0, 2, n), rng.integers(0, 2, n)
     swell = rng.normal(size=n)
-    right = pd.Series(side).map(av.SIDE_CODE).to_numpy()
+    right = pd.Series(side).map(SIDE_CODE).to_numpy()
     eta = (0.35 * (age - 70) / 10 + 0.55 * pre + 0.1 * (sex == "F") + 0.25 * np.log1p(vol)
            + 0.15 * right + pd.Series(terr).str[:3].map(coef["territory"]).to_numpy()
            + 0.13 * nihss - 0.3 * ivt - 0.5 * iat + np.log(1.5) * swell)  # fmt: skip
@@ -208,7 +212,7 @@ def test_truth_fit_recovers_the_generator_coefficients(tmp_path):
     (tmp_path / layout.GENERATOR).write_text(json.dumps({"outcome_model": {"coefficients": coef}}))
     data = pd.DataFrame({"participant_id": pid, "age": age, "mrs_before": pre, "sex": sex,
                          "nihss_baseline": nihss, "ivt": ivt, "iat": iat, "mrs_3months": mrs})  # fmt: skip
-    rows = av.truth_rows(data, SimpleNamespace(root=tmp_path)).set_index("term")
+    rows = truth_rows(data, SimpleNamespace(root=tmp_path)).set_index("term")
     assert (rows["error"] == "").all()
     assert np.isclose(rows.loc["swelling", "true_value"], np.log(1.5))
     assert np.isclose(rows.loc["territory_PCA_vs_MCA", "true_value"], -0.1)
@@ -220,11 +224,11 @@ def test_truth_fit_recovers_the_generator_coefficients(tmp_path):
 
 
 def test_wide_column_matches_the_feature_join_naming():
-    assert av.wide_column("asymmetry_ipsi_contra", "lesion_slices_map_mass_weighted_mean", "cam",
+    assert wide_column("asymmetry_ipsi_contra", "lesion_slices_map_mass_weighted_mean", "cam",
                           "gradcam", "block5_relu", 2) == (
         "asymmetry_ipsi_contra_lesion__cam_gradcam_block5_relu_c2")  # fmt: skip
-    with pytest.raises(av.AnalysisError, match="aggregation"):
-        av.wide_column("x", "median", "cam", "gradcam", "l", 1)
+    with pytest.raises(StudyError, match="aggregation"):
+        wide_column("x", "median", "cam", "gradcam", "l", 1)
 
 
 def test_own_cohort_warns_when_models_were_trained_on_synthetic_data(run, tmp_path, capsys):

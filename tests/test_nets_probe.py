@@ -8,8 +8,8 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
+from hypo.nets.cards import leaked_patients  # noqa: E402
 from hypo.nets.probe import PARTS, linear_probe, probe_parts, to_markdown  # noqa: E402
-from hypo.nets.splits import leaked_patients  # noqa: E402
 
 
 def fake_parts(n_patients=(60, 30, 30), per=5, k=40, signal=1.0, seed=0):

@@ -199,7 +199,7 @@ def test_train_models_cli_writes_model_card_and_tables(tmp_path, model):
     assert not (out / "run/checkpoint").exists()
     assert (out / "run/run.json").exists()
     # The shipped model re-evaluated from its folder gives the card's numbers again.
-    from hypo.nets.assess import evaluate_on_store
+    from hypo.study.assess import evaluate_on_store
 
     again = evaluate_on_store(m, store, model, card["test_patients"], tmp_path / "again", n_boot=20)
     assert again.card_metrics()["accuracy"] == pytest.approx(test["accuracy"], abs=1e-6)
@@ -246,7 +246,7 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
 def test_assess_cli_refuses_a_card_without_its_split(tmp_path, capsys, tiny_cohort):
     import json
 
-    from hypo.nets.assess import main
+    from hypo.study.assess import main
 
     d = tmp_path / "model"
     d.mkdir()

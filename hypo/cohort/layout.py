@@ -19,6 +19,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 PARTICIPANTS = "participants.tsv"
 GENERATOR = "generator.json"
 SLICE_LABELS = "slice_labels.tsv"
@@ -67,3 +70,16 @@ def truth_mask_path(root: Path, pid: str, label: str) -> Path:
     if label not in TRUTH_LABELS:
         raise ValueError(f"unknown truth label {label!r}; expected one of {TRUTH_LABELS}")
     return Path(root) / TRUTH_DIR / f"{pid}_label-{label}_mask.nii.gz"
+
+
+#: Lesion side on one degree of freedom, as every model of hypo codes it (the generator's
+#: outcome and NIHSS models, the registered covariate ``lesion_side_right``, the oracles):
+#: the patient's right 1, left 0, a bilateral lesion half.
+SIDE_CODE = {"left": 0.0, "right": 1.0, "bilateral": 0.5}
+
+
+def side_right(sides, unknown: float = np.nan) -> np.ndarray:
+    """:data:`SIDE_CODE` of each side label (``unknown`` for anything else: no lesion,
+    missing, an unexpected label)."""
+    codes = pd.Series(np.asarray(sides, dtype=object)).astype(str).map(SIDE_CODE)
+    return codes.fillna(unknown).to_numpy(float)

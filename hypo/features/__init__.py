@@ -38,10 +38,11 @@ from hypo.features.maps import (
     image_covariates,
     map_features,
 )
-from hypo.features.pipeline import run_features
+from hypo.features.pipeline import FeatureRun, run_features
 
 __all__ = [
     "run_features",
+    "FeatureRun",
     "FEATURE_DICTIONARY",
     "PATIENT_DICTIONARY",
     "Anatomy",

@@ -15,7 +15,6 @@ unless ``allow_training_patients=True``.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import pandas as pd
 
 from hypo._util import write_table_atomic
 from hypo.features.aggregate import MAP_KEYS
+from hypo.nets.cards import training_patients
 
 KEY = "participant_id"
 ISSUES = (
@@ -66,30 +66,6 @@ class JoinResult:
 
 
 # --------------------------------------------------------------------------- leakage
-
-
-def load_model_card(card) -> dict:
-    """A model card as a dict, from a dict, a ``card.json`` path or a model folder."""
-    if isinstance(card, dict):
-        return card
-    p = Path(card)
-    if p.is_dir():
-        p = p / "card.json"
-    if not p.is_file():
-        raise FileNotFoundError(f"{card}: no model card (card.json) found")
-    return json.loads(p.read_text(encoding="utf-8"))
-
-
-def training_patients(card) -> tuple[str | None, set[str]]:
-    """(cohort id, training + validation patient ids) of a model card."""
-    c = load_model_card(card)
-    for f in ("train_patients", "val_patients"):
-        if f not in c:
-            raise ValueError(f"model card lacks {f!r}; cannot guard against leakage")
-    cohort = c.get("cohort") or {}
-    cid = cohort.get("id") if isinstance(cohort, dict) else None
-    cid = cid or c.get("cohort_id")
-    return cid, {str(p) for p in c["train_patients"]} | {str(p) for p in c["val_patients"]}
 
 
 def flag_training_patients(table: pd.DataFrame, cards) -> pd.DataFrame:

@@ -19,7 +19,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -40,6 +40,31 @@ def _stderr_stage(prefix: str) -> Callable[[str], None]:
     return stage
 
 
+@dataclass
+class FeatureRun(JoinResult):
+    """A feature run: the joined table and its report, and where its inputs are cached.
+
+    Attributes
+    ----------
+    store : str
+        The slice store the maps were computed on.
+    anatomy : str
+        The anatomy cache of that store.
+    cam_dirs : list of str
+        The CAM caches (the model's maps first, then the randomised-weights control).
+    key_hash : str
+        Hash of everything the slice features depend on.
+    layer : str
+        The CAM layer.
+    """
+
+    store: str = ""
+    anatomy: str = ""
+    cam_dirs: list = field(default_factory=list)
+    key_hash: str = ""
+    layer: str = ""
+
+
 def run_features(
     cohort,
     model_dir: str | os.PathLike,
@@ -58,7 +83,7 @@ def run_features(
     allow_training_patients: bool = False,
     stage: Callable[[str], None] | None = None,
     run_info: dict | None = None,
-) -> JoinResult:
+) -> FeatureRun:
     """Cohort -> slice store -> CAMs -> anatomy -> slice features -> patients -> join.
 
     Parameters
@@ -104,16 +129,18 @@ def run_features(
 
     Returns
     -------
-    JoinResult
+    FeatureRun
         ``table`` one row per patient (flags ``analysis_population``, ``in_model_training``)
-        and the join ``report``. ``table.attrs`` holds ``store``, ``anatomy``, ``cam_dirs``
-        and ``key_hash``.
+        and the join ``report`` (a :class:`FeatureRun`, which also names the slice
+        ``store``, the ``anatomy`` cache, the CAM caches ``cam_dirs``, ``key_hash`` and
+        the ``layer``).
     """
     import hypo.cohort as hc
     from hypo.features.aggregate import aggregate_patients, write_patient_tables
     from hypo.features.anatomy import AnatomyConfig, anatomy_for_store
-    from hypo.features.join import join_participants, load_model_card, require_held_out
+    from hypo.features.join import join_participants, require_held_out
     from hypo.features.maps import FeatureConfig, features_for_store
+    from hypo.nets.cards import read_card
     from hypo.preprocess import PreprocessConfig, build_slice_store
 
     stage = stage or _stderr_stage("hypo.features")
@@ -122,7 +149,7 @@ def run_features(
     if not isinstance(cohort, hc.Cohort):
         stage(f"cohort {cohort}")
         cohort = hc.load(cohort)
-    card = load_model_card(model_dir)
+    card = read_card(model_dir)
     pre = dict(card.get("preprocessing") or {})
     if size is not None:
         pre["size"] = int(size)
@@ -229,14 +256,13 @@ def run_features(
             "n_in_model_training": n_train,
         },
     )
-    res.table.attrs.update(
-        {
-            "store": str(store.path),
-            "anatomy": str(anatomy.path),
-            "cam_dirs": cam_dirs,
-            "key_hash": stable_hash(key),
-            "layer": layer,
-        }
-    )
     stage(f"done -> {out_dir}")
-    return res
+    return FeatureRun(
+        table=res.table,
+        report=res.report,
+        store=str(store.path),
+        anatomy=str(anatomy.path),
+        cam_dirs=list(cam_dirs),
+        key_hash=stable_hash(key),
+        layer=layer,
+    )

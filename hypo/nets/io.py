@@ -8,7 +8,6 @@ models use only built-in Keras layers, so no Lambda layers or pickles are involv
 
 from __future__ import annotations
 
-import json
 import platform
 import zipfile
 from pathlib import Path
@@ -18,9 +17,9 @@ import numpy as np
 
 from hypo._util import atomic_path, write_json_atomic
 from hypo.nets.architectures import ARCHITECTURES, SIZE_FREE, build_model, check_input_shape
+from hypo.nets.cards import CARD_FILE, read_card
 
 MODEL_FILE = "model.keras"
-CARD_FILE = "card.json"
 REQUIRED_CARD_FIELDS = ("architecture", "input_shape", "classes")
 CARD_FIELDS = (
     "architecture",
@@ -96,18 +95,6 @@ def save_model(model: keras.Model, out_dir, card: dict) -> Path:
         bare.save(tmp)
     write_json_atomic(out_dir / CARD_FILE, card)
     return out_dir
-
-
-def read_card(path_or_dir) -> dict:
-    """The model card of a model folder (or of the folder holding a ``.keras`` file)."""
-    p = Path(path_or_dir)
-    card_file = p / CARD_FILE if p.is_dir() else p.parent / CARD_FILE
-    if not card_file.exists():
-        raise FileNotFoundError(f"{card_file}: no model card next to the model")
-    try:
-        return json.loads(card_file.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{card_file}: not valid JSON ({e})") from e
 
 
 def load_model(path_or_dir, input_shape=None) -> keras.Model:

@@ -8,7 +8,7 @@ the layer's activations over the lesion slices of the training patients, one per
 on a grid, the penalty picked on the validation patients (slice AUC), every fit scored
 on the training, validation and test patients (slice AUC, patient AUC of the mean score,
 and the score's correlation with the log of the reader's lesion area, the slices' main
-outcome signal). The lesion-area floor of :mod:`hypo.nets.oracle` is scored on the same
+outcome signal). The lesion-area floor of :mod:`hypo.study.oracle` is scored on the same
 slices for comparison::
 
     python -m hypo.nets.probe MODEL [--split-of MRS_MODEL] [--layer head_relu]
@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hypo.nets.splits import leaked_patients
+from hypo.nets.cards import leaked_patients, read_card
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -189,7 +189,7 @@ def main(argv=None) -> int:
 
     import hypo.cohort as hc
     from hypo._util import atomic_path
-    from hypo.nets.io import load_model, read_card
+    from hypo.nets.io import load_model
     from hypo.paths import default_cohort_dir
     from hypo.preprocess import PreprocessConfig, build_slice_store
 

@@ -143,12 +143,3 @@ def patient_split(
         seed=int(seed),
         stratified_by=tuple(stratify),
     )
-
-
-def leaked_patients(model_card: dict, split_card: dict) -> list[str]:
-    """Test patients of ``split_card`` that ``model_card``'s model trained or validated on
-    (a model that starts or is probed on another split must have seen none of them)."""
-    seen = set(map(str, model_card.get("train_patients", []))) | set(
-        map(str, model_card.get("val_patients", []))
-    )
-    return sorted(seen & set(map(str, split_card.get("test_patients", []))))

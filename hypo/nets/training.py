@@ -79,7 +79,7 @@ class TrainConfig:
         area on each slice (``log1p`` of mm², standardised on the training slices; mean
         squared error). It exists only while training -- the saved model has the class
         output alone -- and teaches the features the lesion's size, the slice's main
-        outcome signal (``hypo.nets.oracle``'s lesion-area floor).
+        outcome signal (``hypo.study.oracle``'s lesion-area floor).
     monitor : {"val_loss", "val_outcome_auc"}
         What early stopping and the best weights follow: the validation loss of the class
         output, or (3-class mRS model) the validation AUC of mRS 3-6 against 0-2 on the

@@ -50,7 +50,7 @@ def bootstrap_ci(
     -------
     DataFrame
         Indexed by statistic name: ``estimate`` (on the full data), ``boot_se``,
-        ``ci_low``, ``ci_high``, ``n_ok``, ``n_failed``. ``attrs["failures"]`` counts the
+        ``ci_low``, ``ci_high``, ``n_ok``, ``n_failed``. ``failures`` lists the
         failure messages.
     """
     if n_resamples < 1:
@@ -94,10 +94,9 @@ def bootstrap_ci(
             "ci_high": hi,
             "n_ok": len(draws),
             "n_failed": n_failed,
+            "failures": "; ".join(f"{k} (x{v})" for k, v in sorted(failures.items())),
         }
     )
-    out.attrs["failures"] = dict(failures)
-    out.attrs["seed"] = seed
     return out
 
 

@@ -39,6 +39,7 @@ import pandas as pd
 from scipy import optimize, special, stats
 
 from .._util import rng_for, stable_hash, write_table_atomic
+from ..cohort.layout import side_right
 from ..intervals import wilson_ci
 from .multiplicity import bh_qvalues
 
@@ -69,7 +70,6 @@ OUTCOME_COVARIATES = ("age", "sex", "mrs_before", "nihss_baseline", "ivt", "iat"
                       "true_tissue_volume_ml", "side", "territory", "swelling")  # fmt: skip
 #: Terms of the oracle fit whose true value the generator defines.
 TRUTH_TERMS = ("swelling", "log_lesion_volume_ml_plus_1")
-SIDE_CODE = {"left": 0.0, "right": 1.0, "bilateral": 0.5}
 #: |beta| x SD(x) beyond which a fit is taken as (quasi-)separated (as hypo.stats.ordinal).
 SEPARATION_EFFECT_PER_SD = 10.0
 
@@ -454,27 +454,39 @@ def prepare_fits(
     return specs
 
 
-def oracle_spec(covariates: pd.DataFrame) -> FitSpec:
-    """The oracle fit on the generator's own covariates (:func:`outcome_covariates` rows, in
-    the outcome vector's order): swelling SD, ln(true tissue volume + 1), age per decade
-    above 70, pre-stroke mRS, female, right side, NIHSS, IVT, IAT and territory (reference
-    MCA), as ``analyses.asymmetry_vs_mrs.truth_rows`` fits it. Only this specification
-    estimates the generator's coefficients; any other estimates marginal quantities."""
+def generator_design(covariates: pd.DataFrame, unknown_side: float = 0.0) -> pd.DataFrame:
+    """The generator's own outcome covariates, one row per patient: swelling SD,
+    ln(true tissue volume + 1), age per decade above 70, pre-stroke mRS, female, right side
+    (``unknown_side`` where the truth has none), NIHSS, IVT, IAT and the first territory.
+
+    ``covariates`` holds the truth table's ``swelling``, ``true_tissue_volume_ml``, ``side``
+    and ``territory`` and the participants' ``age``, ``sex``, ``mrs_before``,
+    ``nihss_baseline``, ``ivt`` and ``iat``. The one home of the oracle design: the oracle
+    fit of the main study and of the calibration harness both start here."""
     t = covariates.reset_index(drop=True)
-    d = pd.DataFrame(
+    num = lambda c: pd.to_numeric(t[c], errors="coerce").astype(float)  # noqa: E731
+    return pd.DataFrame(
         {
-            "swelling": t["swelling"].astype(float),
-            "log_lesion_volume_ml_plus_1": np.log1p(t["true_tissue_volume_ml"].astype(float)),
-            "age_per_decade_above_70": (t["age"].astype(float) - 70) / 10,
-            "mrs_before": t["mrs_before"].astype(float),
+            "swelling": num("swelling"),
+            "log_lesion_volume_ml_plus_1": np.log1p(num("true_tissue_volume_ml")),
+            "age_per_decade_above_70": (num("age") - 70) / 10,
+            "mrs_before": num("mrs_before"),
             "female": t["sex"].astype(str).str.upper().eq("F").astype(float),
-            "right_side": t["side"].astype(str).map(SIDE_CODE).fillna(0.0),
-            "nihss_baseline": t["nihss_baseline"].astype(float),
-            "ivt": t["ivt"].astype(float),
-            "iat": t["iat"].astype(float),
+            "right_side": side_right(t["side"], unknown=unknown_side),
+            "nihss_baseline": num("nihss_baseline"),
+            "ivt": num("ivt"),
+            "iat": num("iat"),
             "territory": t["territory"].astype(str).str.split("+").str[0],
         }
     )
+
+
+def oracle_spec(covariates: pd.DataFrame) -> FitSpec:
+    """The oracle fit on the generator's own covariates (:func:`generator_design` of the
+    :func:`outcome_covariates` rows, in the outcome vector's order), territory reference
+    MCA, as :func:`hypo.study.oracle.truth_rows` fits it. Only this specification
+    estimates the generator's coefficients; any other estimates marginal quantities."""
+    d = generator_design(covariates)
     terr = sorted(set(d["territory"]))
     ref = "MCA" if "MCA" in terr else terr[0]
     rhs = " + ".join(d.columns[:-1])

@@ -132,7 +132,6 @@ def cross_validated_predictions(
     )
     for j, lv in enumerate(levels):
         out[f"P({lv})"] = probs[:, j]
-    out.attrs["levels"] = list(levels)
     return out
 
 

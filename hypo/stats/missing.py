@@ -26,17 +26,20 @@ def complete_case(data: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame,
     -------
     kept : DataFrame
     report : DataFrame
-        One row per column: ``column, n_missing``; ``attrs["n_dropped"]`` is the number
-        of rows dropped in total (a row missing several columns counts once).
+        One row per column: ``column, n_missing``, then a row ``column = "any"`` with the
+        number of rows dropped in total (a row missing several columns counts once).
     """
     missing = [c for c in columns if c not in data.columns]
     if missing:
         raise ValueError(f"column(s) {missing} not in the data; available: {list(data.columns)}")
     na = data[columns].isna()
-    report = pd.DataFrame({"column": columns, "n_missing": na.sum().to_numpy().astype(int)})
     keep = ~na.any(axis=1)
-    report.attrs["n_dropped"] = int((~keep).sum())
-    report.attrs["n_kept"] = int(keep.sum())
+    report = pd.DataFrame(
+        {
+            "column": [*columns, "any"],
+            "n_missing": [*na.sum().to_numpy().astype(int), int((~keep).sum())],
+        }
+    )
     return data.loc[keep], report
 
 
@@ -121,8 +124,8 @@ def mice_proportional_odds(
     -------
     DataFrame
         Indexed by term: Rubin-pooled ``estimate, se, df, p, ci_low, ci_high, fmi`` plus
-        ``OR, OR_low, OR_high`` (OR > 1 = worse, higher outcome level). ``attrs`` hold
-        ``m``, ``n`` and the number of rows with something imputed.
+        ``OR, OR_low, OR_high`` (OR > 1 = worse, higher outcome level), and on every row
+        ``m`` (imputations), ``n`` (rows) and ``n_imputed`` (rows with something imputed).
     """
     lhs, rhs = split_formula(formula)
     cols = list(dict.fromkeys([lhs, *formula_columns(rhs), *(auxiliary or [])]))
@@ -166,5 +169,7 @@ def mice_proportional_odds(
     pooled["OR_low"] = np.exp(pooled["ci_low"])
     pooled["OR_high"] = np.exp(pooled["ci_high"])
     pooled.index.name = "term"
-    pooled.attrs.update({"m": m, "n": len(frame), "n_incomplete": n_incomplete, "seed": seed})
+    pooled["m"] = m
+    pooled["n"] = len(frame)
+    pooled["n_imputed"] = n_incomplete
     return pooled

@@ -23,6 +23,7 @@ import math
 
 import numpy as np
 
+from ..layout import side_right
 from .lesions import LesionComponent
 from .params import SynthParams
 from .territories import VOLUME_LOG_SD, VOLUME_MAX_ML, VOLUME_MEDIAN_ML
@@ -143,10 +144,6 @@ def outcome_coefficients(p: SynthParams, mode: str) -> dict:
     }
 
 
-SIDE_RIGHT = {"right": 1.0, "bilateral": 0.5}
-"""Lesion side as the outcome model codes it (left and no lesion: 0)."""
-
-
 def outcome_linear_predictor(covariates, p: SynthParams, mode: str) -> np.ndarray:
     """The outcome model's linear predictor ``eta`` (without swelling) for many patients.
 
@@ -180,7 +177,7 @@ def outcome_linear_predictor(covariates, p: SynthParams, mode: str) -> np.ndarra
         return np.asarray(covariates[k], dtype=float)
 
     terr = [str(t).split("+")[0] for t in np.asarray(covariates["territory"], dtype=object)]
-    right = np.array([SIDE_RIGHT.get(str(s), 0.0) for s in np.asarray(covariates["side"])])
+    right = side_right(covariates["side"], unknown=0.0)
     female = np.array([str(s).upper() == "F" for s in np.asarray(covariates["sex"])], float)
     return (
         c["null_mode_offset"]
@@ -243,7 +240,7 @@ def draw_clinical_course(
     """
     comps = plan["components"]
     terr0 = comps[0].territory if comps else None
-    right = {"right": 1.0, "bilateral": 0.5}.get(plan["side"], 0.0)
+    right = float(side_right([plan["side"]], unknown=0.0)[0])
     if demo["group"] == "stroke" and comps:
         log_mu = (
             p.nihss_intercept

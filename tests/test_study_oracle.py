@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hypo.nets.oracle import OracleError, mrs_oracle
+from hypo.study.oracle import OracleError, mrs_oracle
 
 THETA = [0.8, 1.7, 2.6, 3.5, 4.6, 5.6]
 
@@ -41,7 +41,8 @@ def _cohort(n=160, seed=0, noise=True):
 def test_true_model_is_perfect_without_chance_and_beats_a_coin_with_it():
     cohort, pid = _cohort(noise=False)
     slices = pd.Series(3, index=pid[80:])
-    raw = mrs_oracle(cohort, pid[:80], pid[80:], slices)
+    res = mrs_oracle(cohort, pid[:80], pid[80:], slices)
+    raw = res.table
     t = raw[raw["rule"].isin(["P > 0.5", "threshold-free"])].set_index(["oracle", "metric"])
     # u = 0.5 and a threshold at P = 0.5: the Bayes rule reproduces every outcome.
     assert t.loc[("true model", "accuracy (lesion slices)"), "estimate"] == 1.0
@@ -49,9 +50,10 @@ def test_true_model_is_perfect_without_chance_and_beats_a_coin_with_it():
     assert t.loc[("true model", "AUC mRS 3-6 vs 0-2"), "estimate"] == 1.0
     # Deterministic outcomes separate the PO fit: said in a note, the ceiling still there.
     assert set(raw["oracle"]) == {"true model"}
-    assert raw.attrs["note"].startswith("fitted PO not available")
+    assert res.note.startswith("fitted PO not available")
     cohort, pid = _cohort(noise=True, seed=1)
-    raw = mrs_oracle(cohort, pid[:80], pid[80:], pd.Series(1, index=pid[80:]))
+    res = mrs_oracle(cohort, pid[:80], pid[80:], pd.Series(1, index=pid[80:]))
+    raw = res.table
     t = raw.set_index(["oracle", "rule", "metric"])["estimate"]
     assert 0.6 < t[("true model", "P > 0.5", "accuracy (lesion slices)")] < 1.0
     assert 0.55 < t[("fitted PO", "P > 0.5", "accuracy (lesion slices)")] < 1.0
@@ -59,16 +61,17 @@ def test_true_model_is_perfect_without_chance_and_beats_a_coin_with_it():
     # signal (the dominant term here) but less than the fit with every covariate.
     auc = t.xs("AUC mRS 3-6 vs 0-2", level="metric")
     assert 0.6 < auc[("image PO", "threshold-free")] <= auc[("fitted PO", "threshold-free")] + 0.05
-    assert "age_decades" not in raw.attrs["image_formula"]
-    assert "swelling" in raw.attrs["image_formula"]
+    assert "age_decades" not in res.image_formula
+    assert "swelling" in res.image_formula
 
 
 def test_balanced_rule_moves_the_cut_to_the_training_share():
     cohort, pid = _cohort(n=240, seed=2)
-    raw = mrs_oracle(cohort, pid[:160], pid[160:], pd.Series(1, index=pid[160:]))
+    res = mrs_oracle(cohort, pid[:160], pid[160:], pd.Series(1, index=pid[160:]))
+    raw = res.table
     part = cohort.participants
     share = float((part.loc[pid[:160], "mrs_3months"] > 2).mean())
-    assert raw.attrs["balanced_at"] == pytest.approx(share)
+    assert res.balanced_at == pytest.approx(share)
     t = raw.set_index(["oracle", "rule", "metric"])["estimate"]
     # A cut below 0.5 calls more patients poor: mRS 3-6 sensitivity cannot fall.
     assert share < 0.5
@@ -81,7 +84,7 @@ def test_patients_without_lesion_slices_do_not_count():
     cohort, pid = _cohort()
     slices = pd.Series(0, index=pid[80:])
     slices.iloc[:10] = 2
-    t = mrs_oracle(cohort, pid[:80], pid[80:], slices)
+    t = mrs_oracle(cohort, pid[:80], pid[80:], slices).table
     acc = t[t["metric"] == "accuracy (lesion slices)"].iloc[0]
     assert acc["n_patients"] == 10 and acc["n_slices"] == 20
 
@@ -94,7 +97,7 @@ def test_a_cohort_without_truth_is_refused():
 
 
 def test_best_cut_is_the_closest_any_threshold_comes_to_the_targets():
-    from hypo.nets.oracle import TARGETS, _best_cut
+    from hypo.study.oracle import TARGETS, _best_cut
 
     # Perfectly separable: some cut meets both targets (sensitivity 1 and 1).
     p = np.array([0.1, 0.2, 0.3, 0.7, 0.8])
@@ -123,7 +126,8 @@ def test_best_cut_is_the_closest_any_threshold_comes_to_the_targets():
 def test_true_model_on_all_patients_needs_no_fit():
     cohort, pid = _cohort(n=200, seed=3)
     every = pd.Series(2, index=pid)
-    raw = mrs_oracle(cohort, pid[:100], pid[100:], every, every)
+    res = mrs_oracle(cohort, pid[:100], pid[100:], every, every)
+    raw = res.table
     allp = raw[raw["oracle"] == "true model, all patients"]
     acc = allp[(allp["rule"] == "P > 0.5") & (allp["metric"] == "accuracy (lesion slices)")]
     assert acc["n_patients"].item() == 200 and acc["n_slices"].item() == 400
@@ -138,7 +142,7 @@ def test_true_model_on_all_patients_needs_no_fit():
 
 
 def test_cross_fitting_is_seeded_and_out_of_sample():
-    from hypo.nets.oracle import cross_fitted_poor
+    from hypo.study.oracle import cross_fitted_poor
 
     cohort, pid = _cohort(n=150, seed=4)
     df = cohort.participants.join(cohort.truth()).reset_index()
@@ -164,7 +168,8 @@ def test_lesion_area_baseline_per_slice():
         rows.append({"participant_id": p, "lesion_visible": False, "lesion_area_mm2": 0.0,
                      "mrs_3months": part.loc[p, "mrs_3months"]})  # fmt: skip
     table = pd.DataFrame(rows)
-    raw = mrs_oracle(cohort, pid[:80], pid[80:], pd.Series(3, index=pid[80:]), slice_table=table)
+    res = mrs_oracle(cohort, pid[:80], pid[80:], pd.Series(3, index=pid[80:]), slice_table=table)
+    raw = res.table
     base = raw[raw["oracle"] == "slice lesion area (logistic)"].set_index(["rule", "metric"])
     assert base.loc[("threshold-free", "AUC mRS 3-6 vs 0-2"), "estimate"] > 0.85
     # Per slice: the 40 test patients' 120 lesion slices, lesion-free slices left out.

@@ -44,20 +44,27 @@ are a harder draw than the cohort; the two PO oracles are then also cross-fitted
 patient (:func:`cross_fitted_poor`), so each patient is predicted by a fit that did not
 see them: whether even a perfect image reader reaches the targets on the whole cohort.
 
-    python -m hypo.nets.oracle models/mrs-gap-128      # writes evaluation_oracle.csv/.md
+    python -m hypo.study.oracle models/mrs-gap-128      # writes evaluation_oracle.csv/.md
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from hypo._util import write_table_atomic, write_text_atomic
+from hypo.cohort import layout
+from hypo.cohort.layout import side_right
+from hypo.paths import data_dir
+from hypo.stats.calibration import generator_design
+from hypo.stats.outcomes import fit_outcome
 
 #: Covariates of the fitted oracle (truth table and participants.tsv columns); a covariate
 #: constant among the training patients is left out of the fit (recorded).
@@ -67,11 +74,24 @@ ORACLE_FORMULA = "mrs_3months ~ " + " + ".join(ORACLE_TERMS[:-1]) + " + C(territ
 #: The covariates of the ``image PO`` oracle: what the image itself could show.
 IMAGE_TERMS = ("log_volume", "right_side", "swelling", "territory0")
 GOOD_MAX = 2  # mRS 0-2 = independent
+OUTCOME = "mrs_3months"
 #: Per-class sensitivity targets of the mRS model (issue #3; the paper reported 0.70 / 0.58
 #: on a slice-level split).
 TARGETS = {"mRS 0-2": 0.65, "mRS 3-6": 0.55}
 #: Cross-fitting of the whole-cohort PO oracles.
 CV_FOLDS, CV_REPEATS = 5, 5
+
+
+@dataclass
+class OracleResult:
+    """The oracle table and how it was made (see :func:`mrs_oracle`)."""
+
+    table: pd.DataFrame
+    note: str
+    n_train: int
+    formula: str
+    image_formula: str
+    balanced_at: float
 
 
 class OracleError(ValueError):
@@ -96,7 +116,7 @@ def _patient_table(cohort) -> pd.DataFrame:
     df["age_decades"] = (pd.to_numeric(df["age"]) - 70) / 10
     df["female"] = (df["sex"].astype(str) == "F").astype(float)
     df["log_volume"] = np.log(pd.to_numeric(df["lesion_volume_ml"]).fillna(0) + 1)
-    df["right_side"] = df["side"].map({"right": 1.0, "bilateral": 0.5}).fillna(0.0)
+    df["right_side"] = side_right(df["side"], unknown=0.0)
     df["territory0"] = df["territory"].fillna("none").astype(str).str.split("+").str[0]
     theta = gen["outcome_model"]["coefficients"]["theta"]
     lp = pd.to_numeric(df["outcome_linear_predictor"])
@@ -224,11 +244,12 @@ def mrs_oracle(
 
     Returns
     -------
-    DataFrame
-        ``oracle, rule, metric, estimate, ci_low, ci_high, n_slices, n_patients``; Wilson
-        CIs over slices (as the model's table; patients cluster them, so they are
-        optimistic). ``attrs``: ``note`` (why a fitted oracle is missing), ``n_train``,
-        ``formula`` (fitted PO), ``image_formula`` (image PO), ``balanced_at``.
+    OracleResult
+        ``table``: ``oracle, rule, metric, estimate, ci_low, ci_high, n_slices,
+        n_patients``; Wilson CIs over slices (as the model's table; patients cluster them,
+        so they are optimistic); and ``note`` (why a fitted oracle is missing),
+        ``n_train``, ``formula`` (fitted PO), ``image_formula`` (image PO),
+        ``balanced_at``.
     """
     from hypo.stats.ordinal import OrdinalFitError
 
@@ -277,24 +298,25 @@ def mrs_oracle(
                 rows += _rows(label, p_cv, poor_all, wa[wa > 0], share)
     if slice_table is not None:
         rows += _lesion_area_rows(slice_table, train_patients, test_patients)
-    out = pd.DataFrame(rows)
-    out.attrs["note"] = "; ".join(notes)
-    out.attrs["n_train"] = len(train)
-    out.attrs["formula"] = formula
-    out.attrs["image_formula"] = image_formula
-    out.attrs["balanced_at"] = share
-    return out
+    return OracleResult(
+        table=pd.DataFrame(rows),
+        note="; ".join(notes),
+        n_train=len(train),
+        formula=formula,
+        image_formula=image_formula,
+        balanced_at=share,
+    )
 
 
-def oracle_for_model(model_dir: str | Path, cohort=None, store=None) -> pd.DataFrame:
+def oracle_for_model(model_dir: str | Path, cohort=None, store=None) -> OracleResult:
     """The oracle table for a shipped mRS model: its card's split of its cohort."""
     import hypo.cohort as hc
-    from hypo.features.join import load_model_card
+    from hypo.nets.cards import read_card
     from hypo.paths import default_cohort_dir
     from hypo.preprocess import PreprocessConfig, build_slice_store
 
     model_dir = Path(model_dir)
-    card = load_model_card(model_dir)
+    card = read_card(model_dir)
     if cohort is None:
         cohort = hc.load(default_cohort_dir("dev"))
     if store is None:
@@ -308,26 +330,27 @@ def oracle_for_model(model_dir: str | Path, cohort=None, store=None) -> pd.DataF
     return mrs_oracle(cohort, card["train_patients"], sorted(test), counts, counts, t)
 
 
-def write_oracle(model_dir: str | Path, table: pd.DataFrame) -> None:
-    """``evaluation_oracle.csv`` and ``.md`` beside the model's evaluation."""
+def write_oracle(out_dir: str | Path, result: OracleResult) -> None:
+    """``evaluation_oracle.csv`` and ``.md`` in ``out_dir`` (the model's evaluation
+    folder)."""
     from hypo.nets.evaluation import markdown_table
 
-    model_dir = Path(model_dir)
-    write_table_atomic(model_dir / "evaluation_oracle.csv", table)
+    out_dir = Path(out_dir)
+    table = result.table
+    write_table_atomic(out_dir / "evaluation_oracle.csv", table)
     t = table.copy()
     t["value"] = [f"{e:.4f}" if not np.isfinite(lo) else f"{e:.4f} [{lo:.4f} {hi:.4f}]"
                   for e, lo, hi in zip(t["estimate"], t["ci_low"], t["ci_high"])]  # fmt: skip
-    a = table.attrs
     md = (
         "# Oracle: the true covariates of the same test patients\n\n"
         "The ceiling for what an image can tell about the 3-month mRS: `true model` is the "
         "generator's outcome model with its true coefficients and covariates (the Bayes "
         "classifier of mRS 0-2 vs 3-6); `fitted PO` a proportional-odds model on the true "
-        f"covariates (`{a.get('formula', ORACLE_FORMULA)}`) fitted on the "
-        f"{a.get('n_train', '?')} training patients; `image PO` the same on what a perfect "
-        f"image reader could see (`{a.get('image_formula', '?')}`). Rules: `P > 0.5` (the "
+        f"covariates (`{result.formula or ORACLE_FORMULA}`) fitted on the "
+        f"{result.n_train} training patients; `image PO` the same on what a perfect "
+        f"image reader could see (`{result.image_formula}`). Rules: `P > 0.5` (the "
         "Bayes rule for accuracy) and `balanced` (mRS 3-6 when its probability exceeds its "
-        f"share among the training patients, {a.get('balanced_at', math.nan):.3f}: what "
+        f"share among the training patients, {result.balanced_at:.3f}: what "
         "class-weighted training approximates); `best cut for targets` (optimistic: the cut "
         "chosen on these test patients that comes closest to the per-class targets "
         f"{TARGETS['mRS 0-2']:.2f} / {TARGETS['mRS 3-6']:.2f}; if it misses, no threshold on "
@@ -342,29 +365,135 @@ def write_oracle(model_dir: str | Path, table: pd.DataFrame) -> None:
         "lesion slice, as in the mRS model's table; Wilson 95 % CIs over slices; AUC weighted "
         "by lesion slices.\n\n"
         + markdown_table(t[["oracle", "rule", "metric", "value", "n_slices", "n_patients"]])
-        + (f"\n{table.attrs['note']}\n" if table.attrs.get("note") else "\n")
+        + (f"\n{result.note}\n" if result.note else "\n")
     )
-    write_text_atomic(model_dir / "evaluation_oracle.md", md)
+    write_text_atomic(out_dir / "evaluation_oracle.md", md)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m hypo.nets.oracle", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m hypo.study.oracle", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("model", type=Path, help="mRS model folder (card.json)")
     p.add_argument("--cohort", type=Path, default=None, help="the model's cohort (default dev)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default HYPO_DATA/oracle/<model folder name>; pass the model "
+        "folder itself to regenerate a shipped evaluation_oracle.md)",
+    )
     args = p.parse_args(argv)
     import hypo.cohort as hc
 
     cohort = hc.load(args.cohort) if args.cohort else None
     try:
-        table = oracle_for_model(args.model, cohort)
+        result = oracle_for_model(args.model, cohort)
     except OracleError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    write_oracle(args.model, table)
-    print(table.to_string(index=False))
+    out = args.out or data_dir() / "oracle" / Path(args.model).resolve().name
+    out.mkdir(parents=True, exist_ok=True)
+    write_oracle(out, result)
+    print(result.table.to_string(index=False))
+    print(f"-> {out}")
     return 0
 
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# --------------------------------------------------------------------------- main study
+
+
+def truth_rows(data: pd.DataFrame, cohort) -> pd.DataFrame | None:
+    """Oracle fit of the main study on the generator's truth: ``true_value``, ``covered``.
+
+    The outcome is refitted with the generator's own covariates
+    (:func:`hypo.stats.calibration.generator_design`), the only specification whose
+    coefficients are the documented ones: a model that leaves some out estimates other
+    (marginal) quantities. None for a cohort without the generator's truth.
+    """
+    gen_file = Path(cohort.root) / layout.GENERATOR
+    truth_file = Path(cohort.root) / layout.TRUTH_TABLE
+    if not gen_file.is_file() or not truth_file.is_file():
+        return None
+    gen = json.loads(gen_file.read_text(encoding="utf-8"))
+    coef = (gen.get("outcome_model") or {}).get("coefficients") or {}
+    truth = pd.read_csv(truth_file, sep="\t", dtype={"participant_id": str})
+    need = {"participant_id", "swelling", "true_tissue_volume_ml", "territory", "side"}
+    if not need <= set(truth.columns) or not coef:
+        raise OracleError(f"{truth_file}: lacks {sorted(need - set(truth.columns))}")
+    t = truth.set_index("participant_id")
+    pid = data["participant_id"].astype(str)
+    cov = data.reset_index(drop=True).assign(
+        **{c: pid.map(t[c]).to_numpy() for c in sorted(need - {"participant_id"})}
+    )
+    d = generator_design(cov, unknown_side=math.nan)
+    d[OUTCOME] = data[OUTCOME].to_numpy()
+    ref = "MCA" if "MCA" in set(d["territory"]) else sorted(set(d["territory"]))[0]
+    truth_value = _true_coefficients(coef, d, ref)
+    rhs = " + ".join([*TRUTH_COVARIATES, f"C(territory, Treatment('{ref}'))"])
+    base = {
+        "hypothesis": "truth",
+        "family": "synthetic_truth",
+        "analysis": "oracle",
+        "map_source": "truth",
+        "model": "generator",
+        "coding": "mrs",
+        "expected_direction": "",
+        "error": "",
+    }
+    try:
+        fit = fit_outcome(d, rhs, OUTCOME, "mrs")
+    except ValueError as e:
+        row = {**base, "feature": "swelling", "term": "swelling"}
+        row.update(error=f"{type(e).__name__}: {e}", true_value=truth_value["swelling"])
+        return pd.DataFrame([row])
+    rows = []
+    prefix = f"C(territory, Treatment('{ref}'))[T."
+    for _, r in fit.iterrows():
+        tv = truth_value.get(r["term"])
+        tv = math.nan if tv is None else float(tv)
+        term = str(r["term"])
+        if term.startswith(prefix):  # patsy's name is unreadable in tables and plots
+            term = f"territory_{term[len(prefix) : -1]}_vs_{ref}"
+        rows.append(
+            {
+                **base,
+                "feature": term,
+                "term": term,
+                **{k: r[k] for k in ("estimate", "se", "OR", "OR_low", "OR_high", "p", "n")},
+                "direction": r["direction"],
+                "true_value": tv,
+                "covered": (bool(r["ci_low"] <= tv <= r["ci_high"]) if np.isfinite(tv) else pd.NA),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+#: The generator's outcome covariates in the order the oracle formula names them.
+TRUTH_COVARIATES = (
+    "swelling",
+    "log_lesion_volume_ml_plus_1",
+    "age_per_decade_above_70",
+    "mrs_before",
+    "female",
+    "right_side",
+    "nihss_baseline",
+    "ivt",
+    "iat",
+)
+
+
+def _true_coefficients(coef: dict, d: pd.DataFrame, ref: str) -> dict:
+    """The generator's coefficient of each oracle term (territories against ``ref``)."""
+    gamma = coef.get("swelling_per_sd_by_cut") or []
+    po = bool(coef.get("proportional_odds", True)) and len(set(gamma)) <= 1
+    out = {c: coef.get(c) for c in TRUTH_COVARIATES}
+    out["swelling"] = float(gamma[0]) if gamma and po else math.nan
+    terr = coef.get("territory") or {}
+    for lv in sorted(set(d["territory"]) - {ref}):
+        name = f"C(territory, Treatment('{ref}'))[T.{lv}]"
+        out[name] = terr.get(lv, math.nan) - terr.get(ref, 0.0)
+    return out

@@ -3,10 +3,10 @@
 ``evaluate_on_store`` is the evaluation step of ``python -m analyses.train_models``: the
 model's predictions on the test patients' slices of a slice store, turned into the paper's
 tables (:mod:`hypo.nets.evaluation`) and, for an mRS model on a synthetic cohort, the
-oracle (:mod:`hypo.nets.oracle`). The command line re-runs it for a model folder without
+oracle (:mod:`hypo.study.oracle`). The command line re-runs it for a model folder without
 retraining (after the evaluation gained a table, or to check a shipped model)::
 
-    python -m hypo.nets.assess models/mrs-gap-128 [--cohort DIR] [--n-boot 2000]
+    python -m hypo.study.assess models/mrs-gap-128 [--cohort DIR] [--n-boot 2000]
 
 It rebuilds (or reuses) the slice store from the card's ``preprocessing`` on the card's
 cohort, evaluates on the card's ``test_patients``, rewrites ``evaluation*`` files and
@@ -90,7 +90,7 @@ def evaluate_on_store(
     ev = evaluate(task, labels[rows], proba, pid[rows], n_boot=n_boot, seed=seed, **kw)
     ev.write(out_dir)
     if task == "mrs" and train_patients is not None and getattr(cohort, "is_synthetic", False):
-        from hypo.nets.oracle import mrs_oracle, write_oracle
+        from hypo.study.oracle import mrs_oracle, write_oracle
 
         # The ceiling of the same test patients: their true covariates (issue: oracle).
         les = table.iloc[rows][labels[rows] > 0]
@@ -105,7 +105,7 @@ def evaluate_on_store(
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    p = argparse.ArgumentParser(prog="python -m hypo.nets.assess", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m hypo.study.assess", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("model", type=Path, help="model folder (model.keras + card.json)")
     p.add_argument("--cohort", type=Path, default=None, help="the model's cohort (default dev)")
@@ -115,7 +115,8 @@ def main(argv=None) -> int:
 
     import hypo.cohort as hc
     from hypo._util import write_json_atomic
-    from hypo.nets.io import CARD_FILE, load_model, read_card
+    from hypo.nets.cards import CARD_FILE, read_card
+    from hypo.nets.io import load_model
     from hypo.paths import default_cohort_dir
     from hypo.preprocess import PreprocessConfig, build_slice_store
 
@@ -140,7 +141,7 @@ def main(argv=None) -> int:
         n_boot=args.n_boot, seed=int(card.get("training", {}).get("seed", 0)),
     )  # fmt: skip
     card["metrics"] = {**card.get("metrics", {}), "test": ev.card_metrics()}
-    card["evaluation_command"] = "python -m hypo.nets.assess " + shlex.join(argv)
+    card["evaluation_command"] = "python -m hypo.study.assess " + shlex.join(argv)
     write_json_atomic(args.model / CARD_FILE, card)
     print((args.model / "evaluation.md").read_text())
     return 0

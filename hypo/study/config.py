@@ -1,0 +1,114 @@
+"""Settings and fixed names of the main study (CAM features vs the 3-month mRS).
+
+One :class:`StudyConfig` describes a run of :func:`hypo.study.run_study`; its defaults are
+the embedded default analysis (the synthetic analysis cohort, the shipped models, the
+registered hypotheses of ``analyses/hypotheses/``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from hypo.paths import REPO_ROOT
+
+HYPOTHESES_DIR = REPO_ROOT / "analyses" / "hypotheses"
+LOCK_FILE = REPO_ROOT / "analyses" / "hypotheses.lock.json"
+STROKE_MODEL = REPO_ROOT / "models" / "stroke-gap-128"
+MRS_MODEL = REPO_ROOT / "models" / "mrs-gap-128"
+OUTCOME = "mrs_3months"
+#: Primary covariates of every registered hypothesis (the registry files name them).
+LOG_VOLUME = "log_lesion_volume_ml"
+SIDE_RIGHT = "lesion_side_right"
+#: Suffix of the patient feature table per registered aggregation.
+AGGREGATION_SUFFIX = {
+    "lesion_slices_map_mass_weighted_mean": "_lesion",
+    "all_slices_map_mass_weighted_mean": "_all",
+}
+MODEL_KEYS = ("stroke", "mrs")
+CONTROL_SOURCES = ("control_uniform", "control_intensity", "control_random_model")
+QUICK_PATIENTS = 30
+#: Error prefix of a test that a map source cannot define (not a failed fit).
+NOT_APPLICABLE = "not applicable"
+#: Classes shown in the CAM panels, per model (both classes of each, as the paper's
+#: Figures 11 and 14 do).
+PANEL_CLASSES = {"stroke": ("no stroke", "stroke"), "mrs": ("mRS 0-2", "mRS 3-6")}
+
+
+class StudyError(RuntimeError):
+    """The study cannot run as asked (a missing model, an unusable cohort)."""
+
+
+@dataclass
+class StudyConfig:
+    """Settings of one run (defaults: the embedded default analysis).
+
+    Attributes
+    ----------
+    cohort : path or None
+        Cohort folder; None = the default synthetic analysis cohort (generated if missing),
+        or with ``quick`` a small synthetic cohort of ``quick_patients`` patients.
+    stroke_model, mrs_model : path
+        Model folders (``model.keras`` + ``card.json``).
+    layer : str or None
+        CAM layer for both models; None = each card's ``cam_layer`` (the registered one).
+    methods : tuple of str
+        CAM methods computed; the registered primary method must be among them.
+    out : path
+        Report folder.
+    quick : bool
+        A small run (tests, a first look): small cohort, few bootstrap resamples, no
+        randomised-model control, few CAM panels.
+    n_boot : int
+        Patient bootstrap resamples for the primary ORs (paper-style 200).
+    seed : int
+        Seed of the bootstrap, cross-validation folds, MICE and the randomised control.
+    random_control : bool
+        Grad-CAM of the randomised-weights model as a third negative control.
+    cv_splits : int
+        Folds of the cross-validated C-index.
+    mice_m : int
+        Imputations of the MICE sensitivity analysis (only when covariates are missing).
+    n_panels : int
+        Example slices in the CAM panels.
+    hypotheses, lock : path
+        Registry folder and its lock file.
+    progress : bool
+        Progress bars and stage lines on stderr.
+    """
+
+    cohort: Path | None = None
+    stroke_model: Path = STROKE_MODEL
+    mrs_model: Path = MRS_MODEL
+    layer: str | None = None
+    methods: tuple[str, ...] = ("gradcam", "gradcampp")
+    out: Path = REPO_ROOT / "reports" / "asymmetry_vs_mrs"
+    quick: bool = False
+    quick_patients: int = QUICK_PATIENTS
+    n_boot: int = 200
+    seed: int = 0
+    random_control: bool = True
+    cv_splits: int = 5
+    mice_m: int = 20
+    n_panels: int = 3
+    hypotheses: Path = HYPOTHESES_DIR
+    lock: Path = LOCK_FILE
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def effective(self) -> StudyConfig:
+        """The configuration actually run (``quick`` shrinks the expensive parts)."""
+        if not self.quick:
+            return self
+        return replace(
+            self,
+            n_boot=min(self.n_boot, 20),
+            random_control=False,
+            mice_m=min(self.mice_m, 5),
+            n_panels=min(self.n_panels, 2),
+            cv_splits=min(self.cv_splits, 3),
+        )
+
+    def model_dirs(self) -> dict[str, Path]:
+        """``{"stroke": folder, "mrs": folder}``."""
+        return {"stroke": Path(self.stroke_model), "mrs": Path(self.mrs_model)}

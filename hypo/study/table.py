@@ -1,0 +1,138 @@
+"""The analysis table and the patient flow of the main study.
+
+:func:`build_table` joins both models' per-patient feature tables into one row per patient
+with one column per (registered hypothesis, map source); :func:`population_flow` applies
+the inclusion steps in order and counts who each one excluded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from hypo.cohort.layout import side_right
+from hypo.report.tables import patient_flow
+
+from .config import AGGREGATION_SUFFIX, LOG_VOLUME, OUTCOME, SIDE_RIGHT, StudyError
+
+
+@dataclass
+class AnalysisTable:
+    """One row per patient, and where each registered test's column came from.
+
+    Attributes
+    ----------
+    table : DataFrame
+        Participants, image covariates (``log_lesion_volume_ml``, ``lesion_side_right``),
+        leakage flags and one column per (hypothesis, map source) named by :func:`alias`.
+    columns : dict
+        ``(hypothesis id, map source) -> column of the features' wide table``.
+    """
+
+    table: pd.DataFrame
+    columns: dict[tuple[str, str], str]
+
+
+def class_index(card: dict, name: str, where: str) -> int:
+    """Index of class ``name`` in a model card, or an error naming ``where`` it was asked."""
+    classes = [str(c) for c in card.get("classes", [])]
+    if name not in classes:
+        raise StudyError(f"{where}: class {name!r} is not a class of the model ({classes})")
+    return classes.index(name)
+
+
+def wide_column(feature: str, aggregation: str, source: str, method: str, layer: str, k: int):
+    """Column of the joined table (:func:`hypo.features.join.to_wide` naming)."""
+    if aggregation not in AGGREGATION_SUFFIX:
+        raise StudyError(
+            f"aggregation {aggregation!r}: expected one of {sorted(AGGREGATION_SUFFIX)}"
+        )
+    suffix = AGGREGATION_SUFFIX[aggregation]
+    label = "_".join(str(p).replace(" ", "-") for p in (source, method, layer, f"c{k}"))
+    return f"{feature}{suffix}__{label}"
+
+
+def alias(h, source: str) -> str:
+    """Short analysis-table column of hypothesis ``h`` on one map source."""
+    return f"{h.model}__{h.feature}__{source}"
+
+
+def cam_method(h, methods) -> str:
+    """The CAM method a hypothesis is tested with: its registered one when computed, else
+    the first computed (an exploratory run, which the report says)."""
+    return h.method if h.method in methods else methods[0]
+
+
+def feature_columns(reg, cards, layers, methods, sources) -> dict[tuple[str, str], str]:
+    """``(hypothesis id, map source) -> joined-table column`` for every registered test."""
+    out = {}
+    for h in reg.hypotheses.values():
+        card, layer = cards[h.model], layers[h.model]
+        if h.layer not in ("cam_layer", layer):
+            raise StudyError(
+                f"hypothesis {h.id} ({h.source}) registers layer {h.layer!r} but the {h.model} "
+                f"model's CAMs are computed at {layer!r} (the card's cam_layer or --layer)"
+            )
+        k = class_index(card, h.cam_class, f"hypothesis {h.id} ({h.source})")
+        for src in sources:
+            if src in ("control_uniform", "control_intensity"):
+                col = wide_column(h.feature, h.aggregation, src, "control", "image", -1)
+            elif src == "control_random_model":
+                col = wide_column(h.feature, h.aggregation, src, "gradcam", layer, k)
+            else:
+                col = wide_column(h.feature, h.aggregation, "cam", cam_method(h, methods), layer, k)
+            out[h.id, src] = col
+    return out
+
+
+def build_table(joined: dict, reg, cards, layers, methods, sources) -> AnalysisTable:
+    """One row per patient: participants, image covariates, flags and one column per
+    (hypothesis, map source) named by :func:`alias`.
+
+    ``joined`` maps ``"stroke"`` / ``"mrs"`` to each model's feature run (anything with a
+    ``table`` attribute: :class:`hypo.features.join.JoinResult`).
+    """
+    base = joined["stroke"].table
+    cols = feature_columns(reg, cards, layers, methods, sources)
+    keep = [c for c in base.columns if "__" not in c]
+    table = base[keep].copy()
+    for key in ("stroke", "mrs"):
+        t = joined[key].table.set_index("participant_id")
+        table[f"in_training_{key}_model"] = (
+            table["participant_id"].map(t["in_model_training"]).fillna(False).astype(bool)
+        )
+    table["in_model_training"] = table["in_training_stroke_model"] | table["in_training_mrs_model"]
+    for (hid, src), col in cols.items():
+        h = reg.hypotheses[hid]
+        t = joined[h.model].table.set_index("participant_id")
+        if col not in t.columns:
+            raise StudyError(
+                f"hypothesis {hid} ({h.source}): feature column {col!r} is not in the "
+                f"{h.model} model's feature table (layer/method/class not computed?)"
+            )
+        table[alias(h, src)] = table["participant_id"].map(t[col]).astype(float)
+    vol = pd.to_numeric(table.get("lesion_volume_ml"), errors="coerce")
+    table[LOG_VOLUME] = np.log1p(vol.clip(lower=0))
+    table[SIDE_RIGHT] = side_right(table["lesion_side"])
+    return AnalysisTable(table, cols)
+
+
+def population_flow(table: pd.DataFrame):
+    """Inclusion steps, in order; returns (flow, excluded, boolean population)."""
+    stroke = table["group"].astype(str).str.lower().eq("stroke")
+    visible = pd.to_numeric(table.get("any_lesion_visible"), errors="coerce").fillna(0) > 0
+    has_feat = table["has_features"].astype(bool)
+    has_mrs = pd.to_numeric(table[OUTCOME], errors="coerce").notna()
+    held_out = ~table["in_model_training"].astype(bool)
+    criteria = [
+        ("Stroke patients", stroke.to_numpy(), "not a stroke (TIA / other group)"),
+        ("Visible lesion", visible.to_numpy(), "no slice with a visible lesion"),
+        ("CAM features", has_feat.to_numpy(), "no slices or maps"),
+        ("Not a model's training/validation patient", held_out.to_numpy(), "leakage guard"),
+        ("3-month mRS known", has_mrs.to_numpy(), "3-month mRS missing"),
+    ]
+    flow, excluded = patient_flow(table, criteria, start="All participants")
+    pop = stroke & visible & has_feat & held_out & has_mrs
+    return flow, excluded, pop
