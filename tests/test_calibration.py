@@ -107,8 +107,8 @@ def test_null_band_and_wilson():
 
 def _features_table(part, truth, rng):
     """A main-analysis-like table: one registered feature carries swelling, the rest noise."""
-    from hypo.study.config import HYPOTHESES_DIR
     from hypo.stats.registry import Registry
+    from hypo.study.config import HYPOTHESES_DIR
 
     reg = Registry.load(HYPOTHESES_DIR)
     t = part.merge(truth, on="participant_id")
@@ -242,9 +242,9 @@ def test_family_rates_and_bh(quick):
 
 def test_replicates_match_the_registered_test_on_one_draw(quick):
     """The fast path refits exactly what the registry's runner fits."""
+    from hypo.stats.registry import test_hypotheses
     from hypo.study.calibration import candidate_rows
     from hypo.study.config import LOCK_FILE
-    from hypo.stats.registry import test_hypotheses
 
     rows, missing = candidate_rows(quick["feats"], "features")
     covs = cal.outcome_covariates(quick["part"], quick["truth"]).loc[rows["participant_id"]]
