@@ -12,7 +12,8 @@ import_isles2022(root, out_dir) -> Path
 Cohort, Volume, Problem, CohortError, WindowConfig
 """
 
-from hypo.cohort.io import Cohort, CohortError, Problem, Volume, WindowConfig, load
+from hypo.cohort.io import Cohort, CohortError, Problem, Volume, WindowConfig
+from hypo.cohort.loading import load
 from hypo.cohort.validation import validate
 
 __all__ = [
