@@ -264,11 +264,11 @@ def test_four_d_single_volume_is_squeezed(tiny_cohort):
 
 
 def test_clean_validation_is_remembered_until_inputs_change(tiny_cohort, monkeypatch):
-    import hypo.cohort.validation as validation
+    import hypo.cohort.loading as loading
 
     calls = []
-    real = validation.validate
-    monkeypatch.setattr(validation, "validate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = loading.validate
+    monkeypatch.setattr(loading, "validate", lambda *a, **k: calls.append(1) or real(*a, **k))
     hypo.cohort.load(tiny_cohort)
     hypo.cohort.load(tiny_cohort)
     assert len(calls) == 1
