@@ -6,13 +6,19 @@ import contextlib
 import hashlib
 import json
 import os
+import platform
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+
+import hypo
 
 
 @contextlib.contextmanager
@@ -106,3 +112,71 @@ def rng_for(seed: int, *keys: int | str) -> np.random.Generator:
         else:
             words.append(int(k))
     return np.random.default_rng(np.random.SeedSequence(words))
+
+
+#: Distribution name of each library hypo records (``opencv`` has several wheels).
+DISTRIBUTIONS = {
+    "scikit-learn": ("scikit-learn",),
+    "opencv": (
+        "opencv-python-headless",
+        "opencv-python",
+        "opencv-contrib-python",
+        "opencv-contrib-python-headless",
+    ),
+}
+#: Every library whose version can shape hypo's numbers (provenance records them all).
+LIBRARIES = ("hypo", "numpy", "pandas", "scipy", "scikit-learn", "statsmodels", "pingouin",
+             "tensorflow", "keras", "plotnine", "matplotlib", "nibabel", "nilearn", "opencv",
+             "h5py", "pyarrow", "patsy")  # fmt: skip
+
+
+def library_versions(names: Sequence[str] = LIBRARIES) -> dict[str, str | None]:
+    """Installed version of each library in ``names`` (None where not installed); the name
+    ``python`` gives the interpreter's version. The one version collector of hypo: model
+    cards, CAM provenance, the generator's record and report provenance all call it."""
+    out: dict[str, str | None] = {}
+    for name in names:
+        if name == "python":
+            out[name] = platform.python_version()
+            continue
+        out[name] = None
+        for dist in DISTRIBUTIONS.get(name, (name,)):
+            try:
+                out[name] = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                continue
+    if "hypo" in out and out["hypo"] is None:
+        # Run from a source checkout without installing: the package states its own version.
+        out["hypo"] = hypo.__version__
+    return out
+
+
+#: "&" is escaped only where Markdown would read an entity.
+_MD_ENTITY = re.compile(r"&(?=#?\w+;)")
+
+
+def markdown_text(s) -> str:
+    """Text safe in Markdown: only "<" can open inline HTML; ">" stays readable
+    ("OR > 1")."""
+    return _MD_ENTITY.sub("&amp;", str(s)).replace("<", "&lt;")
+
+
+def _md_cell(v, float_format: str | None) -> str:
+    if v is None or (isinstance(v, float) and pd.isna(v)):
+        return ""
+    if float_format and isinstance(v, float):
+        v = format(v, float_format)
+    return markdown_text(v).replace("|", "\\|").replace("\r", " ").replace("\n", "<br>")
+
+
+def markdown_table(df: pd.DataFrame, index: bool = False, float_format: str | None = None) -> str:
+    """A GitHub-flavoured Markdown table with every header and cell escaped (the one table
+    writer of hypo: reports, model evaluations, the oracle). ``float_format`` (e.g.
+    ``".4f"``) formats float cells; missing values are empty cells."""
+    d = df.reset_index() if index else df
+    header = [_md_cell(c, None) for c in d.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for row in d.itertuples(index=False):
+        lines.append("| " + " | ".join(_md_cell(v, float_format) for v in row) + " |")
+    return "\n".join(lines)

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from .._util import library_versions as _versions
 from .result import CamResult
 
 METHODS = ("gradcam", "gradcampp", "hirescam", "layercam")
@@ -237,22 +238,9 @@ def model_hash(model, length: int = 16) -> str:
     return h.hexdigest()[:length]
 
 
-def library_versions() -> dict[str, str]:
-    import cv2
-    import keras
-    import scipy
-    import tensorflow as tf
-
-    import hypo
-
-    return {
-        "hypo": getattr(hypo, "__version__", "unknown"),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "opencv": cv2.__version__,
-    }
+def library_versions() -> dict[str, str | None]:
+    """Versions of the libraries that shape a map (recorded in its provenance)."""
+    return _versions(("hypo", "tensorflow", "keras", "numpy", "scipy", "opencv"))
 
 
 # ---------------------------------------------------------------------------------------

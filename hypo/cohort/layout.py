@@ -83,3 +83,21 @@ def side_right(sides, unknown: float = np.nan) -> np.ndarray:
     missing, an unexpected label)."""
     codes = pd.Series(np.asarray(sides, dtype=object)).astype(str).map(SIDE_CODE)
     return codes.fillna(unknown).to_numpy(float)
+
+
+#: Functional independence at 3 months: mRS 0-2 (good); 3-6 is dependence or death.
+MRS_GOOD_MAX = 2
+
+
+def mrs_poor(mrs, column: str = "mrs_3months") -> np.ndarray:
+    """The mRS dichotomy of every model and table of hypo: 1.0 for mRS 3-6, 0.0 for mRS
+    0-2, NaN where missing; an error naming ``column`` for a value that is not an integer
+    0-6 (such as 9, a common "unknown" code)."""
+    m = pd.to_numeric(pd.Series(np.asarray(mrs, dtype=object)), errors="coerce").to_numpy(float)
+    bad = ~np.isnan(m) & ((m < 0) | (m > 6) | (m != np.round(m)))
+    if bad.any():
+        raise ValueError(
+            f"{column} has values outside 0-6 (integers expected; missing as empty or n/a): "
+            f"{np.unique(m[bad]).tolist()}"
+        )
+    return np.where(np.isnan(m), np.nan, (m > MRS_GOOD_MAX).astype(float))

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import log_loss, roc_auc_score
 
+from hypo._util import markdown_table as _markdown_table
 from hypo._util import rng_for, write_table_atomic, write_text_atomic
 from hypo.intervals import wilson_ci
 
@@ -430,12 +431,5 @@ def table3(ev: Evaluation) -> pd.DataFrame:
 
 
 def markdown_table(df: pd.DataFrame) -> str:
-    """A GitHub-flavoured Markdown table (no extra dependency)."""
-    cols = [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for _, r in df.iterrows():
-        cells = []
-        for v in r.tolist():
-            cells.append(f"{v:.4f}" if isinstance(v, float) else str(v))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    """An evaluation table in Markdown, floats to 4 decimals (:func:`hypo._util.markdown_table`)."""
+    return _markdown_table(df, float_format=".4f") + "\n"

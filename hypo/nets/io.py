@@ -8,14 +8,13 @@ models use only built-in Keras layers, so no Lambda layers or pickles are involv
 
 from __future__ import annotations
 
-import platform
 import zipfile
 from pathlib import Path
 
 import keras
-import numpy as np
 
 from hypo._util import atomic_path, write_json_atomic
+from hypo._util import library_versions as _versions
 from hypo.nets.architectures import ARCHITECTURES, SIZE_FREE, build_model, check_input_shape
 from hypo.nets.cards import CARD_FILE, read_card
 
@@ -39,20 +38,8 @@ CARD_FIELDS = (
 
 
 def library_versions() -> dict:
-    """Versions of the libraries that shape a model's numbers."""
-    import sklearn
-    import tensorflow as tf
-
-    import hypo
-
-    return {
-        "hypo": hypo.__version__,
-        "keras": keras.__version__,
-        "tensorflow": tf.__version__,
-        "numpy": np.__version__,
-        "scikit-learn": sklearn.__version__,
-        "python": platform.python_version(),
-    }
+    """Versions of the libraries that shape a model's numbers (recorded in its card)."""
+    return _versions(("hypo", "keras", "tensorflow", "numpy", "scikit-learn", "python"))
 
 
 def _validate_card(card: dict, where) -> None:

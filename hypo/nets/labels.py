@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from hypo.cohort.layout import mrs_poor
+
 STROKE_CLASSES = ("no stroke", "stroke")
 MRS_CLASSES = ("no stroke", "mRS 0-2", "mRS 3-6")
-#: Highest mRS of the "good outcome" group (mRS 0-2 vs 3-6).
-MRS_GOOD_MAX = 2
 
 
 @dataclass
@@ -90,11 +90,8 @@ def stroke_labels(table: pd.DataFrame) -> SliceLabels:
 
 def mrs_group(mrs: pd.Series | np.ndarray) -> np.ndarray:
     """Binarised 3-month mRS: 0 for mRS 0-2, 1 for mRS 3-6, -1 where missing."""
-    m = pd.to_numeric(pd.Series(np.asarray(mrs)), errors="coerce").to_numpy(dtype=float)
-    bad = ~np.isnan(m) & ((m < 0) | (m > 6) | (m != np.round(m)))
-    if bad.any():
-        raise ValueError(f"mrs_3months has values outside 0-6: {np.unique(m[bad]).tolist()}")
-    return np.where(np.isnan(m), -1, (m > MRS_GOOD_MAX).astype(int))
+    poor = mrs_poor(mrs)
+    return np.where(np.isnan(poor), -1, poor).astype(int)
 
 
 def mrs_labels(table: pd.DataFrame) -> SliceLabels:

@@ -20,59 +20,16 @@ import platform
 import subprocess
 import sys
 from collections.abc import Mapping
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hypo._util import file_hash, write_json_atomic
+from hypo._util import file_hash, library_versions, write_json_atomic
 
 #: Distribution names of the libraries whose versions a report records.
-LIBRARIES = {
-    "hypo": "hypo",
-    "numpy": "numpy",
-    "pandas": "pandas",
-    "scipy": "scipy",
-    "scikit-learn": "scikit-learn",
-    "statsmodels": "statsmodels",
-    "pingouin": "pingouin",
-    "tensorflow": "tensorflow",
-    "keras": "keras",
-    "plotnine": "plotnine",
-    "matplotlib": "matplotlib",
-    "nibabel": "nibabel",
-    "nilearn": "nilearn",
-    "opencv": "opencv-python-headless",
-    "h5py": "h5py",
-    "pyarrow": "pyarrow",
-}
 #: NIfTI header fields that can carry free text; a key with one of these names is refused.
 HEADER_TEXT_KEYS = frozenset({"descrip", "aux_file", "intent_name", "db_name", "header"})
-
-
-def library_versions() -> dict[str, str | None]:
-    """Installed versions of :data:`LIBRARIES` (None where not installed)."""
-    out: dict[str, str | None] = {}
-    for name, dist in LIBRARIES.items():
-        try:
-            out[name] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    if out["hypo"] is None:
-        # Run from a source checkout without installing: the package states its own version.
-        import hypo
-
-        out["hypo"] = getattr(hypo, "__version__", None)
-    if out.get("opencv") is None:
-        # opencv is also shipped as opencv-python / opencv-contrib-python.
-        for alt in ("opencv-python", "opencv-contrib-python", "opencv-contrib-python-headless"):
-            try:
-                out["opencv"] = metadata.version(alt)
-                break
-            except metadata.PackageNotFoundError:
-                continue
-    return out
 
 
 def git_state(repo: str | os.PathLike | None = None) -> dict[str, Any] | None:

@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from hypo.cohort.layout import mrs_poor
+
 MRS_GOOD = "mRS 0-2"
 MRS_POOR = "mRS 3-6"
 MRS_MISSING = "mRS missing"
@@ -85,15 +87,11 @@ def mrs_group(mrs: pd.Series | Sequence) -> pd.Series:
     Series of str
         ``"mRS 0-2"``, ``"mRS 3-6"`` or ``"mRS missing"``.
     """
-    s = pd.to_numeric(pd.Series(mrs), errors="coerce")
-    bad = s.notna() & ~s.isin(range(7))
-    if bad.any():
-        raise ValueError(
-            f"mRS values must be integers 0-6 (or missing); found {sorted(s[bad].unique())}"
-        )
+    s = pd.Series(mrs)
+    poor = mrs_poor(s)
     out = pd.Series(MRS_MISSING, index=s.index, dtype=object)
-    out[s <= 2] = MRS_GOOD
-    out[s >= 3] = MRS_POOR
+    out[poor == 0] = MRS_GOOD
+    out[poor == 1] = MRS_POOR
     return out
 
 

@@ -18,14 +18,13 @@ from __future__ import annotations
 import base64
 import html
 import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from hypo._util import write_text_atomic
+from hypo._util import markdown_table, markdown_text, write_text_atomic
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 72rem;
@@ -133,58 +132,34 @@ def _check_content(sections: list[Section], out_dir: Path) -> None:
 
 
 # --------------------------------------------------------------------------- Markdown
-_MD_ENTITY = re.compile(r"&(?=#?\w+;)")
-
-
-def _md_text(s) -> str:
-    # Only "<" can open inline HTML in Markdown; "&" is escaped where it would otherwise
-    # be read as an entity. ">" stays readable ("OR > 1").
-    return _MD_ENTITY.sub("&amp;", str(s)).replace("<", "&lt;")
-
-
-def _md_cell(v) -> str:
-    if v is None or (isinstance(v, float) and pd.isna(v)):
-        return ""
-    s = _md_text(v).replace("|", "\\|").replace("\r", " ").replace("\n", "<br>")
-    return s
-
-
-def markdown_table(df: pd.DataFrame, index: bool = False) -> str:
-    """A GitHub-flavoured Markdown table with every header and cell escaped."""
-    d = df.reset_index() if index else df
-    header = [_md_cell(c) for c in d.columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for row in d.itertuples(index=False):
-        lines.append("| " + " | ".join(_md_cell(v) for v in row) + " |")
-    return "\n".join(lines)
 
 
 def _markdown(title: str, intro, warnings, sections: list[Section]) -> str:
-    out = [f"# {_md_text(title)}", ""]
+    out = [f"# {markdown_text(title)}", ""]
     for p in intro:
-        out += [_md_text(p), ""]
+        out += [markdown_text(p), ""]
     if warnings:
         out += ["> **Warnings**", ">"]
-        out += [f"> - {_md_text(w)}" for w in warnings]
+        out += [f"> - {markdown_text(w)}" for w in warnings]
         out.append("")
     for sec in sections:
-        out += [f"## {_md_text(sec.heading)}", ""]
+        out += [f"## {markdown_text(sec.heading)}", ""]
         if sec.warnings:
-            out += [f"> **Warning:** {_md_text(w)}" for w in sec.warnings]
+            out += [f"> **Warning:** {markdown_text(w)}" for w in sec.warnings]
             out.append("")
         for item in sec.content:
             if isinstance(item, str):
-                out += [_md_text(item), ""]
+                out += [markdown_text(item), ""]
             elif isinstance(item, Figure):
                 rel = Path(item.path).as_posix()
-                alt = _md_text(item.caption or Path(item.path).name).replace("]", "\\]")
+                alt = markdown_text(item.caption or Path(item.path).name).replace("]", "\\]")
                 out += [f"![{alt}]({rel})", ""]
                 if item.caption:
-                    out += [f"*{_md_text(item.caption)}*", ""]
+                    out += [f"*{markdown_text(item.caption)}*", ""]
             else:
                 t = item if isinstance(item, Table) else Table(item)
                 if t.caption:
-                    out += [f"**{_md_text(t.caption)}**", ""]
+                    out += [f"**{markdown_text(t.caption)}**", ""]
                 out += [markdown_table(t.df, t.index), ""]
     return "\n".join(out).rstrip() + "\n"
 

@@ -61,7 +61,7 @@ import pandas as pd
 
 from hypo._util import write_table_atomic, write_text_atomic
 from hypo.cohort import layout
-from hypo.cohort.layout import side_right
+from hypo.cohort.layout import MRS_GOOD_MAX, side_right
 from hypo.paths import data_dir
 from hypo.stats.calibration import generator_design
 from hypo.stats.outcomes import fit_outcome
@@ -73,7 +73,7 @@ ORACLE_TERMS = ("age_decades", "mrs_before", "female", "log_volume", "right_side
 ORACLE_FORMULA = "mrs_3months ~ " + " + ".join(ORACLE_TERMS[:-1]) + " + C(territory0)"
 #: The covariates of the ``image PO`` oracle: what the image itself could show.
 IMAGE_TERMS = ("log_volume", "right_side", "swelling", "territory0")
-GOOD_MAX = 2  # mRS 0-2 = independent
+GOOD_MAX = MRS_GOOD_MAX  # mRS 0-2 = independent
 OUTCOME = "mrs_3months"
 #: Per-class sensitivity targets of the mRS model (issue #3; the paper reported 0.70 / 0.58
 #: on a slice-level split).

@@ -7,7 +7,6 @@ import json
 import math
 import multiprocessing as mp
 import os
-import platform
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -334,17 +333,7 @@ def _work(args) -> dict:
 
 
 def _library_versions() -> dict:
-    import nilearn
-    import scipy
-
-    return {
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "nibabel": nib.__version__,
-        "nilearn": nilearn.__version__,
-        "pandas": pd.__version__,
-    }
+    return _util.library_versions(("python", "numpy", "scipy", "nibabel", "nilearn", "pandas"))
 
 
 def generator_description(n_patients: int, seed: int, mode: str, params: SynthParams) -> dict:
