@@ -214,7 +214,8 @@ def open_inputs(args, model_dir: Path | None = None, progress: bool | None = Non
     Slices of patients the model trained or validated on (same cohort id) are never
     analysed; they are listed in ``excluded_patients``.
     """
-    from hypo.features.join import load_model_card, training_patients
+    from hypo.nets.cards import read_card as load_model_card
+    from hypo.nets.cards import training_patients
     from hypo.nets.io import load_model
     from hypo.preprocess import PreprocessConfig, build_slice_store
 

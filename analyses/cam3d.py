@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     from analyses.reproducibility import spearman_in_region
     from hypo.cam import compute
     from hypo.cam.metrics import localisation_table
-    from hypo.features.join import load_model_card
+    from hypo.nets.cards import read_card as load_model_card
     from hypo.nets.evaluation import binary_table
     from hypo.nets.io import load_model, make_card, save_model
     from hypo.preprocess import PreprocessConfig, build_slice_store

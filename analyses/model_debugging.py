@@ -239,7 +239,8 @@ def train_member(
     unfinished folder is resumed from its last checkpoint.
     """
     from analyses import train_models
-    from hypo.nets.io import load_model, read_card
+    from hypo.nets.cards import read_card
+    from hypo.nets.io import load_model
 
     seed = setting.seed if seed is None else int(seed)
     key = setting.key(store.cohort_hash, architecture, seed)

@@ -113,10 +113,10 @@ def main(argv: list[str] | None = None, store=None) -> dict:
             cpu, [tf.config.LogicalDeviceConfiguration()] * args.logical_cpus
         )
 
-    from hypo.nets.assess import evaluate_on_store
     from hypo.nets.data import AugmentConfig
     from hypo.nets.io import make_card, save_model
     from hypo.nets.training import TrainConfig, train_on_store
+    from hypo.study.assess import evaluate_on_store
 
     command = "python -m analyses.train_models " + shlex.join(argv)
     cohort = None
@@ -158,8 +158,7 @@ def main(argv: list[str] | None = None, store=None) -> dict:
         aux_lesion_area=args.aux_lesion_area,
         monitor=args.monitor,
     )
-    from hypo.nets.io import read_card
-    from hypo.nets.splits import leaked_patients
+    from hypo.nets.cards import leaked_patients, read_card
     from hypo.nets.training import prepare_store
 
     left_out = read_card(args.exclude_test_of)["test_patients"] if args.exclude_test_of else []

@@ -367,44 +367,10 @@ def train(
     """
     config = config or TrainConfig()
     out_dir = Path(out_dir)
-    images_ok = images.ndim in (3, 4) and len(images) == len(labels) == len(patient_ids)
-    if not images_ok:
-        raise ValueError(
-            f"train: images {images.shape}, labels {len(labels)}, patient_ids "
-            f"{len(patient_ids)}; expected (n, H, W) images and n labels and n patient ids"
-        )
     labels = np.asarray(labels, dtype=np.int64)
     n_classes = int(n_classes or (3 if config.architecture == "mrs" else 2))
-    if labels.max() >= n_classes:
-        raise ValueError(f"train: label {labels.max()} but n_classes={n_classes}")
-    parts = split.indices(np.asarray(patient_ids).astype(str))
-    train_rows = parts["train"][labels[parts["train"]] >= 0]
-    val_rows = parts["val"][labels[parts["val"]] >= 0]
-    if len(train_rows) == 0 or len(val_rows) == 0:
-        raise ValueError(
-            f"train: {len(train_rows)} training and {len(val_rows)} validation slices; "
-            "the split's patients do not match patient_ids"
-        )
-    if set(split.train) & (set(split.val) | set(split.test)):
-        raise ValueError("train: a patient is in the training set and in val/test")
-    if config.negative_fraction is not None:
-        train_rows = subsample_negatives(train_rows, labels, config.negative_fraction, config.seed)
-    aux = None
-    if config.aux_lesion_area > 0:
-        if aux_targets is None or len(aux_targets) != len(labels):
-            raise ValueError(
-                f"train: aux_lesion_area={config.aux_lesion_area} needs one aux target per "
-                f"row ({len(labels)}); got "
-                f"{'none' if aux_targets is None else len(aux_targets)}"
-            )
-        aux = np.asarray(aux_targets, dtype=np.float64)
-        used = np.concatenate([train_rows, val_rows])
-        if not np.isfinite(aux[used]).all():
-            raise ValueError("train: the aux targets of some training/validation rows are NaN")
-        mu, sd = aux[train_rows].mean(), aux[train_rows].std()
-        aux = ((aux - mu) / (sd if sd > 0 else 1.0)).astype(np.float32)
-    if config.monitor == "val_outcome_auc" and n_classes != 3:
-        raise ValueError("train: monitor='val_outcome_auc' is for the 3-class mRS model")
+    train_rows, val_rows = _task_rows(images, labels, patient_ids, split, config, n_classes)
+    aux = _standardised_aux(aux_targets, labels, train_rows, val_rows, config)
     cw = class_weights_for(labels[train_rows], n_classes) if config.class_weight else None
     weights = None
     if cw is not None:
@@ -419,57 +385,25 @@ def train(
         keras.utils.set_random_seed(config.seed)
     ckpt = out_dir / "checkpoint"
     resuming = resume and (ckpt / "state.json").exists()
-    run_file = out_dir / "run.json"
     if not resuming:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for stale in (out_dir / "log.csv",):
-            stale.unlink(missing_ok=True)
-        write_json_atomic(
-            run_file,
-            {
-                "config": config.to_dict(),
-                "n_classes": n_classes,
-                "split": split.to_dict(),
-                "n_train_slices": int(len(train_rows)),
-                "n_val_slices": int(len(val_rows)),
-                "class_weights": cw,
-                "negative_subsampling": config.negative_fraction,
-                "horizontal_flip": config.augment.horizontal_flip,
-                "provenance": provenance or {},
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "argv": sys.argv,
-            },
-        )
+        run = {
+            "config": config.to_dict(),
+            "n_classes": n_classes,
+            "split": split.to_dict(),
+            "n_train_slices": int(len(train_rows)),
+            "n_val_slices": int(len(val_rows)),
+            "class_weights": cw,
+            "negative_subsampling": config.negative_fraction,
+            "horizontal_flip": config.augment.horizontal_flip,
+            "provenance": provenance or {},
+        }
+        _start_run_folder(out_dir, run)
 
-    strategy = _strategy(config.strategy)
     input_shape = tuple(images.shape[1:3]) + (1,)
-    with strategy.scope():
-        model = build_model(
-            config.architecture,
-            input_shape=input_shape,
-            n_classes=n_classes,
-            dropout=config.dropout,
-            seed=config.seed,
-            precision=config.precision,
+    with _strategy(config.strategy).scope():
+        model, fit_model = _compiled_models(
+            config, input_shape, n_classes, with_aux=aux is not None
         )
-        if aux is None:
-            fit_model = model
-            model.compile(
-                optimizer=keras.optimizers.Adam(config.learning_rate),
-                loss=keras.losses.CategoricalCrossentropy(),
-                metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-            )
-        else:
-            fit_model = with_aux_head(model, config.seed)
-            fit_model.compile(
-                optimizer=keras.optimizers.Adam(config.learning_rate),
-                loss={
-                    "probabilities": keras.losses.CategoricalCrossentropy(),
-                    "lesion_area": keras.losses.MeanSquaredError(),
-                },
-                loss_weights={"probabilities": 1.0, "lesion_area": float(config.aux_lesion_area)},
-                metrics={"probabilities": [keras.metrics.CategoricalAccuracy(name="accuracy")]},
-            )
         state, best = None, None
         if resuming:
             state, best = _load_checkpoint(fit_model, ckpt)
@@ -485,52 +419,11 @@ def train(
     # calls fit, and must still restore the best weights.
     run_state.set_model(fit_model)
 
-    steps = steps_per_epoch(len(train_rows), config.batch_size)
     if first < config.epochs and not run_state.stopped:
-        train_ds = make_dataset(
-            images,
-            labels,
-            train_rows,
-            batch_size=config.batch_size,
-            n_classes=n_classes,
-            sample_weight=weights,
-            shuffle=True,
-            augment=config.augment,
-            seed=config.seed,
-            epochs=(first, config.epochs),
-            aux=aux,
-        )
-        val_ds = make_dataset(
-            images, labels, val_rows, batch_size=config.batch_size, n_classes=n_classes, aux=aux
-        )
-        own = []
-        if n_classes == 3:
-            lesion_val = val_rows[labels[val_rows] > 0]
-            if len(np.unique(labels[lesion_val])) == 2:
-                auc_ds = make_dataset(
-                    images, labels, lesion_val, batch_size=config.batch_size, n_classes=3
-                )
-                own.append(_OutcomeAUC(model, auc_ds.map(lambda x, y: x), labels[lesion_val]))
-            elif config.monitor == "val_outcome_auc":
-                raise ValueError(
-                    "train: monitor='val_outcome_auc' needs validation lesion slices of both "
-                    "outcome groups"
-                )
+        data = _FitData(images, labels, train_rows, val_rows, weights, aux, n_classes)
+        own = _outcome_monitor(model, data, config)
         logger = keras.callbacks.CSVLogger(str(out_dir / "log.csv"), append=resuming)
-        with warnings.catch_warnings():
-            # Keras warns when the finite validation set is exhausted; the training set
-            # repeats, so the warning never concerns it.
-            warnings.filterwarnings("ignore", message="Your input ran out of data")
-            fit_model.fit(
-                train_ds,
-                validation_data=val_ds,
-                epochs=config.epochs,
-                initial_epoch=first,
-                steps_per_epoch=steps,
-                callbacks=[*own, run_state, logger, *callbacks],
-                verbose=verbose,
-                shuffle=False,
-            )
+        _fit(fit_model, data, config, first, [*own, run_state, logger, *callbacks], verbose)
     final_weights = model.get_weights()
     run_state.restore_best()
     log = out_dir / "log.csv"
@@ -545,6 +438,161 @@ def train(
         epoch_seconds=run_state.epoch_seconds,
         final_weights=final_weights,
     )
+
+
+def _task_rows(images, labels, patient_ids, split, config, n_classes):
+    """Training and validation rows of the task (label >= 0), checked against the split."""
+    images_ok = images.ndim in (3, 4) and len(images) == len(labels) == len(patient_ids)
+    if not images_ok:
+        raise ValueError(
+            f"train: images {images.shape}, labels {len(labels)}, patient_ids "
+            f"{len(patient_ids)}; expected (n, H, W) images and n labels and n patient ids"
+        )
+    if labels.max() >= n_classes:
+        raise ValueError(f"train: label {labels.max()} but n_classes={n_classes}")
+    parts = split.indices(np.asarray(patient_ids).astype(str))
+    train_rows = parts["train"][labels[parts["train"]] >= 0]
+    val_rows = parts["val"][labels[parts["val"]] >= 0]
+    if len(train_rows) == 0 or len(val_rows) == 0:
+        raise ValueError(
+            f"train: {len(train_rows)} training and {len(val_rows)} validation slices; "
+            "the split's patients do not match patient_ids"
+        )
+    if set(split.train) & (set(split.val) | set(split.test)):
+        raise ValueError("train: a patient is in the training set and in val/test")
+    if config.negative_fraction is not None:
+        train_rows = subsample_negatives(train_rows, labels, config.negative_fraction, config.seed)
+    if config.monitor == "val_outcome_auc" and n_classes != 3:
+        raise ValueError("train: monitor='val_outcome_auc' is for the 3-class mRS model")
+    return train_rows, val_rows
+
+
+def _standardised_aux(aux_targets, labels, train_rows, val_rows, config):
+    """The auxiliary targets standardised on the training rows (None without the head)."""
+    if config.aux_lesion_area <= 0:
+        return None
+    if aux_targets is None or len(aux_targets) != len(labels):
+        raise ValueError(
+            f"train: aux_lesion_area={config.aux_lesion_area} needs one aux target per "
+            f"row ({len(labels)}); got "
+            f"{'none' if aux_targets is None else len(aux_targets)}"
+        )
+    aux = np.asarray(aux_targets, dtype=np.float64)
+    used = np.concatenate([train_rows, val_rows])
+    if not np.isfinite(aux[used]).all():
+        raise ValueError("train: the aux targets of some training/validation rows are NaN")
+    mu, sd = aux[train_rows].mean(), aux[train_rows].std()
+    return ((aux - mu) / (sd if sd > 0 else 1.0)).astype(np.float32)
+
+
+def _start_run_folder(out_dir: Path, run: dict) -> None:
+    """A fresh run folder: no stale log, ``run.json`` with the settings."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "log.csv").unlink(missing_ok=True)
+    run = {**run, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "argv": sys.argv}
+    write_json_atomic(out_dir / "run.json", run)
+
+
+def _compiled_models(config, input_shape, n_classes: int, with_aux: bool):
+    """``(model, fit_model)``: the class model, and what is fitted (the same model, or the
+    model with the training-only lesion-area head)."""
+    model = build_model(
+        config.architecture,
+        input_shape=input_shape,
+        n_classes=n_classes,
+        dropout=config.dropout,
+        seed=config.seed,
+        precision=config.precision,
+    )
+    accuracy = keras.metrics.CategoricalAccuracy(name="accuracy")
+    if not with_aux:
+        model.compile(
+            optimizer=keras.optimizers.Adam(config.learning_rate),
+            loss=keras.losses.CategoricalCrossentropy(),
+            metrics=[accuracy],
+        )
+        return model, model
+    fit_model = with_aux_head(model, config.seed)
+    fit_model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss={
+            "probabilities": keras.losses.CategoricalCrossentropy(),
+            "lesion_area": keras.losses.MeanSquaredError(),
+        },
+        loss_weights={"probabilities": 1.0, "lesion_area": float(config.aux_lesion_area)},
+        metrics={"probabilities": [accuracy]},
+    )
+    return model, fit_model
+
+
+@dataclass
+class _FitData:
+    """What one training run reads: images, labels, rows, weights and aux targets."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    weights: np.ndarray | None
+    aux: np.ndarray | None
+    n_classes: int
+
+
+def _outcome_monitor(model, data: _FitData, config) -> list:
+    """The validation outcome AUC callback of a 3-class model (empty otherwise)."""
+    if data.n_classes != 3:
+        return []
+    labels, val_rows = data.labels, data.val_rows
+    lesion_val = val_rows[labels[val_rows] > 0]
+    if len(np.unique(labels[lesion_val])) == 2:
+        auc_ds = make_dataset(
+            data.images, labels, lesion_val, batch_size=config.batch_size, n_classes=3
+        )
+        return [_OutcomeAUC(model, auc_ds.map(lambda x, y: x), labels[lesion_val])]
+    if config.monitor == "val_outcome_auc":
+        raise ValueError(
+            "train: monitor='val_outcome_auc' needs validation lesion slices of both outcome groups"
+        )
+    return []
+
+
+def _fit(fit_model, data: _FitData, config, first: int, callbacks, verbose) -> None:
+    """Epochs ``first .. config.epochs`` of ``fit_model`` on the training rows."""
+    train_ds = make_dataset(
+        data.images,
+        data.labels,
+        data.train_rows,
+        batch_size=config.batch_size,
+        n_classes=data.n_classes,
+        sample_weight=data.weights,
+        shuffle=True,
+        augment=config.augment,
+        seed=config.seed,
+        epochs=(first, config.epochs),
+        aux=data.aux,
+    )
+    val_ds = make_dataset(
+        data.images,
+        data.labels,
+        data.val_rows,
+        batch_size=config.batch_size,
+        n_classes=data.n_classes,
+        aux=data.aux,
+    )
+    with warnings.catch_warnings():
+        # Keras warns when the finite validation set is exhausted; the training set
+        # repeats, so the warning never concerns it.
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        fit_model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=config.epochs,
+            initial_epoch=first,
+            steps_per_epoch=steps_per_epoch(len(data.train_rows), config.batch_size),
+            callbacks=callbacks,
+            verbose=verbose,
+            shuffle=False,
+        )
 
 
 # --------------------------------------------------------------------------- slice stores
