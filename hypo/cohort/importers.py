@@ -115,7 +115,7 @@ def import_paper_hdf5(
         one uint8 DWI per patient, slice_labels.tsv (``lesion_visible`` from ``Y``, plus
         ``img_id`` and, if present, ``source_path``) and dataset_description.json.
     """
-    import h5py
+    import h5py  # noqa: I001  (h5py loads here only: `import hypo.cohort` stays light)
 
     h5_path, clinical_csv, out_dir = Path(h5_path), Path(clinical_csv), Path(out_dir)
     _check_out_dir(out_dir, overwrite)
@@ -125,35 +125,8 @@ def import_paper_hdf5(
     clinical = _read_paper_csv(clinical_csv, sex_codes)
 
     with h5py.File(h5_path, "r") as h5:
-        missing = [k for k in PAPER_H5_KEYS if k not in h5]
-        if missing:
-            raise ValueError(
-                f"{h5_path}: dataset(s) {missing} missing; expected {list(PAPER_H5_KEYS)} "
-                f"(found {sorted(h5.keys())})"
-            )
-        X = h5["X"]
-        n = X.shape[0]
-        if X.ndim not in (3, 4) or (X.ndim == 4 and X.shape[3] not in (1, 3)):
-            raise ValueError(
-                f"{h5_path}: X has shape {X.shape}; expected (n, rows, cols) or (n, rows, cols, 3)"
-            )
-        meta = {}
-        for key in ("Y", "pat", "stroke", "img_id") + (("path",) if "path" in h5 else ()):
-            values = np.asarray(h5[key][()])
-            values = values.reshape(len(values), -1)[:, 0] if values.ndim > 1 else values
-            if len(values) != n:
-                raise ValueError(
-                    f"{h5_path}: {key} has {len(values)} entries; expected one per slice of X ({n})"
-                )
-            meta[key] = values
-        for key in ("Y", "stroke"):
-            bad = sorted(set(np.unique(meta[key]).tolist()) - {0, 1})
-            if bad:
-                raise ValueError(f"{h5_path}: {key} holds {bad[:5]}; expected 0 or 1 only")
-        if not np.all(np.equal(np.mod(meta["pat"], 1), 0)) or np.min(meta["pat"]) < 0:
-            raise ValueError(f"{h5_path}: pat must hold non-negative integer patient ids")
+        X, meta = _paper_h5_arrays(h5, h5_path)
         pats = meta["pat"].astype(np.int64)
-
         warnings.warn(
             f"{h5_path}: the HDF5 records no voxel size; assuming {voxel} mm "
             "(column, row, slice spacing) and recording it in dataset_description.json",
@@ -163,46 +136,13 @@ def import_paper_hdf5(
         colour_slices = 0
         with atomic_path(out_dir) as tmp:
             tmp.mkdir()
-            affine = None
             for p in np.unique(pats):
-                pid = _paper_pid(p)
-                rows = np.flatnonzero(pats == p)  # increasing, as h5py requires
-                order = np.lexsort((rows, meta["img_id"][rows]))
-                if superior_first:
-                    order = order[::-1]
-                block = np.asarray(X[rows])[order]
-                grey, n_colour = _to_grey(block)
-                colour_slices += n_colour
-                stroke = np.unique(meta["stroke"][rows])
-                if len(stroke) != 1:
-                    raise ValueError(
-                        f"{h5_path}: patient pat={p} has slices labelled stroke and TIA; "
-                        "expected one patient label per patient"
-                    )
-                volume = slices_to_volume(grey)
-                affine = np.diag([*voxel, 1.0])
-                affine[:3, 3] = -(np.asarray(volume.shape) - 1) / 2.0 * np.asarray(voxel)
-                img = nib.Nifti1Image(volume, affine)
-                img.header.set_data_dtype(np.uint8)
-                img.header.set_xyzt_units("mm")
-                path = layout.dwi_path(tmp, pid)
-                path.parent.mkdir(parents=True)
-                nib.save(img, path)
-                for k, r in enumerate(rows[order]):
-                    row = {
-                        "participant_id": pid,
-                        "slice": k,
-                        "lesion_visible": int(meta["Y"][r]),
-                        "img_id": _text(meta["img_id"][r])
-                        if meta["img_id"].dtype.kind in "SOU"
-                        else meta["img_id"][r],
-                    }
-                    if "path" in meta:
-                        row["source_path"] = _text(meta["path"][r])
-                    label_rows.append(row)
-                patient_rows.append(
-                    {"participant_id": pid, "group": "stroke" if stroke[0] == 1 else "TIA"}
+                labels, patient, n_colour = _write_paper_patient(
+                    tmp, h5_path, X, meta, np.flatnonzero(pats == p), p, voxel, superior_first
                 )
+                label_rows += labels
+                patient_rows.append(patient)
+                colour_slices += n_colour
             if colour_slices:
                 warnings.warn(
                     f"{h5_path}: {colour_slices} slices have unequal colour channels; "
@@ -214,25 +154,100 @@ def import_paper_hdf5(
             )
             write_table_atomic(tmp / layout.PARTICIPANTS, participants)
             write_table_atomic(tmp / layout.SLICE_LABELS, pd.DataFrame(label_rows))
-            _write_description(
-                tmp,
-                name=f"{h5_path.stem} (imported from the paper group's HDF5)",
-                generator="hypo.cohort.import_paper_hdf5",
-                sources={"hdf5": h5_path, "clinical_csv": clinical_csv},
-                assumptions={
-                    "voxel_mm": list(voxel),
-                    "voxel_mm_note": "assumed: the HDF5 records no voxel size",
-                    "slice_view": "radiological (row 0 anterior, column 0 patient's right)",
-                    "slice_order": "img_id descending = inferior to superior"
-                    if superior_first
-                    else "img_id ascending = inferior to superior",
-                    "participant_id": "sub-%04d of the HDF5 pat / CSV p_id",
-                    "group": "stroke = 1 -> stroke, 0 -> TIA (HDF5 'stroke')",
-                    "sex": _sex_note(sex_codes),
-                },
-            )
+            _write_paper_description(tmp, h5_path, clinical_csv, voxel, superior_first, sex_codes)
             _warn_problems(tmp, out_dir)
     return out_dir
+
+
+def _paper_h5_arrays(h5, h5_path: Path) -> tuple:
+    """``(X, meta)`` of the paper's HDF5, every dataset checked against ``X``."""
+    missing = [k for k in PAPER_H5_KEYS if k not in h5]
+    if missing:
+        raise ValueError(
+            f"{h5_path}: dataset(s) {missing} missing; expected {list(PAPER_H5_KEYS)} "
+            f"(found {sorted(h5.keys())})"
+        )
+    X = h5["X"]
+    n = X.shape[0]
+    if X.ndim not in (3, 4) or (X.ndim == 4 and X.shape[3] not in (1, 3)):
+        raise ValueError(
+            f"{h5_path}: X has shape {X.shape}; expected (n, rows, cols) or (n, rows, cols, 3)"
+        )
+    meta = {}
+    for key in ("Y", "pat", "stroke", "img_id") + (("path",) if "path" in h5 else ()):
+        values = np.asarray(h5[key][()])
+        values = values.reshape(len(values), -1)[:, 0] if values.ndim > 1 else values
+        if len(values) != n:
+            raise ValueError(
+                f"{h5_path}: {key} has {len(values)} entries; expected one per slice of X ({n})"
+            )
+        meta[key] = values
+    for key in ("Y", "stroke"):
+        bad = sorted(set(np.unique(meta[key]).tolist()) - {0, 1})
+        if bad:
+            raise ValueError(f"{h5_path}: {key} holds {bad[:5]}; expected 0 or 1 only")
+    if not np.all(np.equal(np.mod(meta["pat"], 1), 0)) or np.min(meta["pat"]) < 0:
+        raise ValueError(f"{h5_path}: pat must hold non-negative integer patient ids")
+    return X, meta
+
+
+def _write_paper_patient(tmp, h5_path, X, meta, rows, p, voxel, superior_first) -> tuple:
+    """One patient's slices (``rows``, increasing as h5py requires) as a uint8 NIfTI;
+    returns ``(slice label rows, participants row, slices converted from colour)``."""
+    pid = _paper_pid(p)
+    order = np.lexsort((rows, meta["img_id"][rows]))
+    if superior_first:
+        order = order[::-1]
+    grey, n_colour = _to_grey(np.asarray(X[rows])[order])
+    stroke = np.unique(meta["stroke"][rows])
+    if len(stroke) != 1:
+        raise ValueError(
+            f"{h5_path}: patient pat={p} has slices labelled stroke and TIA; "
+            "expected one patient label per patient"
+        )
+    volume = slices_to_volume(grey)
+    affine = np.diag([*voxel, 1.0])
+    affine[:3, 3] = -(np.asarray(volume.shape) - 1) / 2.0 * np.asarray(voxel)
+    img = nib.Nifti1Image(volume, affine)
+    img.header.set_data_dtype(np.uint8)
+    img.header.set_xyzt_units("mm")
+    path = layout.dwi_path(tmp, pid)
+    path.parent.mkdir(parents=True)
+    nib.save(img, path)
+    text_ids = meta["img_id"].dtype.kind in "SOU"
+    labels = []
+    for k, r in enumerate(rows[order]):
+        row = {
+            "participant_id": pid,
+            "slice": k,
+            "lesion_visible": int(meta["Y"][r]),
+            "img_id": _text(meta["img_id"][r]) if text_ids else meta["img_id"][r],
+        }
+        if "path" in meta:
+            row["source_path"] = _text(meta["path"][r])
+        labels.append(row)
+    patient = {"participant_id": pid, "group": "stroke" if stroke[0] == 1 else "TIA"}
+    return labels, patient, n_colour
+
+
+def _write_paper_description(tmp, h5_path, clinical_csv, voxel, superior_first, sex_codes):
+    _write_description(
+        tmp,
+        name=f"{h5_path.stem} (imported from the paper group's HDF5)",
+        generator="hypo.cohort.import_paper_hdf5",
+        sources={"hdf5": h5_path, "clinical_csv": clinical_csv},
+        assumptions={
+            "voxel_mm": list(voxel),
+            "voxel_mm_note": "assumed: the HDF5 records no voxel size",
+            "slice_view": "radiological (row 0 anterior, column 0 patient's right)",
+            "slice_order": "img_id descending = inferior to superior"
+            if superior_first
+            else "img_id ascending = inferior to superior",
+            "participant_id": "sub-%04d of the HDF5 pat / CSV p_id",
+            "group": "stroke = 1 -> stroke, 0 -> TIA (HDF5 'stroke')",
+            "sex": _sex_note(sex_codes),
+        },
+    )
 
 
 def _read_paper_csv(path: Path, sex_codes: Mapping | None) -> pd.DataFrame:

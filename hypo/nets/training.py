@@ -376,28 +376,13 @@ def train(
     if cw is not None:
         weights = np.zeros(len(labels), dtype=np.float32)
         weights[train_rows] = [cw[int(c)] for c in labels[train_rows]]
-
     if config.deterministic:
-        # Op determinism is process-wide and makes unseeded random ops raise; seeding the
-        # global generators keeps later code in the same process (e.g. model.fit with
-        # shuffle) working. hypo's own randomness never reads them.
-        tf.config.experimental.enable_op_determinism()
-        keras.utils.set_random_seed(config.seed)
+        _deterministic(config.seed)
     ckpt = out_dir / "checkpoint"
     resuming = resume and (ckpt / "state.json").exists()
     if not resuming:
-        run = {
-            "config": config.to_dict(),
-            "n_classes": n_classes,
-            "split": split.to_dict(),
-            "n_train_slices": int(len(train_rows)),
-            "n_val_slices": int(len(val_rows)),
-            "class_weights": cw,
-            "negative_subsampling": config.negative_fraction,
-            "horizontal_flip": config.augment.horizontal_flip,
-            "provenance": provenance or {},
-        }
-        _start_run_folder(out_dir, run)
+        counts = {"n_train_slices": int(len(train_rows)), "n_val_slices": int(len(val_rows))}
+        _start_run_folder(out_dir, config, n_classes, split, counts, cw, provenance)
 
     input_shape = tuple(images.shape[1:3]) + (1,)
     with _strategy(config.strategy).scope():
@@ -410,14 +395,7 @@ def train(
         elif config.init_weights:
             _init_from(model, config.init_weights, input_shape)
     first = int(state["next_epoch"]) if state else 0
-    log_key = config.monitor
-    if config.monitor == "val_loss" and aux is not None:
-        log_key = "val_probabilities_loss"  # the class loss, not the sum with the aux loss
-    run_state = _RunState(ckpt, config.patience, state, monitor=config.monitor, log_key=log_key)
-    run_state.best_weights = best
-    # fit() attaches the model to its callbacks; a resumed run with no epoch left never
-    # calls fit, and must still restore the best weights.
-    run_state.set_model(fit_model)
+    run_state = _run_state(ckpt, config, state, best, fit_model, with_aux=aux is not None)
 
     if first < config.epochs and not run_state.stopped:
         data = _FitData(images, labels, train_rows, val_rows, weights, aux, n_classes)
@@ -485,11 +463,43 @@ def _standardised_aux(aux_targets, labels, train_rows, val_rows, config):
     return ((aux - mu) / (sd if sd > 0 else 1.0)).astype(np.float32)
 
 
-def _start_run_folder(out_dir: Path, run: dict) -> None:
+def _run_state(ckpt, config, state, best, fit_model, with_aux: bool) -> _RunState:
+    """The checkpointing / early-stopping callback, attached to ``fit_model``."""
+    log_key = config.monitor
+    if config.monitor == "val_loss" and with_aux:
+        log_key = "val_probabilities_loss"  # the class loss, not the sum with the aux loss
+    run_state = _RunState(ckpt, config.patience, state, monitor=config.monitor, log_key=log_key)
+    run_state.best_weights = best
+    # fit() attaches the model to its callbacks; a resumed run with no epoch left never
+    # calls fit, and must still restore the best weights.
+    run_state.set_model(fit_model)
+    return run_state
+
+
+def _deterministic(seed: int) -> None:
+    # Op determinism is process-wide and makes unseeded random ops raise; seeding the
+    # global generators keeps later code in the same process (e.g. model.fit with
+    # shuffle) working. hypo's own randomness never reads them.
+    tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(seed)
+
+
+def _start_run_folder(out_dir: Path, config, n_classes, split, counts, cw, provenance) -> None:
     """A fresh run folder: no stale log, ``run.json`` with the settings."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "log.csv").unlink(missing_ok=True)
-    run = {**run, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "argv": sys.argv}
+    run = {
+        "config": config.to_dict(),
+        "n_classes": n_classes,
+        "split": split.to_dict(),
+        **counts,
+        "class_weights": cw,
+        "negative_subsampling": config.negative_fraction,
+        "horizontal_flip": config.augment.horizontal_flip,
+        "provenance": provenance or {},
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "argv": sys.argv,
+    }
     write_json_atomic(out_dir / "run.json", run)
 
 
