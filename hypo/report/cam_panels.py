@@ -155,6 +155,73 @@ def _clean(ax) -> None:
     ax.set_yticks([])
 
 
+def _shown_maps(checked, scale: str) -> dict:
+    """``(row, (method, class)) -> map`` as drawn (raw, or min-max scaled per image)."""
+    shown = {}
+    for i, chk in enumerate(checked):
+        for key, m in chk["maps"].items():
+            if scale == "per_image":
+                lo, hi = float(m.min()), float(m.max())
+                shown[i, key] = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
+            else:
+                shown[i, key] = m
+    return shown
+
+
+def _colour_limits(shown, methods, scale, vmin, vmax) -> tuple[dict, dict]:
+    """Colour scale (lo, hi) of each method and the colour bars to draw (method -> label)."""
+    limits, bar_labels = {}, {}
+    for method in methods:
+        if scale == "per_image":
+            limits[method] = (0.0, 1.0)
+            continue
+        vals = [v.ravel() for (_, (m, _c)), v in shown.items() if m == method]
+        vals = np.concatenate(vals) if vals else np.zeros(1)
+        given_lo, given_hi = _for_method(vmin, method), _for_method(vmax, method)
+        lo = float(vals.min()) if given_lo is None else given_lo
+        hi = float(vals.max()) if given_hi is None else given_hi
+        limits[method] = (lo, hi if hi > lo else lo + 1.0)
+        where = "cohort scale" if (given_lo, given_hi) != (None, None) else "shared by its panels"
+        bar_labels[method] = f"{METHOD_NAMES.get(method.lower(), method)}, raw ({where})"
+    if scale == "per_image" and methods:  # one scale for every method: one bar
+        bar_labels = {methods[0]: "CAM, per-image normalised (min-max to 0-1)"}
+    return limits, bar_labels
+
+
+def _draw_row(axes, ex, chk, shown, columns, limits, cmap, alpha) -> dict:
+    """One example: the original, the preprocessed slice and its maps; returns the last
+    heat-map image of each method (for the colour bars)."""
+    heat = {}
+    pid = _text(ex.participant_id)
+    mrs = ex.mrs_3months
+    mrs_txt = "n/a" if mrs is None or not np.isfinite(mrs) else f"{int(mrs)}"
+    ax = axes[0]
+    ax.imshow(chk["native"], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    model = f"{_text(ex.model)} model\n" if ex.model else ""
+    ax.set_ylabel(f"{model}{pid}\nslice {int(ex.slice_index)}", fontsize=7)
+    ax.set_xlabel(f"mRS {mrs_txt}", fontsize=7)
+    ax = axes[1]
+    ax.imshow(chk["pre"], cmap="gray", interpolation="nearest")
+    has_mask = chk["mask"] is not None and chk["mask"].any()
+    if has_mask:
+        ax.contour(chk["mask"].astype(float), levels=[0.5], colors="red", linewidths=0.6)
+    ax.set_xlabel("preprocessed", fontsize=7)
+    for c, (method, cls) in enumerate(columns, start=2):
+        ax = axes[c]
+        ax.imshow(chk["pre"], cmap="gray", interpolation="nearest")
+        lo, hi = limits[method]
+        heat[method] = ax.imshow(
+            shown[method, cls], cmap=cmap, vmin=lo, vmax=hi, alpha=alpha, interpolation="bilinear"
+        )
+        if has_mask:
+            ax.contour(chk["mask"].astype(float), levels=[0.5], colors="white", linewidths=0.5)
+        ax.set_xlabel(f"p({_text(cls)}) = {float(ex.probabilities[cls]):.2f}", fontsize=7)
+    for ax in axes:
+        _clean(ax)
+        _lr_markers(ax)
+    return heat
+
+
 def cam_panel_figure(
     examples: Sequence[CamExample | Mapping],
     classes: Sequence[str] | None = None,
@@ -207,31 +274,8 @@ def cam_panel_figure(
                 f"{e.participant_id}: no predicted probability for class(es) {missing}"
             )
 
-    shown = {}
-    for i, chk in enumerate(checked):
-        for key, m in chk["maps"].items():
-            if scale == "per_image":
-                lo, hi = float(m.min()), float(m.max())
-                shown[i, key] = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
-            else:
-                shown[i, key] = m
-    # Colour scale (lo, hi) of each method and the colour bars to draw (method -> label).
-    limits, bar_labels = {}, {}
-    for method in methods:
-        if scale == "per_image":
-            limits[method] = (0.0, 1.0)
-            continue
-        vals = [v.ravel() for (_, (m, _c)), v in shown.items() if m == method]
-        vals = np.concatenate(vals) if vals else np.zeros(1)
-        given_lo, given_hi = _for_method(vmin, method), _for_method(vmax, method)
-        lo = float(vals.min()) if given_lo is None else given_lo
-        hi = float(vals.max()) if given_hi is None else given_hi
-        limits[method] = (lo, hi if hi > lo else lo + 1.0)
-        where = "cohort scale" if (given_lo, given_hi) != (None, None) else "shared by its panels"
-        bar_labels[method] = f"{METHOD_NAMES.get(method.lower(), method)}, raw ({where})"
-    if scale == "per_image" and methods:  # one scale for every method: one bar
-        bar_labels = {methods[0]: "CAM, per-image normalised (min-max to 0-1)"}
-
+    shown = _shown_maps(checked, scale)
+    limits, bar_labels = _colour_limits(shown, methods, scale, vmin, vmax)
     n_rows, n_cols = len(exs), 2 + len(columns)
     fig, axes = plt.subplots(
         n_rows,
@@ -242,34 +286,8 @@ def cam_panel_figure(
     )
     heat = {}
     for r, (ex, chk) in enumerate(zip(exs, checked)):
-        pid = _text(ex.participant_id)
-        mrs = ex.mrs_3months
-        mrs_txt = "n/a" if mrs is None or not np.isfinite(mrs) else f"{int(mrs)}"
-        ax = axes[r, 0]
-        ax.imshow(chk["native"], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-        model = f"{_text(ex.model)} model\n" if ex.model else ""
-        ax.set_ylabel(f"{model}{pid}\nslice {int(ex.slice_index)}", fontsize=7)
-        ax.set_xlabel(f"mRS {mrs_txt}", fontsize=7)
-        ax = axes[r, 1]
-        ax.imshow(chk["pre"], cmap="gray", interpolation="nearest")
-        if chk["mask"] is not None and chk["mask"].any():
-            ax.contour(chk["mask"].astype(float), levels=[0.5], colors="red", linewidths=0.6)
-        ax.set_xlabel("preprocessed", fontsize=7)
-        for c, (method, cls) in enumerate(columns, start=2):
-            ax = axes[r, c]
-            ax.imshow(chk["pre"], cmap="gray", interpolation="nearest")
-            lo, hi = limits[method]
-            heat[method] = ax.imshow(
-                shown[r, (method, cls)], cmap=cmap, vmin=lo, vmax=hi, alpha=alpha,
-                interpolation="bilinear",
-            )  # fmt: skip
-            if chk["mask"] is not None and chk["mask"].any():
-                ax.contour(chk["mask"].astype(float), levels=[0.5], colors="white",
-                           linewidths=0.5)  # fmt: skip
-            ax.set_xlabel(f"p({_text(cls)}) = {float(ex.probabilities[cls]):.2f}", fontsize=7)
-        for c in range(n_cols):
-            _clean(axes[r, c])
-            _lr_markers(axes[r, c])
+        row_shown = {key: shown[i, key] for (i, key) in shown if i == r}
+        heat.update(_draw_row(axes[r], ex, chk, row_shown, columns, limits, cmap, alpha))
     axes[0, 0].set_title("original", fontsize=8)
     axes[0, 1].set_title("preprocessed", fontsize=8)
     for c, (method, cls) in enumerate(columns, start=2):
