@@ -204,6 +204,38 @@ def join_participants(
     if key not in patient_features.columns:
         raise ValueError(f"feature table has no {key!r} column; cannot join")
     part = _participants_frame(participants, key)
+    feats, cohort = _one_cohort(patient_features, cohort_id, key)
+    wide = to_wide(feats)
+    report, dup_f, dup_p = _join_report(wide, part, key)
+    if len(dup_f) or len(dup_p):
+        _print(report, verbose)
+        raise JoinError(
+            f"duplicate participant ids (features: {list(dup_f)[:10]}, participants: "
+            f"{list(dup_p)[:10]}); a tidy join needs one row per patient",
+            report,
+        )
+    clash = [c for c in part.columns if c in wide.columns and c != key]
+    part = part.rename(columns={c: f"{c}_participants" for c in clash})
+    table = wide.drop(columns=["cohort_id"]).merge(part, on=key, how="outer", indicator=True)
+    table.insert(0, "cohort_id", cohort)
+    table["has_features"] = table["_merge"].isin(["both", "left_only"])
+    table["in_participants"] = table["_merge"].isin(["both", "right_only"])
+    table = table.drop(columns="_merge")
+    table["analysis_population"] = _stroke(table) & _visible(table) & table["has_features"]
+    if model_cards is not None:
+        table = flag_training_patients(table, model_cards)
+    else:
+        table["in_model_training"] = False
+        no_card = {"issue": "no_model_card", key: "", "column": "in_model_training",
+                   "detail": "leakage guard not applied: no model card given"}  # fmt: skip
+        report = pd.concat([report, pd.DataFrame([no_card])], ignore_index=True)
+    table = table.sort_values(key, kind="stable").reset_index(drop=True)
+    _print(report, verbose)
+    return JoinResult(table, report)
+
+
+def _one_cohort(patient_features: pd.DataFrame, cohort_id, key: str):
+    """The feature table with a ``cohort_id`` column, and its one cohort (or an error)."""
     feats = patient_features.copy()
     feats[key] = feats[key].astype(str)
     if "cohort_id" not in feats.columns:
@@ -217,8 +249,11 @@ def join_participants(
         )
     if len(cids) > 1:
         raise ValueError(f"features mix cohorts {cids}; join one cohort at a time")
-    cohort = cohort_id or (cids[0] if cids else None)
-    wide = to_wide(feats)
+    return feats, cohort_id or (cids[0] if cids else None)
+
+
+def _join_report(wide: pd.DataFrame, part: pd.DataFrame, key: str):
+    """Every duplicate, unmatched and missing entry; and the duplicated ids of each side."""
     issues = []
 
     def add(issue, ids, column="", detail=""):
@@ -237,50 +272,22 @@ def join_participants(
             continue
         miss = part.loc[part[c].isna(), key]
         add("missing_value", miss, column=c, detail="participants.tsv")
-    report = pd.DataFrame(issues, columns=["issue", key, "column", "detail"])
-    if len(dup_f) or len(dup_p):
-        _print(report, verbose)
-        raise JoinError(
-            f"duplicate participant ids (features: {list(dup_f)[:10]}, participants: "
-            f"{list(dup_p)[:10]}); a tidy join needs one row per patient",
-            report,
-        )
-    clash = [c for c in part.columns if c in wide.columns and c != key]
-    part = part.rename(columns={c: f"{c}_participants" for c in clash})
-    table = wide.drop(columns=["cohort_id"]).merge(part, on=key, how="outer", indicator=True)
-    table.insert(0, "cohort_id", cohort)
-    table["has_features"] = table["_merge"].isin(["both", "left_only"])
-    table["in_participants"] = table["_merge"].isin(["both", "right_only"])
-    table = table.drop(columns="_merge")
-    stroke = (
-        table["group"].astype(str).str.lower().eq("stroke")
-        if "group" in table.columns
-        else pd.Series(True, index=table.index)
-    )
+    return pd.DataFrame(issues, columns=["issue", key, "column", "detail"]), dup_f, dup_p
+
+
+def _stroke(table: pd.DataFrame) -> pd.Series:
+    if "group" not in table.columns:
+        return pd.Series(True, index=table.index)
+    return table["group"].astype(str).str.lower().eq("stroke")
+
+
+def _visible(table: pd.DataFrame) -> pd.Series:
+    """A visible lesion: the reader's labels where present, else a lesion volume > 0."""
     if "any_lesion_visible" in table.columns and table["any_lesion_visible"].notna().any():
-        visible = table["any_lesion_visible"].fillna(0).astype(float) > 0
-    elif "lesion_volume_ml" in table.columns:
-        visible = table["lesion_volume_ml"].fillna(0) > 0
-    else:
-        visible = pd.Series(False, index=table.index)
-    table["analysis_population"] = stroke & visible & table["has_features"]
-    if model_cards is not None:
-        table = flag_training_patients(table, model_cards)
-    else:
-        table["in_model_training"] = False
-        report = pd.concat(
-            [
-                report,
-                pd.DataFrame(
-                    [{"issue": "no_model_card", key: "", "column": "in_model_training",
-                      "detail": "leakage guard not applied: no model card given"}]
-                ),
-            ],
-            ignore_index=True,
-        )  # fmt: skip
-    table = table.sort_values(key, kind="stable").reset_index(drop=True)
-    _print(report, verbose)
-    return JoinResult(table, report)
+        return table["any_lesion_visible"].fillna(0).astype(float) > 0
+    if "lesion_volume_ml" in table.columns:
+        return table["lesion_volume_ml"].fillna(0) > 0
+    return pd.Series(False, index=table.index)
 
 
 def _print(report: pd.DataFrame, verbose: bool) -> None:
