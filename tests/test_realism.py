@@ -79,7 +79,8 @@ def test_exit_status_and_failures_on_a_broken_cohort(cohort, tmp_path, capsys):
 
 
 def test_ci_rule_tightens_with_sample_size():
-    from hypo.cohort.realism import _quantile_ci, _wilson
+    from hypo.cohort.realism import _quantile_ci
+    from hypo.intervals import wilson_ci as _wilson
 
     small = _wilson(3, 6)
     big = _wilson(300, 600)

@@ -24,6 +24,7 @@ import pandas as pd
 from scipy import ndimage as ndi
 from scipy import stats
 
+from ..intervals import wilson_ci
 from . import layout
 from .orientation import to_canonical
 
@@ -91,16 +92,6 @@ TARGETS = {
 }
 
 _Z = 1.959963984540054
-
-
-def _wilson(k: float, n: int) -> tuple[float, float]:
-    if n == 0:
-        return (float("nan"), float("nan"))
-    ph = k / n
-    den = 1 + _Z**2 / n
-    c = (ph + _Z**2 / (2 * n)) / den
-    h = _Z * np.sqrt(ph * (1 - ph) / n + _Z**2 / (4 * n * n)) / den
-    return (max(0.0, c - h), min(1.0, c + h))
 
 
 def _quantile_ci(x: np.ndarray, q: float) -> tuple[float, float, float]:
@@ -181,19 +172,30 @@ def realism_report(root: str | Path, max_image_patients: int | None = 60) -> pd.
         if col not in part.columns:
             raise ValueError(f"{ppath}: column {col!r} missing")
     slices = pd.read_csv(root / layout.SLICE_LABELS, sep="\t")
-    rows = {}
+    rows = {
+        **_image_rows(root, list(part["participant_id"]), max_image_patients),
+        **_volume_rows(root, part),
+        **_slice_rows(slices, part),
+        **_clinical_rows(part),
+    }
+    return pd.DataFrame([_compared(q, *r) for q, r in rows.items()])
 
-    pids = list(part["participant_id"])
+
+def _image_rows(root: Path, pids: list, max_image_patients: int | None) -> dict:
+    """Median intensity ratios over (at most ``max_image_patients``, evenly spaced) patients."""
     if max_image_patients is not None and len(pids) > max_image_patients:
         pick = np.linspace(0, len(pids) - 1, max_image_patients).round().astype(int)
-        img_pids = [pids[i] for i in pick]
-    else:
-        img_pids = pids
-    img = pd.DataFrame([image_measures(root, pid) for pid in img_pids])
+        pids = [pids[i] for i in pick]
+    img = pd.DataFrame([image_measures(root, pid) for pid in pids])
+    rows = {}
     for q in ("gm_wm_ratio", "csf_wm_ratio", "lesion_tissue_ratio"):
         v = img[q].dropna().to_numpy()
         rows[q] = (*_quantile_ci(v, 0.5), v.size)
+    return rows
 
+
+def _volume_rows(root: Path, part: pd.DataFrame) -> dict:
+    """Lesion volume quantiles of the stroke patients, from the generator's truth."""
     truth_path = root / layout.TRUTH_TABLE
     if truth_path.exists():
         truth = pd.read_csv(truth_path, sep="\t", na_values="n/a")
@@ -203,71 +205,70 @@ def realism_report(root: str | Path, max_image_patients: int | None = 60) -> pd.
     else:
         # A real cohort: volumes from the manual masks are not read here.
         v = np.array([])
-    for name, q in (("q05", 0.05), ("median", 0.5), ("q95", 0.95)):
-        rows[f"lesion_volume_{name}_ml"] = (*_quantile_ci(v, q), v.size)
+    return {
+        f"lesion_volume_{name}_ml": (*_quantile_ci(v, q), v.size)
+        for name, q in (("q05", 0.05), ("median", 0.5), ("q95", 0.95))
+    }
 
+
+def _slice_rows(slices: pd.DataFrame, part: pd.DataFrame) -> dict:
+    """Slices per patient and the share of lesion slices (stroke and TIA)."""
     per_pat = slices.groupby("participant_id").agg(
         n=("slice", "size"), lesion=("lesion_visible", "sum")
     )
     n_sl = per_pat["n"].to_numpy()
-    rows["slices_per_patient_min"] = (
-        float(n_sl.min()),
-        float(n_sl.min()),
-        float(n_sl.min()),
-        n_sl.size,
-    )
-    rows["slices_per_patient_max"] = (
-        float(n_sl.max()),
-        float(n_sl.max()),
-        float(n_sl.max()),
-        n_sl.size,
-    )
+    rows = {
+        "slices_per_patient_min": (*[float(n_sl.min())] * 3, n_sl.size),
+        "slices_per_patient_max": (*[float(n_sl.max())] * 3, n_sl.size),
+    }
     grp = part.set_index("participant_id")["group"]
-    stroke_ids = [p for p in per_pat.index if grp.get(p) == "stroke"]
-    tia_ids = [p for p in per_pat.index if grp.get(p) == "TIA"]
-    sp = per_pat.loc[stroke_ids]
+    sp = per_pat.loc[[p for p in per_pat.index if grp.get(p) == "stroke"]]
     share = float(sp["lesion"].sum() / max(sp["n"].sum(), 1))
     # Slices cluster within patients: use the patient count as the effective sample size.
-    lo, hi = _wilson(share * len(sp), len(sp))
+    lo, hi = wilson_ci(share * len(sp), len(sp))
     rows["lesion_slice_share_stroke"] = (share, lo, hi, len(sp))
-    tp = per_pat.loc[tia_ids]
+    tp = per_pat.loc[[p for p in per_pat.index if grp.get(p) == "TIA"]]
     t_share = float(tp["lesion"].sum() / max(tp["n"].sum(), 1)) if len(tp) else 0.0
     rows["tia_lesion_slice_share"] = (t_share, t_share, t_share, len(tp))
+    return rows
 
+
+def _clinical_rows(part: pd.DataFrame) -> dict:
+    """Outcome, missingness, age, sex and group shares."""
+    rows = {}
     stroke = part[part["group"] == "stroke"]
     mrs = stroke["mrs_3months"].dropna()
     k = float((mrs <= 2).sum())
-    rows["mrs_0_2_share_stroke"] = (k / max(len(mrs), 1), *_wilson(k, len(mrs)), len(mrs))
+    rows["mrs_0_2_share_stroke"] = (k / max(len(mrs), 1), *wilson_ci(k, len(mrs)), len(mrs))
     miss = float(part["mrs_3months"].isna().sum())
-    rows["mrs_missing_share"] = (miss / len(part), *_wilson(miss, len(part)), len(part))
+    rows["mrs_missing_share"] = (miss / len(part), *wilson_ci(miss, len(part)), len(part))
     rows["age_median"] = (*_quantile_ci(part["age"].dropna().to_numpy(float), 0.5), len(part))
     fem = float((part["sex"] == "F").sum())
     n_sex = int(part["sex"].isin(["F", "M"]).sum())
-    rows["female_share"] = (fem / max(n_sex, 1), *_wilson(fem, n_sex), n_sex)
+    rows["female_share"] = (fem / max(n_sex, 1), *wilson_ci(fem, n_sex), n_sex)
     ns = float((part["group"] == "stroke").sum())
-    rows["stroke_share"] = (ns / len(part), *_wilson(ns, len(part)), len(part))
+    rows["stroke_share"] = (ns / len(part), *wilson_ci(ns, len(part)), len(part))
+    return rows
 
-    out = []
-    for q, (val, lo, hi, n) in rows.items():
-        t_lo, t_hi, cite = TARGETS[q]
-        if n == 0 or not np.isfinite(val):
-            status = "FAIL"
-        else:
-            status = "OK" if (hi >= t_lo and lo <= t_hi) else "FAIL"
-        out.append(
-            {
-                "quantity": q,
-                "value": val,
-                "ci_low": lo,
-                "ci_high": hi,
-                "n": int(n),
-                "target_low": t_lo,
-                "target_high": t_hi,
-                "citation": cite,
-                "status": status,
-            }
-        )
-    return pd.DataFrame(out)
+
+def _compared(q: str, val, lo, hi, n) -> dict:
+    """One quantity against its published range: OK when the CI meets the range."""
+    t_lo, t_hi, cite = TARGETS[q]
+    if n == 0 or not np.isfinite(val):
+        status = "FAIL"
+    else:
+        status = "OK" if (hi >= t_lo and lo <= t_hi) else "FAIL"
+    return {
+        "quantity": q,
+        "value": val,
+        "ci_low": lo,
+        "ci_high": hi,
+        "n": int(n),
+        "target_low": t_lo,
+        "target_high": t_hi,
+        "citation": cite,
+        "status": status,
+    }
 
 
 def format_report(df: pd.DataFrame) -> str:
