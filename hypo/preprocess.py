@@ -32,6 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from hypo._util import stable_hash, write_json_atomic
 from hypo.cohort.orientation import CONVENTION, axial_slices
@@ -392,7 +393,6 @@ def _attach_labels(table: pd.DataFrame, labels: pd.DataFrame | None) -> pd.DataF
 
 
 def _build_into(tmp: Path, cohort, config: PreprocessConfig, pids: list[str], progress: bool):
-    from tqdm.auto import tqdm
 
     parts = tmp / "parts"
     parts.mkdir()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hypo._util import write_text_atomic
 from hypo.cohort import layout
 from hypo.cohort.io import (
     PARTICIPANT_ID_PATTERN,
@@ -117,7 +118,6 @@ def _validated_before(digest: str) -> bool:
 
 def _remember_validated(digest: str) -> None:
     # Only clean verdicts are cached: problem reports are always computed afresh.
-    from hypo._util import write_text_atomic
 
     try:
         write_text_atomic(_validation_stamp(digest), "validated, no problems\n")

@@ -37,6 +37,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 
@@ -342,7 +343,6 @@ def _check_image(root: Path, pid: str, path: Path, check_voxels: bool, *, kind: 
 
 
 def _safe_load(path: Path):
-    import nibabel as nib
 
     try:
         return nib.load(path)

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from hypo._util import write_table_atomic
-from hypo.features.aggregate import MAP_KEYS
+from hypo.features.aggregate import MAP_FEATURES, MAP_KEYS
 from hypo.nets.cards import training_patients
 
 KEY = "participant_id"
@@ -125,7 +125,6 @@ def _map_label(row) -> str:
 def to_wide(patient_features: pd.DataFrame, features=None) -> pd.DataFrame:
     """One row per (cohort_id, participant_id): map features spread into columns
     ``<feature>__<source>_<method>_<layer>_c<class>``; patient covariates kept once."""
-    from hypo.features.aggregate import MAP_FEATURES
 
     df = patient_features
     idx = ["cohort_id", KEY]

@@ -12,6 +12,7 @@ Wilson interval (slices treated as independent) does not. The paper's "AUC" equa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -179,7 +180,6 @@ class Evaluation:
 
     def write(self, out_dir, stem: str = "evaluation") -> None:
         """``<stem>_image.csv``, ``_patient.csv``, ``_by_volume.csv`` and ``<stem>.md``."""
-        from pathlib import Path
 
         out_dir = Path(out_dir)
         write_table_atomic(out_dir / f"{stem}_image.csv", self.image)

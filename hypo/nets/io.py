@@ -15,7 +15,13 @@ import keras
 
 from hypo._util import atomic_path, write_json_atomic
 from hypo._util import library_versions as _versions
-from hypo.nets.architectures import ARCHITECTURES, SIZE_FREE, build_model, check_input_shape
+from hypo.nets.architectures import (
+    ARCHITECTURES,
+    SIZE_FREE,
+    build_model,
+    cam_layer_name,
+    check_input_shape,
+)
 from hypo.nets.cards import CARD_FILE, read_card
 
 MODEL_FILE = "model.keras"
@@ -61,7 +67,6 @@ def save_model(model: keras.Model, out_dir, card: dict) -> Path:
     ``card`` needs at least ``architecture``, ``input_shape`` and ``classes``; the
     library versions and the CAM layer are filled in when absent.
     """
-    from hypo.nets.architectures import cam_layer_name
 
     out_dir = Path(out_dir)
     card = dict(card)
@@ -149,7 +154,6 @@ def make_card(
     **extra,
 ) -> dict:
     """Assemble a model card from the run's parts (fields listed in ``CARD_FIELDS``)."""
-    from hypo.nets.architectures import cam_layer_name
 
     card = {
         "architecture": architecture,

@@ -27,10 +27,20 @@ import shlex
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
+import hypo.cohort as hc
+from hypo._util import atomic_path
 from hypo.nets.cards import leaked_patients, read_card
+from hypo.nets.io import load_model
+from hypo.paths import default_cohort_dir
+from hypo.preprocess import PreprocessConfig, build_slice_store
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -40,7 +50,6 @@ PARTS = ("train", "val", "test")
 
 
 def _auc(y, s) -> float:
-    from sklearn.metrics import roc_auc_score
 
     y = np.asarray(y, bool)
     return float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else float("nan")
@@ -77,9 +86,6 @@ def linear_probe(parts: dict, cs=PROBE_CS, seed: int = 0) -> pd.DataFrame:
         ``part``, ``auc``, ``patient_auc``, ``r_log_area``, ``n_slices``, ``n_patients``,
         ``chosen`` (the penalty with the highest validation AUC; ties: stronger penalty).
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     missing = [p for p in PARTS if p not in parts]
     if missing:
@@ -112,7 +118,6 @@ def linear_probe(parts: dict, cs=PROBE_CS, seed: int = 0) -> pd.DataFrame:
 def probe_parts(model, layer: str, store, split: dict, batch_size: int = 128) -> dict:
     """Features of ``model`` at ``layer`` on the lesion slices of each part's patients
     (patients with a 3-month mRS only)."""
-    import keras
 
     try:
         out = model.get_layer(layer).output
@@ -186,12 +191,6 @@ def main(argv=None) -> int:
     p.add_argument("--cohort", type=Path, default=None, help="the cohort (default dev)")
     p.add_argument("--out", type=Path, default=None, help="folder for probe_<layer>.* (MODEL)")
     args = p.parse_args(argv)
-
-    import hypo.cohort as hc
-    from hypo._util import atomic_path
-    from hypo.nets.io import load_model
-    from hypo.paths import default_cohort_dir
-    from hypo.preprocess import PreprocessConfig, build_slice_store
 
     card = read_card(args.model)
     split_card = read_card(args.split_of) if args.split_of else card

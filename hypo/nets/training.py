@@ -23,10 +23,13 @@ import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
+from sklearn.metrics import roc_auc_score
 
 from hypo._util import atomic_path, rng_for, write_json_atomic
 from hypo.nets.architectures import build_model
 from hypo.nets.data import AugmentConfig, make_dataset, steps_per_epoch
+from hypo.nets.evaluation import outcome_score
+from hypo.nets.io import load_model
 from hypo.nets.labels import task_labels
 from hypo.nets.splits import PatientSplit, patient_split
 
@@ -254,9 +257,6 @@ class _OutcomeAUC(keras.callbacks.Callback):
         self.y = np.asarray(y)
 
     def on_epoch_end(self, epoch, logs=None):
-        from sklearn.metrics import roc_auc_score
-
-        from hypo.nets.evaluation import outcome_score
 
         score = outcome_score(self.class_model.predict(self.dataset, verbose=0))
         if logs is not None:
@@ -611,7 +611,6 @@ def _fit(fit_model, data: _FitData, config, first: int, callbacks, verbose) -> N
 def _init_from(model: keras.Model, path: str, input_shape) -> int:
     """Copy the weights of ``path``'s layers into ``model``'s layers of the same name
     and weight shapes; returns how many layers were copied (ValueError when none)."""
-    from hypo.nets.io import load_model
 
     src = load_model(path, input_shape=input_shape)
     copied = 0

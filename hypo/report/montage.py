@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from hypo._util import atomic_path
+from hypo.cohort import load
 from hypo.cohort.orientation import axial_slices
 
 TILE = 192
@@ -96,7 +97,6 @@ def write_montage(cohort, out: str | Path, **kwargs) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hypo.cohort import load
 
     ap = argparse.ArgumentParser(prog="python -m hypo.report.montage", description=__doc__)
     ap.add_argument("--cohort", required=True, help="cohort folder (hypo layout)")

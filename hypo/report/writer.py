@@ -25,6 +25,10 @@ from pathlib import Path
 import pandas as pd
 
 from hypo._util import markdown_table, markdown_text, write_text_atomic
+from hypo.report import figures as fig
+from hypo.report.cam_panels import write_cam_panels
+from hypo.report.provenance import collect_provenance, write_provenance
+from hypo.report.tables import format_results, patient_flow_table, table1
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 72rem;
@@ -320,9 +324,6 @@ def write_analysis_report(
     dict
         Paths of ``md``, ``html``, ``provenance`` and each figure.
     """
-    from hypo.report import figures as fig
-    from hypo.report.provenance import collect_provenance, write_provenance
-    from hypo.report.tables import format_results, patient_flow_table, table1
 
     out_dir = Path(out_dir)
     data = patients
@@ -377,8 +378,6 @@ def write_analysis_report(
     if per_feature:
         sections.append(Section("Features and outcome", per_feature))
     if cam_examples:
-        from hypo.report.cam_panels import write_cam_panels
-
         rel = Path("figures") / "cam_panels.png"
         write_cam_panels(out_dir / rel, cam_examples, dpi=dpi, **dict(cam_kwargs or {}))
         figs["cam_panels"] = rel

@@ -29,19 +29,24 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import patsy
 from scipy import optimize, special, stats
+
+from hypo.cohort.synthetic import SynthParams, clinical
 
 from .._util import rng_for, stable_hash, write_table_atomic
 from ..cohort.layout import side_right
 from ..intervals import wilson_ci
 from .multiplicity import bh_qvalues
+from .registry import _term_name, _transform
 
 __all__ = [
     "CalibrationConfig",
@@ -195,7 +200,6 @@ def redraw_mrs(
     ndarray of float
         mRS 0-6 per patient (NaN where ``missing``).
     """
-    from hypo.cohort.synthetic import SynthParams, clinical
 
     p = params if params is not None else SynthParams()
     if planted_or_per_sd is not None:
@@ -219,7 +223,6 @@ def redraw_mrs(
 def true_coefficients(mode: str, params=None, planted_or_per_sd: float | None = None) -> dict:
     """Generator values of the oracle fit's :data:`TRUTH_TERMS` in ``mode`` (NaN: undefined,
     e.g. the common swelling OR under non-proportional odds)."""
-    from hypo.cohort.synthetic import SynthParams, clinical
 
     p = params if params is not None else SynthParams()
     if planted_or_per_sd is not None:
@@ -377,7 +380,6 @@ class FitSpec:
 
 
 def _design(df: pd.DataFrame, rhs: str) -> tuple[pd.DataFrame, np.ndarray]:
-    import patsy
 
     with np.errstate(all="ignore"):
         X = patsy.dmatrix(rhs, df, NA_action="drop", return_type="dataframe")
@@ -416,7 +418,6 @@ def prepare_fits(
         hypothesis ``"<id>+sensitivity"`` in family ``"<family>_sensitivity"``: shows how
         much an adjustment the primary model lacks changes its error rates.
     """
-    from .registry import _term_name, _transform
 
     if not table.index.equals(pd.RangeIndex(len(table))):
         table = table.reset_index(drop=True)
@@ -523,7 +524,6 @@ def run_replicate(
     for fam, idx in df.groupby("family", sort=False).groups.items():
         if fam == "synthetic_truth":
             continue
-        import warnings
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # failed fits count as p = 1, with a warning
@@ -614,7 +614,6 @@ def run_replicates(
             ex = _executor(engine, config.workers)
             try:
                 futures = {ex.submit(_run_chunk, task): path for path, task in tasks}
-                from concurrent.futures import as_completed
 
                 for i, fut in enumerate(as_completed(futures), 1):
                     path = futures[fut]

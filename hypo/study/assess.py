@@ -24,6 +24,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import hypo.cohort as hc
+from hypo._util import write_json_atomic
+from hypo.nets.cards import CARD_FILE, read_card
+from hypo.nets.evaluation import evaluate
+from hypo.nets.io import load_model
+from hypo.nets.labels import task_labels
+from hypo.nets.training import task_of
+from hypo.paths import default_cohort_dir
+from hypo.preprocess import PreprocessConfig, build_slice_store
+from hypo.study.oracle import mrs_oracle, write_oracle
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -65,9 +76,6 @@ def evaluate_on_store(
     -------
     hypo.nets.evaluation.Evaluation
     """
-    from hypo.nets.evaluation import evaluate
-    from hypo.nets.labels import task_labels
-    from hypo.nets.training import task_of
 
     task = task_of(architecture)
     table = store.table
@@ -90,8 +98,6 @@ def evaluate_on_store(
     ev = evaluate(task, labels[rows], proba, pid[rows], n_boot=n_boot, seed=seed, **kw)
     ev.write(out_dir)
     if task == "mrs" and train_patients is not None and getattr(cohort, "is_synthetic", False):
-        from hypo.study.oracle import mrs_oracle, write_oracle
-
         # The ceiling of the same test patients: their true covariates (issue: oracle).
         les = table.iloc[rows][labels[rows] > 0]
         counts = les.groupby(les["participant_id"].astype(str)).size()
@@ -112,13 +118,6 @@ def main(argv=None) -> int:
     p.add_argument("--n-boot", type=int, default=2000, help="patient bootstrap replicates")
     p.add_argument("--batch-size", type=int, default=64)
     args = p.parse_args(argv)
-
-    import hypo.cohort as hc
-    from hypo._util import write_json_atomic
-    from hypo.nets.cards import CARD_FILE, read_card
-    from hypo.nets.io import load_model
-    from hypo.paths import default_cohort_dir
-    from hypo.preprocess import PreprocessConfig, build_slice_store
 
     card = read_card(args.model)
     for k in ("test_patients", "train_patients", "preprocessing", "cohort"):

@@ -58,12 +58,22 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold
 
+import hypo.cohort as hc
 from hypo._util import write_table_atomic, write_text_atomic
 from hypo.cohort import layout
 from hypo.cohort.layout import MRS_GOOD_MAX, side_right
-from hypo.paths import data_dir
+from hypo.intervals import wilson_ci
+from hypo.nets.cards import read_card
+from hypo.nets.evaluation import markdown_table
+from hypo.paths import data_dir, default_cohort_dir
+from hypo.preprocess import PreprocessConfig, build_slice_store
+from hypo.stats import fit_proportional_odds
 from hypo.stats.calibration import generator_design
+from hypo.stats.ordinal import OrdinalFitError
 from hypo.stats.outcomes import fit_outcome
 
 #: Covariates of the fitted oracle (truth table and participants.tsv columns); a covariate
@@ -125,9 +135,6 @@ def _patient_table(cohort) -> pd.DataFrame:
 
 
 def _rows(name: str, p_poor, poor_true, weights, balanced_at: float) -> list[dict]:
-    from sklearn.metrics import roc_auc_score
-
-    from hypo.intervals import wilson_ci
 
     out = []
     rules = (("P > 0.5", 0.5, False), ("balanced", balanced_at, False))
@@ -165,7 +172,6 @@ def _best_cut(p_poor, poor_true, weights) -> float:
 
 
 def _lesion_area_rows(table: pd.DataFrame, train_patients, test_patients) -> list[dict]:
-    from sklearn.linear_model import LogisticRegression
 
     need = ["participant_id", "lesion_visible", "lesion_area_mm2", "mrs_3months"]
     missing = [c for c in need if c not in table.columns]
@@ -191,7 +197,6 @@ def cross_fitted_poor(df: pd.DataFrame, terms, seed: int = 0) -> np.ndarray:
     times with seeded shuffles and averaged, so that every patient of the cohort is predicted
     out of sample (raises :class:`OrdinalFitError` when a fold's fit fails).
     """
-    from sklearn.model_selection import StratifiedKFold
 
     poor = df["mrs_3months"].to_numpy() > GOOD_MAX
     out = np.zeros(len(df))
@@ -204,7 +209,6 @@ def cross_fitted_poor(df: pd.DataFrame, terms, seed: int = 0) -> np.ndarray:
 
 def _po_poor(train: pd.DataFrame, test: pd.DataFrame, terms) -> np.ndarray:
     """P(mRS 3-6) of ``test`` from a PO fit of mRS on ``terms`` in ``train``."""
-    from hypo.stats import fit_proportional_odds
 
     probs = fit_proportional_odds(train, _formula(train, terms)).predict_proba(test)
     cols = [lv for lv in probs.columns if int(lv) > GOOD_MAX]
@@ -251,7 +255,6 @@ def mrs_oracle(
         ``n_train``, ``formula`` (fitted PO), ``image_formula`` (image PO),
         ``balanced_at``.
     """
-    from hypo.stats.ordinal import OrdinalFitError
 
     df = _patient_table(cohort)
     has = df["mrs_3months"].notna() & (df["group"].astype(str) == "stroke")
@@ -310,10 +313,6 @@ def mrs_oracle(
 
 def oracle_for_model(model_dir: str | Path, cohort=None, store=None) -> OracleResult:
     """The oracle table for a shipped mRS model: its card's split of its cohort."""
-    import hypo.cohort as hc
-    from hypo.nets.cards import read_card
-    from hypo.paths import default_cohort_dir
-    from hypo.preprocess import PreprocessConfig, build_slice_store
 
     model_dir = Path(model_dir)
     card = read_card(model_dir)
@@ -333,7 +332,6 @@ def oracle_for_model(model_dir: str | Path, cohort=None, store=None) -> OracleRe
 def write_oracle(out_dir: str | Path, result: OracleResult) -> None:
     """``evaluation_oracle.csv`` and ``.md`` in ``out_dir`` (the model's evaluation
     folder)."""
-    from hypo.nets.evaluation import markdown_table
 
     out_dir = Path(out_dir)
     table = result.table
@@ -383,7 +381,6 @@ def main(argv=None) -> int:
         "folder itself to regenerate a shipped evaluation_oracle.md)",
     )
     args = p.parse_args(argv)
-    import hypo.cohort as hc
 
     cohort = hc.load(args.cohort) if args.cohort else None
     try:

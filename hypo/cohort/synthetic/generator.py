@@ -14,6 +14,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
+from tqdm.auto import tqdm
 
 from ... import _util
 from .. import layout
@@ -466,6 +467,5 @@ def generate_cohort(
 
 
 def _progress(total: int, enabled: bool):
-    from tqdm.auto import tqdm
 
     return tqdm(total=total, desc="synthetic patients", unit="patient", disable=not enabled)
