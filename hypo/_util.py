@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 import os
 import platform
@@ -180,3 +181,24 @@ def markdown_table(df: pd.DataFrame, index: bool = False, float_format: str | No
     for row in d.itertuples(index=False):
         lines.append("| " + " | ".join(_md_cell(v, float_format) for v in row) + " |")
     return "\n".join(lines)
+
+
+def lazy_exports(package: str, exports: dict[str, Sequence[str]]):
+    """``(__getattr__, __dir__, __all__)`` of a package whose names load on first use.
+
+    ``exports`` maps a submodule to the names it provides: ``from hypo.nets import
+    load_model`` imports :mod:`hypo.nets.io` (and Keras) only then, so that light modules
+    of the package (``hypo.nets.cards``) and the commands' preflights stay light.
+    """
+    where = {name: mod for mod, names in exports.items() for name in names}
+
+    def __getattr__(name: str):
+        mod = where.get(name)
+        if mod is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(f"{package}.{mod}"), name)
+
+    def __dir__():
+        return sorted(where)
+
+    return __getattr__, __dir__, sorted(where)

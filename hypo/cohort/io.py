@@ -20,6 +20,7 @@ import json
 import os
 import re
 import zlib
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -327,10 +328,64 @@ def type_columns(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def read_participants(root: str | os.PathLike) -> pd.DataFrame:
-    """participants.tsv of a cohort, typed, indexed by ``participant_id`` (no checks)."""
-    df = type_columns(read_table(Path(root) / layout.PARTICIPANTS))
-    return df.set_index("participant_id", drop=True)
+def column_map(root: str | os.PathLike, columns: Mapping[str, str] | None = None) -> dict:
+    """hypo's column name -> the cohort's own: ``hypo_columns.json`` beside participants.tsv
+    (if present), updated by ``columns`` (e.g. ``--column mrs_3months=mRS_90d``).
+
+    Raises :class:`CohortError` naming the sidecar when it is not a JSON object of names.
+    """
+    out: dict[str, str] = {}
+    sidecar = Path(root) / layout.COLUMN_MAP
+    if sidecar.is_file():
+        try:
+            data = json.loads(sidecar.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise CohortError(f"{sidecar}: not valid JSON ({e})") from e
+        if not isinstance(data, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+        ):
+            raise CohortError(
+                f'{sidecar}: expected a JSON object of column names, e.g. {{"mrs_3months": '
+                f'"mRS_90d"}}; got {data!r}'
+            )
+        out.update(data)
+    out.update(dict(columns or {}))
+    return out
+
+
+def apply_column_map(table: pd.DataFrame, mapping: Mapping[str, str]) -> list[Problem]:
+    """Rename the cohort's columns to hypo's in place; problems for a mapped column that is
+    not in the table or a hypo name that is taken by another column."""
+    problems, rename = [], {}
+    for ours, theirs in mapping.items():
+        where = f"{layout.PARTICIPANTS}:{theirs}"
+        if ours == theirs:
+            continue
+        if theirs not in table.columns:
+            problems.append(
+                Problem(None, where, f"column is missing (mapped to {ours})",
+                        f"a column {theirs!r} among {', '.join(map(str, table.columns))}")
+            )  # fmt: skip
+        elif ours in table.columns:
+            problems.append(
+                Problem(None, f"{layout.PARTICIPANTS}:{ours}",
+                        f"column exists, and {theirs!r} is mapped to it too",
+                        "one column per name: drop the mapping or rename one of them")
+            )  # fmt: skip
+        else:
+            rename[theirs] = ours
+    table.rename(columns=rename, inplace=True)
+    return problems
+
+
+def read_participants(
+    root: str | os.PathLike, columns: Mapping[str, str] | None = None
+) -> pd.DataFrame:
+    """participants.tsv of a cohort, columns named as hypo names them (the cohort's
+    :func:`column_map`), typed, indexed by ``participant_id`` (no other checks)."""
+    df = read_table(Path(root) / layout.PARTICIPANTS)
+    apply_column_map(df, column_map(root, columns))
+    return type_columns(df).set_index("participant_id", drop=True)
 
 
 # --------------------------------------------------------------------------- hashing

@@ -25,6 +25,9 @@ import pandas as pd
 PARTICIPANTS = "participants.tsv"
 GENERATOR = "generator.json"
 SLICE_LABELS = "slice_labels.tsv"
+#: Optional sidecar mapping hypo's column names to a researcher's own, e.g.
+#: ``{"mrs_3months": "mRS_90d"}`` (see :func:`hypo.cohort.io.column_map`).
+COLUMN_MAP = "hypo_columns.json"
 TRUTH_DIR = Path("derivatives") / "truth"
 TRUTH_TABLE = TRUTH_DIR / "truth.tsv"
 TRUTH_LABELS = ("lesion", "brain", "ventricles", "cortex", "hemisphere")

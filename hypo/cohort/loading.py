@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from hypo._util import write_text_atomic
+from hypo._util import stable_hash, write_text_atomic
 from hypo.cohort import layout
 from hypo.cohort.io import (
     PARTICIPANT_ID_PATTERN,
     Cohort,
     CohortError,
     WindowConfig,
+    column_map,
     content_hash,
     read_participants,
 )
@@ -33,6 +35,7 @@ def load(
     min_lesion_area_mm2: float = 10.0,
     window: WindowConfig | None = None,
     check_voxels: bool = True,
+    columns: Mapping[str, str] | None = None,
 ) -> Cohort:
     """Open a cohort folder in the hypo layout after validating it.
 
@@ -54,6 +57,9 @@ def load(
         False checks headers only, which is much faster but misses those problems.
         A clean full validation is remembered under ``cache_dir()/cohort_validation``
         keyed by :func:`content_hash`, so loading the same unchanged cohort again skips it.
+    columns : mapping, optional
+        hypo column name -> the cohort's own (``{"mrs_3months": "mRS_90d"}``), on top of
+        the cohort's ``hypo_columns.json`` sidecar.
 
     Returns
     -------
@@ -62,11 +68,16 @@ def load(
     root = Path(path)
     if min_lesion_area_mm2 < 0:
         raise ValueError(f"min_lesion_area_mm2 = {min_lesion_area_mm2}; expected >= 0 mm^2")
+    # A column map changes what the table means: it joins the key of the remembered
+    # validation and the cohort id (unchanged for a cohort without one).
+    mapping = column_map(root, columns)
     digest = content_hash(root)
+    if mapping:
+        digest = stable_hash([digest, sorted(mapping.items())], 16)
     if check_voxels and _validated_before(digest):
         problems = []
     else:
-        problems = validate(root, check_voxels=check_voxels)
+        problems = validate(root, check_voxels=check_voxels, columns=columns)
         if check_voxels and not problems:
             _remember_validated(digest)
     cohort_level = [p for p in problems if p.participant_id is None]
@@ -82,7 +93,7 @@ def load(
             ),
             cohort_level if skip_invalid else problems,
         )
-    participants = read_participants(root)
+    participants = read_participants(root, columns)
     bad = {p.participant_id for p in problems}
     for p in problems:
         warnings.warn(f"skipping {p}", stacklevel=2)

@@ -34,6 +34,7 @@ slice_labels.tsv
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -46,7 +47,10 @@ from hypo.cohort.io import (
     AFFINE_ATOL_MM,
     GROUPS,
     PARTICIPANT_ID_PATTERN,
+    CohortError,
     Problem,
+    apply_column_map,
+    column_map,
     read_image,
     read_table,
     to_canonical_shape,
@@ -70,7 +74,11 @@ SLICE_LABEL_COLUMNS = ("participant_id", "slice", "lesion_visible")
 
 
 def validate(
-    path: str | os.PathLike, *, check_voxels: bool = True, workers: int | None = None
+    path: str | os.PathLike,
+    *,
+    check_voxels: bool = True,
+    workers: int | None = None,
+    columns: Mapping[str, str] | None = None,
 ) -> list[Problem]:
     """Every problem of the cohort at ``path``; an empty list means it loads cleanly.
 
@@ -83,6 +91,9 @@ def validate(
         volumes). False reads headers only.
     workers : int, optional
         Threads used to read images (decompression releases the GIL); default: up to 4.
+    columns : mapping, optional
+        hypo column name -> the cohort's own, on top of ``hypo_columns.json``
+        (:func:`hypo.cohort.io.column_map`).
 
     Returns
     -------
@@ -104,10 +115,13 @@ def validate(
         ]
     try:
         table = read_table(table_path)
+        mapping = column_map(root, columns)
+    except CohortError as exc:
+        return [Problem(None, layout.COLUMN_MAP, str(exc), "a JSON object of column names")]
     except Exception as exc:  # noqa: BLE001 - any parse failure is a problem to report
         return [Problem(None, layout.PARTICIPANTS, f"cannot be read ({exc})", "a valid TSV")]
 
-    problems: list[Problem] = []
+    problems: list[Problem] = apply_column_map(table, mapping)
     problems += _check_columns(table)
     if "participant_id" not in table.columns:
         return problems

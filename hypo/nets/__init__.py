@@ -7,34 +7,20 @@ Entry points::
     from hypo.nets import evaluate, save_model, load_model
 """
 
-from hypo.nets.architectures import ARCHITECTURES, build_model, cam_layer_name
-from hypo.nets.data import AugmentConfig
-from hypo.nets.evaluation import evaluate, evaluate_mrs, evaluate_stroke
-from hypo.nets.io import load_model, make_card, save_model
-from hypo.nets.labels import MRS_CLASSES, STROKE_CLASSES, mrs_labels, stroke_labels
-from hypo.nets.mc_dropout import mc_predict
-from hypo.nets.splits import PatientSplit, patient_split
-from hypo.nets.training import TrainConfig, train, train_on_store
+from hypo._util import lazy_exports
 
-__all__ = [
-    "ARCHITECTURES",
-    "AugmentConfig",
-    "MRS_CLASSES",
-    "PatientSplit",
-    "STROKE_CLASSES",
-    "TrainConfig",
-    "build_model",
-    "cam_layer_name",
-    "evaluate",
-    "evaluate_mrs",
-    "evaluate_stroke",
-    "load_model",
-    "make_card",
-    "mc_predict",
-    "mrs_labels",
-    "patient_split",
-    "save_model",
-    "stroke_labels",
-    "train",
-    "train_on_store",
-]
+# Names load on first use: ``hypo.nets.cards`` (reading a model card) must not import
+# TensorFlow, which takes 5-10 s on a 2-core machine (a cohort preflight answers first).
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "architectures": ("ARCHITECTURES", "build_model", "cam_layer_name"),
+        "data": ("AugmentConfig",),
+        "evaluation": ("evaluate", "evaluate_mrs", "evaluate_stroke"),
+        "io": ("load_model", "make_card", "save_model"),
+        "labels": ("MRS_CLASSES", "STROKE_CLASSES", "mrs_labels", "stroke_labels"),
+        "mc_dropout": ("mc_predict",),
+        "splits": ("PatientSplit", "patient_split"),
+        "training": ("TrainConfig", "train", "train_on_store"),
+    },
+)

@@ -10,16 +10,15 @@ stats < report < study); ``analyses/*.py`` are thin command lines over it.
     result.write("my-report")
 """
 
-from .config import StudyConfig, StudyError
-from .run import StudyResult, run_study
-from .table import AnalysisTable, build_table, population_flow
+from hypo._util import lazy_exports
 
-__all__ = [
-    "AnalysisTable",
-    "StudyConfig",
-    "StudyError",
-    "StudyResult",
-    "build_table",
-    "population_flow",
-    "run_study",
-]
+# Names load on first use: a command's preflight (``hypo.study.config``) must answer
+# before TensorFlow is imported by the study's feature stage.
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "config": ("StudyConfig", "StudyError"),
+        "run": ("StudyResult", "run_study"),
+        "table": ("AnalysisTable", "build_table", "population_flow"),
+    },
+)

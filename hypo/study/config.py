@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from hypo.cohort.requirements import Requirements
 from hypo.paths import REPO_ROOT
 
 HYPOTHESES_DIR = REPO_ROOT / "analyses" / "hypotheses"
@@ -33,6 +34,24 @@ NOT_APPLICABLE = "not applicable"
 #: Classes shown in the CAM panels, per model (both classes of each, as the paper's
 #: Figures 11 and 14 do).
 PANEL_CLASSES = {"stroke": ("no stroke", "stroke"), "mrs": ("mRS 0-2", "mRS 3-6")}
+
+
+#: What the main study needs of a researcher's cohort (checked by ``--check`` and before
+#: every run on ``--cohort``; the test suite checks that it covers the registry's
+#: participants.tsv covariates).
+REQUIREMENTS = Requirements(
+    analysis="asymmetry_vs_mrs",
+    columns={
+        OUTCOME: "the outcome of every registered test",
+        "age": "a primary covariate of every registered test",
+        "mrs_before": "a primary covariate of every registered test",
+        "nihss_baseline": "the covariate of the NIHSS-adjusted sensitivity models",
+    },
+    lesion_masks="lesion volume and side are primary covariates, and the maps are measured "
+    "against the lesion",
+    outcome=OUTCOME,
+    min_patients=3,
+)
 
 
 class StudyError(RuntimeError):
@@ -75,6 +94,9 @@ class StudyConfig:
         Registry folder and its lock file.
     progress : bool
         Progress bars and stage lines on stderr.
+    columns : dict
+        hypo column name -> the cohort's own (e.g. ``{"mrs_3months": "mRS_90d"}``), on top
+        of the cohort's ``hypo_columns.json``.
     """
 
     cohort: Path | None = None
@@ -94,6 +116,7 @@ class StudyConfig:
     hypotheses: Path = HYPOTHESES_DIR
     lock: Path = LOCK_FILE
     progress: bool = True
+    columns: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     def effective(self) -> StudyConfig:

@@ -94,9 +94,18 @@ class StudyResult:
 
     def write(self, out_dir=None, history: list | None = None) -> dict[str, Path]:
         """Write tables, ``report.*``, ``secondary.*``, ``provenance.json`` and
-        ``runtime.json`` into ``out_dir`` (default the config's ``out``)."""
-        out = Path(out_dir or self.config.out)
-        out.mkdir(parents=True, exist_ok=True)
+        ``runtime.json`` into ``out_dir`` (default the config's ``out``).
+
+        All or nothing: the folder is written under a temporary name and renamed onto
+        ``out_dir`` when complete (a failure leaves the previous results, or none)."""
+        final = Path(out_dir or self.config.out)
+        previous = _read_history(final / "runtime.json")
+        with atomic_path(final) as out:
+            out.mkdir()
+            paths = self._write_into(out, previous, history)
+        return {k: final / Path(v).relative_to(out) for k, v in paths.items()}
+
+    def _write_into(self, out: Path, previous: list, history: list | None) -> dict[str, Path]:
         t = time.perf_counter()
         write_table_atomic(out / "results.csv", self.results)
         write_table_atomic(out / "features.csv", self.table)
@@ -107,8 +116,7 @@ class StudyResult:
         self.timings["total_s"] = round(
             self.timings.get("total_s", 0) + self.timings["report_s"], 1
         )
-        runs = [*_read_history(out / "runtime.json")[-9:], {"cohort": self.cohort.cohort_id,
-                                                            **self.timings}]  # fmt: skip
+        runs = [*previous[-9:], {"cohort": self.cohort.cohort_id, **self.timings}]
         write_json_atomic(out / "runtime.json", {"runs": runs})
         if history is not None:
             history[:] = runs
@@ -143,7 +151,7 @@ def resolve_cohort(cfg: StudyConfig, stage) -> Cohort:
         root = Path(cfg.cohort)
         if not root.is_dir():
             raise StudyError(f"--cohort {root}: no such folder")
-        return load_cohort(root)
+        return load_cohort(root, columns=cfg.columns)
     seed = ANALYSIS_COHORT["seed"]
     if cfg.quick:
         n = int(cfg.quick_patients)
@@ -318,6 +326,9 @@ def run_study(cfg: StudyConfig) -> StudyResult:
     flow, excluded, pop = population_flow(table)
     table["analysis_population"] = pop.to_numpy()
     data = table[pop].reset_index(drop=True)
+    if data.empty:
+        steps = "; ".join(f"{r.step}: {r.n_remaining}" for r in flow.itertuples())
+        raise StudyError(f"no patient of {cohort.cohort_id} is left to analyse ({steps})")
 
     t = time.perf_counter()
     stage(f"registered hypotheses on {len(data)} patients x {len(sources)} map sources")
