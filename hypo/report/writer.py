@@ -290,6 +290,7 @@ def write_analysis_report(
     outcome: str = "mrs_3months",
     population: str | None = "analysis_population",
     dpi: int = 150,
+    hypothesis_flow: pd.DataFrame | None = None,
 ) -> dict[str, Path]:
     """Figures, ``report.md``/``report.html`` and ``provenance.json`` of a main analysis.
 
@@ -318,6 +319,9 @@ def write_analysis_report(
         hashes, registry lock hash, seeds, config).
     population : str or None
         Boolean column selecting the analysis population for Table 1 and the figures.
+    hypothesis_flow : DataFrame, optional
+        Per registered test, who it leaves out of the population and why
+        (:func:`hypo.study.table.hypothesis_flow`), shown under the patient flow.
 
     Returns
     -------
@@ -348,6 +352,9 @@ def write_analysis_report(
         content: list = [Table(patient_flow_table(flow), caption="Patient flow")]
         if excluded is not None and len(excluded):
             content.append(Table(excluded, caption="Excluded patients (by participant_id)"))
+        if hypothesis_flow is not None and len(hypothesis_flow):
+            caption = "Patients per registered test: who each test leaves out, and why"
+            content.append(Table(hypothesis_flow, caption=caption))
         sections.append(Section("Patient flow", content))
     t1 = table1(data, outcome=outcome)
     sections.append(

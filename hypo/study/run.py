@@ -39,7 +39,7 @@ from .oracle import truth_rows
 from .panels import cam_examples
 from .registered import run_hypotheses
 from .secondary import CAPTIONS, secondary_analyses
-from .table import alias, build_table, class_index, population_flow
+from .table import alias, build_table, class_index, hypothesis_flow, population_flow
 
 #: First columns of ``results.csv`` (identifiers after them stay in the file).
 RESULT_COLUMNS = ["hypothesis", "model", "feature", "term", "estimate", "se", "OR", "OR_low",
@@ -73,6 +73,12 @@ class StudyResult:
     warnings: list[str]
     provenance: dict
     timings: dict = field(default_factory=dict)
+
+    @property
+    def hypothesis_flow(self) -> pd.DataFrame:
+        """Per registered test, who it leaves out of the population and why."""
+        reg = verify_lock(self.config.hypotheses, self.config.lock)
+        return hypothesis_flow(self.data, reg)
 
     @property
     def data(self) -> pd.DataFrame:
@@ -111,6 +117,7 @@ class StudyResult:
         write_table_atomic(out / "features.csv", self.table)
         for name, df in self.secondary.items():
             write_table_atomic(out / f"secondary_{name}.csv", df)
+        write_table_atomic(out / "patient_flow_by_hypothesis.csv", self.hypothesis_flow)
         paths = _write_reports(self, out)
         self.timings["report_s"] = round(time.perf_counter() - t, 1)
         self.timings["total_s"] = round(
@@ -468,6 +475,7 @@ def _write_reports(res: StudyResult, out: Path) -> dict[str, Path]:
         intro=intro,
         warnings=warnings + po_warnings(res.secondary["po_checks"]),
         population="analysis_population",
+        hypothesis_flow=res.hypothesis_flow,
     )
     sections = [
         Section(name.replace("_", " ").capitalize(), [Table(df, caption=CAPTIONS.get(name, name))])

@@ -136,3 +136,53 @@ def population_flow(table: pd.DataFrame):
     flow, excluded = patient_flow(table, criteria, start="All participants")
     pop = stroke & visible & has_feat & held_out & has_mrs
     return flow, excluded, pop
+
+
+def _undefined_reason(h, data: pd.DataFrame, undefined: pd.Series) -> list[tuple[str, pd.Series]]:
+    """Why a feature is undefined for a patient: a bilateral lesion has no ipsilateral
+    side (asymmetry features); otherwise the map has no mass where the feature looks."""
+    if h.feature.startswith("asymmetry") and "lesion_side" in data.columns:
+        bilateral = data["lesion_side"].astype(str).eq("bilateral")
+        return [
+            ("bilateral lesion: no ipsilateral side for an asymmetry", undefined & bilateral),
+            (
+                "feature undefined: no map mass in the brain or no lesion slice",
+                undefined & ~bilateral,
+            ),
+        ]
+    return [("feature undefined: no map mass in the brain or no lesion slice", undefined)]
+
+
+def hypothesis_flow(data: pd.DataFrame, reg) -> pd.DataFrame:
+    """Per registered test (CAM maps), from the analysis population to the fitted n.
+
+    One row per step: the feature undefined (with why), then each primary covariate
+    missing, then (sensitivity model) each added covariate missing; ``n_remaining`` of the
+    last primary step is the primary fit's n in ``results.csv``, and likewise for the
+    sensitivity fit.
+    """
+    rows = []
+    for h in sorted(reg.hypotheses.values(), key=lambda h: h.id):
+        keep = pd.Series(True, index=data.index)
+        rows.append((h.id, "primary", "analysis population", 0, int(keep.sum())))
+        undefined = pd.to_numeric(data[alias(h, "cam")], errors="coerce").isna()
+        for reason, out in _undefined_reason(h, data, undefined):
+            n = int((keep & out).sum())
+            keep &= ~out
+            if n:
+                rows.append((h.id, "primary", reason, n, int(keep.sum())))
+        for analysis, covs in (
+            ("primary", h.covariates),
+            ("sensitivity", h.sensitivity_covariates),
+        ):
+            for c in covs:
+                missing = (
+                    pd.to_numeric(data[c], errors="coerce").isna()
+                    if c in data.columns
+                    else pd.Series(True, index=data.index)
+                )
+                n = int((keep & missing).sum())
+                keep &= ~missing
+                rows.append((h.id, analysis, f"{c} missing", n, int(keep.sum())))
+    cols = ["hypothesis", "analysis", "step", "n_excluded", "n_remaining"]
+    return pd.DataFrame(rows, columns=cols)
