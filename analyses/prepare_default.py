@@ -7,7 +7,8 @@
 2. loads and validates both;
 3. builds their slice stores with the paper's preprocessing (cached under
    ``hypo.paths.cache_dir()``);
-4. writes a montage of the analysis cohort to ``reports/montage/montage.png``.
+4. writes a montage of the analysis cohort to ``<HYPO_DATA>/montage.png`` (``--montage
+   reports/montage/montage.png`` regenerates the README's figure).
 
 Every step is skipped when its output is already there, so a second run is quick.
 ``--quick`` makes tiny cohorts instead (for tests and a first look).
@@ -20,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from hypo.paths import ANALYSIS_COHORT, DEV_COHORT, REPO_ROOT, data_dir, default_cohort_dir
+from hypo.paths import ANALYSIS_COHORT, DEV_COHORT, data_dir, default_cohort_dir
 
 
 def _ensure_cohort(out: Path, n: int, seed: int, workers: int | None) -> float:
@@ -36,8 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny cohorts (8 and 6 patients)")
     ap.add_argument("--size", type=int, default=128, help="slice size in pixels (paper: 192)")
     ap.add_argument("--workers", type=int, default=None, help="generator processes")
-    ap.add_argument("--montage", default=str(REPO_ROOT / "reports" / "montage" / "montage.png"))
+    ap.add_argument(
+        "--montage",
+        default=None,
+        help="montage PNG (default HYPO_DATA/montage.png; the README's figure is "
+        "reports/montage/montage.png, rewritten only when named here)",
+    )
     args = ap.parse_args(argv)
+    args.montage = args.montage or str(data_dir() / "montage.png")
 
     from hypo.cohort import load
     from hypo.preprocess import PreprocessConfig, build_slice_store

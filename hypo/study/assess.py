@@ -31,7 +31,7 @@ from hypo.nets.evaluation import evaluate
 from hypo.nets.io import load_model
 from hypo.nets.labels import task_labels
 from hypo.nets.training import task_of
-from hypo.paths import default_cohort_dir
+from hypo.paths import data_dir, default_cohort_dir
 from hypo.preprocess import PreprocessConfig, build_slice_store
 from hypo.study.oracle import mrs_oracle, write_oracle
 
@@ -117,7 +117,17 @@ def main(argv=None) -> int:
     p.add_argument("--cohort", type=Path, default=None, help="the model's cohort (default dev)")
     p.add_argument("--n-boot", type=int, default=2000, help="patient bootstrap replicates")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where evaluation.* and the updated card.json go (default "
+        "HYPO_DATA/assess/<model folder name>; pass the model folder itself to update a "
+        "shipped model in place)",
+    )
     args = p.parse_args(argv)
+    out = args.out or data_dir() / "assess" / args.model.resolve().name
+    out.mkdir(parents=True, exist_ok=True)
 
     card = read_card(args.model)
     for k in ("test_patients", "train_patients", "preprocessing", "cohort"):
@@ -135,14 +145,15 @@ def main(argv=None) -> int:
     store = build_slice_store(cohort, PreprocessConfig(**card["preprocessing"]))
     model = load_model(args.model)
     ev = evaluate_on_store(
-        model, store, card["architecture"], card["test_patients"], args.model,
+        model, store, card["architecture"], card["test_patients"], out,
         cohort=cohort, train_patients=card["train_patients"], batch_size=args.batch_size,
         n_boot=args.n_boot, seed=int(card.get("training", {}).get("seed", 0)),
     )  # fmt: skip
     card["metrics"] = {**card.get("metrics", {}), "test": ev.card_metrics()}
     card["evaluation_command"] = "python -m hypo.study.assess " + shlex.join(argv)
-    write_json_atomic(args.model / CARD_FILE, card)
-    print((args.model / "evaluation.md").read_text())
+    write_json_atomic(out / CARD_FILE, card)
+    print((out / "evaluation.md").read_text())
+    print(f"-> {out}")
     return 0
 
 
