@@ -157,10 +157,14 @@ def library_versions(names: Sequence[str] = LIBRARIES) -> dict[str, str | None]:
 _MD_ENTITY = re.compile(r"&(?=#?\w+;)")
 
 
+#: "<" opens inline HTML only before a letter, "/", "!" or "?" ("p < 0.001" stays as is).
+_MD_TAG = re.compile(r"<(?=[A-Za-z/!?])")
+
+
 def markdown_text(s) -> str:
-    """Text safe in Markdown: only "<" can open inline HTML; ">" stays readable
-    ("OR > 1")."""
-    return _MD_ENTITY.sub("&amp;", str(s)).replace("<", "&lt;")
+    """Text safe in Markdown: a "<" that could open inline HTML is escaped, "p < 0.001"
+    and ">" ("OR > 1") stay readable in the .md file."""
+    return _MD_TAG.sub("&lt;", _MD_ENTITY.sub("&amp;", str(s)))
 
 
 def _md_cell(v, float_format: str | None) -> str:

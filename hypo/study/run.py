@@ -513,8 +513,9 @@ def study_intro(cfg, cohort, cards, layers, n, synthetic_truth: bool) -> list[st
         f"{', control_random_model' if cfg.random_control else ''}) run the same hypotheses "
         "on maps that carry no model evidence.",
         "Read each primary CAM result together with its NIHSS-adjusted sensitivity result: on "
-        "the synthetic cohort's conditional null (mRS depends on NIHSS, territory and "
-        "treatment, not on swelling) several primary tests reject more often than 5 % while "
+        "the synthetic cohort's conditional null (mRS depends on lesion volume, side, "
+        "territory, NIHSS, treatment and age, not on swelling) several primary tests reject "
+        "more often than 5 % while "
         "the sensitivity tests hold 5 % (python -m analyses.calibration; README, 'What the "
         "pipeline can and cannot claim').",
         "Secondary analyses (bootstrap CIs, proportional-odds checks, partial Spearman, "
