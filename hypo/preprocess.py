@@ -1,6 +1,6 @@
 """The paper's preprocessing and the slice store.
 
-Per axial slice, as the paper's code did (``shared/notes/original-code.md``):
+Per axial slice, as the paper's published code did:
 
 1. drop black slices (1st percentile == 99th percentile, or 99th percentile < 10 on 0-255);
 2. brain crop: threshold at the slice's 70th percentile (``cv2.threshold``), find contours

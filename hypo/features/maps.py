@@ -14,7 +14,7 @@ Conventions
   hemisphere.
 * Metrics run on brain pixels (lesion pixels count as brain) unless the name says
   ``outside``; background pixels never enter the lesion, asymmetry or concentration
-  features (``shared/notes/cam-methods.md``).
+  features (the background is zero after the brain crop and would dilute every ratio).
 * A map without mass in the brain (all zero) gives NaN for every ratio, never a warning.
 
 The data dictionary of every column is :data:`FEATURE_DICTIONARY`.

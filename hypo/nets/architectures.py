@@ -3,7 +3,7 @@
 Every model reads top to bottom like the paper's figures, every layer is named, and the
 class scores are a separate pre-softmax ``Dense`` layer named ``logits`` followed by a
 ``Softmax`` layer named ``probabilities`` -- CAMs take gradients of ``logits`` (the
-original code took them of the softmax, see ``shared/notes/original-code.md``).
+paper's original code took them of the softmax output, which saturates near 0 and 1).
 
 Layer specifications were derived from the paper's parameter counts at 192 x 192 input:
 
