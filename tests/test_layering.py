@@ -26,6 +26,15 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
+def _resolved(node: ast.ImportFrom, package: str) -> str:
+    """The absolute module of a ``from ... import`` (relative levels resolved)."""
+    if not node.level:
+        return node.module or ""
+    base = package.split(".")
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def _imports(path: Path) -> list[tuple[int, str]]:
     """(line, absolute module name) of every import in a file, relative ones resolved."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -36,12 +45,7 @@ def _imports(path: Path) -> list[tuple[int, str]]:
         if isinstance(node, ast.Import):
             out += [(node.lineno, a.name) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - (node.level - 1)]
-                mod = ".".join(base + ([node.module] if node.module else []))
-            else:
-                mod = node.module or ""
+            mod = _resolved(node, package)
             out.append((node.lineno, mod))
             # ``from hypo import cam`` imports the subpackage
             if mod == "hypo":
@@ -152,12 +156,7 @@ def _import_edges() -> dict[str, set[str]]:
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = package.split(".")
-                    base = base[: len(base) - (node.level - 1)]
-                    mod = ".".join(base + ([node.module] if node.module else []))
-                else:
-                    mod = node.module or ""
+                mod = _resolved(node, package)
                 names = [
                     f"{mod}.{a.name}" if f"{mod}.{a.name}" in modules else mod for a in node.names
                 ]
