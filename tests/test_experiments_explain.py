@@ -16,7 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analyses import cropping, layer_iteration, mirroring
+from analyses import cropping as cropping_cli
+from analyses import layer_iteration as layer_iteration_cli
+from analyses import mirroring as mirroring_cli
+from hypo.study.experiments import cropping, layer_iteration, mirroring
 from tests.helpers import isolate_hypo, tiny_model
 
 N_PATIENTS = 6
@@ -80,7 +83,7 @@ def _common_outputs(out: Path, name: str) -> dict:
 @pytest.fixture(scope="module")
 def mirror_run(env):
     out = env["root"] / "out" / "mirroring"
-    rc = mirroring.main(_argv(env, "mirror", out))
+    rc = mirroring_cli.main(_argv(env, "mirror", out))
     return {"rc": rc, "out": out}
 
 
@@ -175,7 +178,7 @@ def test_mirroring_summary_known_values():
 @pytest.fixture(scope="module")
 def crop_run(env):
     out = env["root"] / "out" / "cropping"
-    rc = cropping.main(_argv(env, "plain", out))
+    rc = cropping_cli.main(_argv(env, "plain", out))
     return {"rc": rc, "out": out}
 
 
@@ -245,7 +248,7 @@ def test_outside_mass_and_pairing_units():
 @pytest.fixture(scope="module")
 def layer_run(env):
     out = env["root"] / "out" / "layer_iteration"
-    rc = layer_iteration.main(_argv(env, "plain", out, "--figure-layers", "all"))
+    rc = layer_iteration_cli.main(_argv(env, "plain", out, "--figure-layers", "all"))
     return {"rc": rc, "out": out}
 
 
@@ -283,9 +286,9 @@ def test_layer_iteration_curve(env, layer_run):
 
 def test_layer_iteration_rejects_unknown_slice_and_layer(env):
     out = env["root"] / "out" / "bad"
-    assert layer_iteration.main(_argv(env, "plain", out, "--slices", "sub-999:3")) == 2
-    assert layer_iteration.main(_argv(env, "plain", out, "--slices", f"{TRAINED_ON}:5")) == 2
-    assert layer_iteration.main(_argv(env, "plain", out, "--layers", "no_such_layer")) == 2
+    assert layer_iteration_cli.main(_argv(env, "plain", out, "--slices", "sub-999:3")) == 2
+    assert layer_iteration_cli.main(_argv(env, "plain", out, "--slices", f"{TRAINED_ON}:5")) == 2
+    assert layer_iteration_cli.main(_argv(env, "plain", out, "--layers", "no_such_layer")) == 2
     assert not (out / "report.md").exists()
 
 
@@ -298,7 +301,7 @@ def test_own_cohort_without_ground_truth_uses_the_image_brain(env):
     from tests.helpers import make_tiny_cohort
 
     own = make_tiny_cohort(env["root"] / "own", n_patients=4, masks=True, slice_labels=True)
-    for mod in (mirroring, cropping, layer_iteration):
+    for mod in (mirroring_cli, cropping_cli, layer_iteration_cli):
         out = env["root"] / "out" / f"own_{mod.NAME}"
         argv = ["--quiet", "--cohort", str(own), "--model", str(env["models"]["plain"]),
                 "--out", str(out), "--examples", "1"]  # fmt: skip
