@@ -19,7 +19,7 @@ import pytest
 from analyses import cropping as cropping_cli
 from analyses import layer_iteration as layer_iteration_cli
 from analyses import mirroring as mirroring_cli
-from hypo.study.experiments import cropping, layer_iteration, mirroring
+from hypo.study.experiments import cropping, mirroring
 from tests.helpers import isolate_hypo, tiny_model
 
 N_PATIENTS = 6
