@@ -15,7 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analyses import mc_uncertainty, misclassified, mrs_model
+from analyses import mc_uncertainty as mc_uncertainty_cli
+from analyses import misclassified as misclassified_cli
+from analyses import mrs_model as mrs_model_cli
+from hypo.study.experiments import mc_uncertainty, misclassified, mrs_model
 from tests.helpers import isolate_hypo, tiny_model
 
 N_PATIENTS = 14
@@ -70,9 +73,9 @@ def env(tmp_path_factory):
         }  # fmt: skip
         common = ["--quick", "--cohort", str(cohort), "--quiet"]
         outs, rcs = {}, {}
-        for name, mod, model in (("mrs_model", mrs_model, models["mrs"]),
-                                 ("misclassified", misclassified, models["stroke"]),
-                                 ("mc_uncertainty", mc_uncertainty, models["stroke"])):  # fmt: skip
+        for name, mod, model in (("mrs_model", mrs_model_cli, models["mrs"]),
+                                 ("misclassified", misclassified_cli, models["stroke"]),
+                                 ("mc_uncertainty", mc_uncertainty_cli, models["stroke"])):  # fmt: skip
             outs[name] = root / "out" / name
             rcs[name] = mod.main([*common, "--model", str(model), "--out", str(outs[name])])
         yield {"root": root, "cohort": cohort, "models": models, "out": outs, "rc": rcs,
@@ -157,7 +160,7 @@ def test_pick_panel_slices_is_seeded_and_takes_the_largest_lesion():
 
 
 def test_mrs_model_refuses_a_two_class_model(env, tmp_path, capsys):
-    rc = mrs_model.main(["--quick", "--cohort", str(env["cohort"]), "--model",
+    rc = mrs_model_cli.main(["--quick", "--cohort", str(env["cohort"]), "--model",
                          str(env["models"]["stroke"]), "--out", str(tmp_path), "--quiet"])  # fmt: skip
     assert rc == 2
     assert "three-class model" in capsys.readouterr().err
