@@ -15,7 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analyses import cam3d, model_debugging, reproducibility
+from analyses import cam3d as cam3d_cli
+from analyses import model_debugging as model_debugging_cli
+from analyses import reproducibility as reproducibility_cli
+from hypo.study.experiments import cam3d, reproducibility
 from tests.helpers import isolate_hypo, tiny_model
 
 N_PATIENTS = 12
@@ -36,11 +39,11 @@ def runs(tmp_path_factory):
         out = {"root": root}
         out["md_argv"] = [*common, "--architectures", "gap", "shallow", "--mprt-slices", "2",
                           "--out", str(root / "md")]  # fmt: skip
-        out["md"] = model_debugging.main(out["md_argv"])
-        out["rep"] = reproducibility.main([*common, "--seeds", "3", "3", "--methods", "gradcam",
+        out["md"] = model_debugging_cli.main(out["md_argv"])
+        out["rep"] = reproducibility_cli.main([*common, "--seeds", "3", "3", "--methods", "gradcam",
                                            "--out", str(root / "rep")])  # fmt: skip
         tiny = _tiny_2d_model(root / "m2d")
-        out["c3"] = cam3d.main([*common, "--model", str(tiny), "--out", str(root / "c3")])
+        out["c3"] = cam3d_cli.main([*common, "--model", str(tiny), "--out", str(root / "c3")])
         yield out
 
 
@@ -81,7 +84,7 @@ def test_model_debugging_reuses_finished_models(runs, tmp_path):
     argv[argv.index("--architectures") + 1 : argv.index("--architectures") + 3] = ["gap"]
     with pytest.MonkeyPatch.context() as mp:
         isolate_hypo(mp, runs["root"])
-        assert model_debugging.main(argv) == 0
+        assert model_debugging_cli.main(argv) == 0
     prov = json.loads((tmp_path / "again" / "provenance.json").read_text())
     assert prov["models"]["gap"]["reused"] is True
 
@@ -89,7 +92,7 @@ def test_model_debugging_reuses_finished_models(runs, tmp_path):
 def test_model_debugging_refuses_herzog_at_a_size_it_cannot_take(runs, capsys):
     with pytest.MonkeyPatch.context() as mp:
         isolate_hypo(mp, runs["root"])
-        rc = model_debugging.main(["--quick", "--quiet", "--size", "96", "--architectures",
+        rc = model_debugging_cli.main(["--quick", "--quiet", "--size", "96", "--architectures",
                                    "herzog", "--out", str(runs["root"] / "x")])  # fmt: skip
     assert rc == 2 and "herzog" in capsys.readouterr().err
 
