@@ -1,18 +1,10 @@
 """Train one of the paper's CNNs on a cohort and ship it with its model card.
 
-    python -m analyses.train_models --model gap --cohort DIR --size 128 --epochs 30 \
+Command line of :func:`hypo.study.experiments.train_models.train_model` (its module
+docstring is the ``--help`` text).
+
+    python -m analyses.train_models --model gap --cohort DIR --size 128 --epochs 30 \\
         --out models/stroke-gap-128
-
-Builds (or reuses) the slice store of ``hypo.preprocess.build_slice_store``, splits
-patients (stratified, seeded), trains with early stopping and per-epoch checkpoints
-(``--resume`` continues a killed run), evaluates on the test patients and writes::
-
-    <out>/model.keras  <out>/card.json       the model and its card
-    <out>/evaluation*.csv|.md                 test-set tables (paper Tables 2 / 3)
-    <out>/run/run.json  <out>/run/log.csv     provenance (written before training), log
-    <out>/run/checkpoint/                     removed after success unless --keep-checkpoint
-
-The training itself is :func:`hypo.study.experiments.train_models.train_model`.
 """
 
 from __future__ import annotations
@@ -25,6 +17,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import hypo.study.experiments.train_models as experiment  # noqa: E402
 from hypo.nets.architectures import ARCHITECTURES  # noqa: E402
 from hypo.study.experiments.frame import ExperimentError  # noqa: E402
 from hypo.study.experiments.train_models import TrainingRun, train_model  # noqa: E402
@@ -33,7 +26,7 @@ from hypo.study.experiments.train_models import TrainingRun, train_model  # noqa
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m analyses.train_models",
-        description=__doc__,
+        description=experiment.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", required=True, choices=[a for a in ARCHITECTURES if a != "gap3d"])

@@ -423,20 +423,20 @@ def volume_setting(
 
 def trained_3d(cohort, s: Volume3DSetting, split, vols, quiet: bool) -> tuple:
     """The 3D model of this setting and split: reused from the cache, or trained there.
-    Returns ``(model, folder, reused)``."""
+    Returns ``(model, model_dir_3d, reused)``."""
     tr, va, te, split_seed = split
     key = {"setting": asdict(s), "cohort": cohort.cohort_id, "train": tr, "val": va}
-    folder = (
+    model_dir_3d = (
         cache_dir() / "analyses" / NAME / "models" / f"{cohort.cohort_id}-{stable_hash(key, 12)}"
     )
-    done = folder / "done.json"
+    done = model_dir_3d / "done.json"
     if done.is_file() and json.loads(done.read_text()).get("key") == stable_hash(key, 16):
-        stage(NAME, f"3D model reused: {folder}", quiet)
-        return load_model(folder), folder, True
-    stage(NAME, f"training gap3d ({s.epochs} epochs max) -> {folder}", quiet)
+        stage(NAME, f"3D model reused: {model_dir_3d}", quiet)
+        return load_model(model_dir_3d), model_dir_3d, True
+    stage(NAME, f"training gap3d ({s.epochs} epochs max) -> {model_dir_3d}", quiet)
     t0 = time.perf_counter()
     (v_tr, y_tr), (v_va, y_va) = vols["train"], vols["val"]
-    model3d = train_3d(v_tr["image"], y_tr, v_va["image"], y_va, folder, s, quiet)
+    model3d = train_3d(v_tr["image"], y_tr, v_va["image"], y_va, model_dir_3d, s, quiet)
     card3d = make_card(
         "gap3d",
         model3d,
@@ -451,12 +451,12 @@ def trained_3d(cohort, s: Volume3DSetting, split, vols, quiet: bool) -> tuple:
         training=asdict(s),
         label_source="any lesion_visible slice",
     )
-    save_model(model3d, folder, card3d)
+    save_model(model3d, model_dir_3d, card3d)
     write_json_atomic(
         done,
         {"key": stable_hash(key, 16), "train_seconds": round(time.perf_counter() - t0, 1)},
     )
-    return load_model(folder), folder, False
+    return load_model(model_dir_3d), model_dir_3d, False
 
 
 def compare_maps(settings, model3d, model_dir, card2d, cohort, te, v_te, proba, s) -> tuple:
@@ -568,7 +568,7 @@ def run(
         v = volumes(cohort, ids, s.grid, not q)
         vols[part] = (v, labels.reindex(ids).fillna(0).astype(int).to_numpy())
     split = (tr, va, te, split_seed)
-    model3d, folder, reused = trained_3d(cohort, s, split, vols, q)
+    model3d, model_dir_3d, reused = trained_3d(cohort, s, split, vols, q)
     card3d = model3d.hypo_card
     stage(NAME, f"evaluating on {len(te)} test volumes", q)
     v_te, y_te = vols["test"]
@@ -596,9 +596,9 @@ def run(
     provenance = {
         "setting": asdict(s),
         "model_3d": {
-            "folder": str(folder),
+            "folder": str(model_dir_3d),
             "reused": reused,
-            "sha256": file_hash(folder / "model.keras"),
+            "sha256": file_hash(model_dir_3d / "model.keras"),
         },
         "model_2d": {"folder": str(model_dir), "sha256": file_hash(model_dir / "model.keras")},
         "cohort": {"id": cohort.cohort_id, "synthetic": bool(cohort.is_synthetic)},

@@ -130,17 +130,18 @@ def concentration_spearman(
 
 
 def tidy(boot: pd.DataFrame, what: str) -> pd.DataFrame:
-    """Bootstrap output of :func:`hypo.stats.bootstrap.bootstrap_ci` as report rows."""
+    """Bootstrap output of :func:`hypo.stats.bootstrap.bootstrap_ci` as report rows: the
+    estimate named for what it is, its interval ``<estimate>_low`` / ``<estimate>_high``."""
     df = boot.reset_index(names="key")
     if what == "auc":
+        name = "auc_for_errors"
         df.insert(0, "uncertainty", df.pop("key"))
-        df = df.rename(columns={"estimate": "auc_for_errors"})
     else:
+        name = "spearman_rho"
         parts = df.pop("key").str.split("|", expand=True)
         df.insert(0, "uncertainty", parts[0])
         df.insert(1, "cam_feature", parts[1])
-        df = df.rename(columns={"estimate": "spearman_rho"})
-    return df
+    return df.rename(columns={"estimate": name, "ci_low": f"{name}_low", "ci_high": f"{name}_high"})
 
 
 def sample_patients(pids: np.ndarray, n: int, seed: int) -> np.ndarray:

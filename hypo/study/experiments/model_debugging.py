@@ -26,8 +26,8 @@ allows (``--full``, ``--size 128``; about 5x the GAP model's time per step on a 
 ``--quick`` (tests): the 12-patient synthetic cohort, 64 px, 1 epoch.
 
 Each model is trained by :func:`hypo.study.experiments.train_models.train_model` (split,
-class weights, augmentation, checkpoints) into its own folder under the cache, keyed by the settings: a
-killed run continues from its last epoch, finished models are reused.
+class weights, augmentation, checkpoints) into its own folder under the cache, keyed by
+the settings: a killed run continues from its last epoch, finished models are reused.
 
 Command line: ``python -m analyses.model_debugging`` (CPU setting, about an hour;
 ``--full`` for a GPU); in a notebook ``model_debugging.run(RunSettings(out=...),
@@ -66,7 +66,7 @@ from hypo.study.experiments.training import (
     Member,
     TrainingSetting,
     describe_setting,
-    member_folder,
+    member_model_dir,
     mode_label,
     models_root,
     native_slice,
@@ -278,9 +278,9 @@ def train_members(store, setting: TrainingSetting, archs, n_boot: int, quiet: bo
     members = []
     for arch in archs:
         stage(NAME, f"training {arch} ({setting.epochs} epochs max)", quiet)
-        folder = member_folder(root, arch, setting.seed)
-        m = train_member(store, folder, arch, setting, n_boot=n_boot, quiet=quiet)
-        stage(NAME, f"{arch}: {'reused' if m.reused else 'trained'} -> {m.folder}", quiet)
+        model_dir = member_model_dir(root, arch, setting.seed)
+        m = train_member(store, model_dir, arch, setting, n_boot=n_boot, quiet=quiet)
+        stage(NAME, f"{arch}: {'reused' if m.reused else 'trained'} -> {m.model_dir}", quiet)
         members.append(m)
     if len({tuple(m.card["test_patients"]) for m in members}) != 1:
         raise AssertionError("the architectures were tested on different patients")
@@ -434,8 +434,8 @@ def _provenance(setting, members, cohort, store, card) -> dict:
         "setting": asdict(setting),
         "models": {
             m.architecture: {
-                "folder": str(m.folder),
-                "sha256": file_hash(m.folder / "model.keras"),
+                "folder": str(m.model_dir),
+                "sha256": file_hash(m.model_dir / "model.keras"),
                 "reused": m.reused,
                 "cam_layer": m.card["cam_layer"],
             }

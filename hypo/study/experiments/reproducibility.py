@@ -52,7 +52,7 @@ from hypo.study.experiments.training import (
     CPU,
     TrainingSetting,
     describe_setting,
-    member_folder,
+    member_model_dir,
     mode_label,
     models_root,
     native_slice,
@@ -233,11 +233,11 @@ def train_pair(store, setting: TrainingSetting, cfg: ReproducibilityConfig, quie
     root = models_root(store, setting)
     members = []
     for i, s in enumerate(cfg.seeds, start=1):
-        folder = member_folder(root, cfg.architecture, s)
+        model_dir = member_model_dir(root, cfg.architecture, s)
         stage(NAME, f"training model {i} ({cfg.architecture}, seed {s})", quiet)
         m = train_member(
             store,
-            folder,
+            model_dir,
             cfg.architecture,
             setting,
             seed=s,
@@ -245,7 +245,7 @@ def train_pair(store, setting: TrainingSetting, cfg: ReproducibilityConfig, quie
             quiet=quiet,
             label=f"model {i} (seed {s})",
         )
-        stage(NAME, f"model {i}: {'reused' if m.reused else 'trained'} -> {m.folder}", quiet)
+        stage(NAME, f"model {i}: {'reused' if m.reused else 'trained'} -> {m.model_dir}", quiet)
         members.append(m)
     if members[0].card["test_patients"] != members[1].card["test_patients"]:
         raise AssertionError("the two models were tested on different patients")
@@ -277,8 +277,8 @@ def compare_maps(store, a, b, setting, cfg: ReproducibilityConfig, quiet: bool) 
             "same_prediction": [np.nan, np.nan, (pred_a == pred_b).mean()],
             "n_slices": len(y),
             "sha256": [
-                file_hash(a.folder / "model.keras"),
-                file_hash(b.folder / "model.keras"),
+                file_hash(a.model_dir / "model.keras"),
+                file_hash(b.model_dir / "model.keras"),
                 "",
             ],
         }
@@ -385,10 +385,10 @@ def run(
         "setting": asdict(setting),
         "models": {
             m.label: {
-                "folder": str(m.folder),
+                "folder": str(m.model_dir),
                 "seed": m.seed,
                 "reused": m.reused,
-                "sha256": file_hash(m.folder / "model.keras"),
+                "sha256": file_hash(m.model_dir / "model.keras"),
             }
             for m in members
         },

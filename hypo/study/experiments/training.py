@@ -135,7 +135,7 @@ class Member:
     label: str
     architecture: str
     seed: int
-    folder: Path
+    model_dir: Path
     model: object
     card: dict
     reused: bool = False
@@ -198,18 +198,18 @@ SHARED_MODELS = "trained_models"
 
 def models_root(store, setting: TrainingSetting) -> Path:
     """Cache folder of the experiments' trained models for this store and setting; one
-    sub-folder per ``<architecture>-seed<seed>`` (see :func:`member_folder`)."""
+    sub-folder per ``<architecture>-seed<seed>`` (see :func:`member_model_dir`)."""
     key = stable_hash({"store": store.path.name, **setting.identity()}, 12)
     return cache_dir() / "analyses" / SHARED_MODELS / f"{store.cohort_id}-{key}"
 
 
-def member_folder(root: Path, architecture: str, seed: int) -> Path:
+def member_model_dir(root: Path, architecture: str, seed: int) -> Path:
     return root / f"{architecture}-seed{seed}"
 
 
 def train_member(
     store,
-    folder: Path,
+    model_dir: Path,
     architecture: str,
     setting: TrainingSetting,
     seed: int | None = None,
@@ -218,23 +218,23 @@ def train_member(
     label: str | None = None,
 ) -> Member:
     """Train ``architecture`` on ``store`` with :func:`train_model`, or reuse the finished
-    model in ``folder``.
+    model in ``model_dir``.
 
-    A model counts as finished when ``folder/done.json`` holds this setting's key; an
+    A model counts as finished when ``model_dir/done.json`` holds this setting's key; an
     unfinished folder is resumed from its last checkpoint.
     """
     seed = setting.seed if seed is None else int(seed)
     key = setting.key(store.cohort_hash, architecture, seed)
-    folder = Path(folder)
+    model_dir = Path(model_dir)
     label = label or architecture
-    done = folder / "done.json"
-    if done.is_file() and (folder / "model.keras").is_file():
+    done = model_dir / "done.json"
+    if done.is_file() and (model_dir / "model.keras").is_file():
         if json.loads(done.read_text()).get("key") == key:
-            model, card = load_model(folder), read_card(folder)
-            return Member(label, architecture, seed, folder, model, card, reused=True)
+            model, card = load_model(model_dir), read_card(model_dir)
+            return Member(label, architecture, seed, model_dir, model, card, reused=True)
     run = TrainingRun(
         architecture=architecture,
-        out=folder,
+        out=model_dir,
         size=setting.size,
         epochs=setting.epochs,
         patience=setting.patience,
@@ -266,7 +266,7 @@ def train_member(
         "--precision",
         setting.precision,
         "--out",
-        str(folder),
+        str(model_dir),
         "--resume",
     ] + (["--quiet"] if quiet else [])
     t0 = time.perf_counter()
@@ -274,7 +274,7 @@ def train_member(
     with contextlib.redirect_stdout(sys.stderr):
         train_model(run, store=store, command="python -m analyses.train_models " + shlex.join(argv))
     write_json_atomic(done, {"key": key, "train_seconds": round(time.perf_counter() - t0, 1)})
-    return Member(label, architecture, seed, folder, load_model(folder), read_card(folder))
+    return Member(label, architecture, seed, model_dir, load_model(model_dir), read_card(model_dir))
 
 
 def test_rows(store, card: dict) -> tuple[np.ndarray, np.ndarray]:
