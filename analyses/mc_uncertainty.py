@@ -1,166 +1,30 @@
 """MC-dropout uncertainty against correctness and against how concentrated the CAM is.
 
-What the literature did: Herzog et al. (2020), whose model the paper starts from (section
-2 and 3.4), made the stroke slice model Bayesian with Monte Carlo dropout and showed that
-its uncertainty flags the predictions that are wrong; the paper itself did not measure
-uncertainty, and read the maps of uncertain misclassified slices by eye (Figure 12: "the
-model is uncertain since the probability ... is between 18 % and 33 %").
+Command line of :mod:`hypo.study.experiments.mc_uncertainty` (its docstring is
+the ``--help`` text).
 
-What hypo measures, on slices of patients the model never trained or validated on:
-
-* ``T`` stochastic passes with only the dropout layers active
-  (:func:`hypo.nets.mc_dropout.mc_predict`): predictive entropy, mutual information,
-  variation ratio and total variance per slice; the prediction is the argmax of the
-  predictive mean.
-* Uncertainty for errors: the ROC AUC of each uncertainty for "this prediction is wrong"
-  (0.5 = no better than chance, 1 = every error is more uncertain than every correct
-  prediction), with a patient-clustered bootstrap interval. The deterministic model's
-  ``1 - max softmax`` is the baseline any MC measure should beat.
-* Uncertainty and the map: the Spearman correlation of each uncertainty with the
-  concentration of the predicted class's Grad-CAM (``entropy_norm`` and ``top_share`` of
-  :mod:`hypo.features.maps`, on the image-derived brain), with a patient-clustered
-  bootstrap interval. A diffuse map (high entropy, low top share) on uncertain slices
-  would say the map carries the uncertainty too.
-
-Labels: the reader's slice labels (stroke model) or the 3-class mRS labels (a 3-class
-model; patients without mRS are left out). The default analyses a seeded sample of
-patients to fit the CPU budget (``--patients 0`` for all).
-
-Run: ``python -m analyses.mc_uncertainty`` (default: synthetic analysis cohort,
-``models/stroke-gap-128``); ``--quick`` for a small run; ``--cohort DIR`` for your own data.
+    python -m analyses.mc_uncertainty [--quick] [--cohort DIR] [--out DIR]
 """
 
 from __future__ import annotations
 
-import sys
-import time
-from pathlib import Path
-
-import numpy as np
-import pandas as pd
-
-from analyses._experiment import (
-    ExperimentError,
-    experiment_parser,
-    open_inputs,
-    stage,
-    write_experiment,
-)
-from analyses.mrs_model import cam_layer, predict_proba, setting_lines, shown
-from hypo._util import rng_for
-
-NAME = "mc_uncertainty"
-#: Per-slice uncertainty columns (``hypo.nets.mc_dropout.uncertainty``) plus the baseline.
-UNCERTAINTIES = ("predictive_entropy", "mutual_information", "variation_ratio",
-                 "total_variance", "one_minus_max_softmax")  # fmt: skip
-#: CAM concentration features (definitions in hypo.features.maps.FEATURE_DICTIONARY).
-CONCENTRATION = ("entropy_norm", "top_share")
+import hypo.study.experiments.mc_uncertainty as experiment
+from analyses._experiment import experiment_parser, run_cli, settings_of
+from hypo.study.experiments.mc_uncertainty import NAME, QUICK, McUncertaintyConfig, run
 
 
-def error_auc(data: pd.DataFrame, uncertainties=UNCERTAINTIES) -> dict:
-    """ROC AUC of each uncertainty column for ``error`` (1 = wrong prediction).
-
-    Raises ``ValueError`` when ``error`` has one value only (no AUC is defined); the
-    bootstrap counts such resamples as failed.
-    """
-    from sklearn.metrics import roc_auc_score
-
-    e = data["error"].to_numpy(int)
-    if e.min() == e.max():
-        raise ValueError("all predictions right (or all wrong): no AUC for errors")
-    return {u: float(roc_auc_score(e, data[u].to_numpy(float))) for u in uncertainties}
-
-
-def concentration_spearman(data: pd.DataFrame, uncertainties=UNCERTAINTIES,
-                           features=CONCENTRATION) -> dict:  # fmt: skip
-    """Spearman rho of each (uncertainty, concentration feature) pair, NaN rows dropped."""
-    from scipy.stats import spearmanr
-
-    out = {}
-    for f in features:
-        for u in uncertainties:
-            d = data[[u, f]].dropna()
-            if len(d) < 3 or d[u].nunique() < 2 or d[f].nunique() < 2:
-                raise ValueError(f"{u} or {f} is constant: no Spearman correlation")
-            out[f"{u}|{f}"] = float(spearmanr(d[u], d[f]).statistic)
-    return out
-
-
-def tidy(boot: pd.DataFrame, what: str) -> pd.DataFrame:
-    """Bootstrap output of :func:`hypo.stats.bootstrap.bootstrap_ci` as report rows."""
-    df = boot.reset_index(names="key")
-    if what == "auc":
-        df.insert(0, "uncertainty", df.pop("key"))
-        df = df.rename(columns={"estimate": "auc_for_errors"})
-    else:
-        parts = df.pop("key").str.split("|", expand=True)
-        df.insert(0, "uncertainty", parts[0])
-        df.insert(1, "cam_feature", parts[1])
-        df = df.rename(columns={"estimate": "spearman_rho"})
-    return df
-
-
-def sample_patients(pids: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """Boolean mask over ``pids`` keeping ``n`` patients drawn by ``rng_for(seed, ...)``
-    (all when ``n`` is 0 or at least the number of patients)."""
-    uniq = np.array(sorted(set(pids)))
-    if n <= 0 or n >= len(uniq):
-        return np.ones(len(pids), bool)
-    keep = rng_for(seed, "mc-patients").choice(uniq, n, replace=False)
-    return np.isin(pids, keep)
-
-
-def cam_concentration(inp, rows: np.ndarray, classes: np.ndarray, batch: int = 64):
-    """``entropy_norm`` and ``top_share`` of the Grad-CAM of ``classes[i]`` on store row
-    ``rows[i]``, on the image-derived anatomy (lesion pixels count as brain)."""
-    from hypo.cam import compute
-    from hypo.features.anatomy import anatomy_for_store
-    from hypo.features.maps import map_features
-
-    anat = anatomy_for_store(inp.store, progress=False)
-    has_lesion = "lesion" in inp.store.masks
-    rows, classes = np.asarray(rows), np.asarray(classes, dtype=int)
-    out = pd.DataFrame(np.nan, index=range(len(rows)), columns=list(CONCENTRATION))
-    # One class per call: a map costs one backward pass per class, and each slice needs
-    # only its predicted class's.
-    for k in np.unique(classes):
-        pos = np.flatnonzero(classes == k)
-        for s in range(0, len(pos), batch):
-            i = pos[s : s + batch]
-            r = rows[i]
-            res = compute(inp.model, inp.images(r), layer=cam_layer(inp), methods=("gradcam",),
-                          classes=[int(k)])  # fmt: skip
-            feats = map_features(
-                res["gradcam"][:, 0], np.asarray(anat.labels[r]),
-                lesion=inp.lesion_masks(r) if has_lesion else None, on_empty_brain="nan",
-            )  # fmt: skip
-            out.loc[i, list(CONCENTRATION)] = feats[list(CONCENTRATION)].to_numpy()
-    return out
-
-
-def figure(data: pd.DataFrame, path: Path) -> Path:
-    """Predictive entropy of right and wrong predictions, and against the map's entropy."""
-    import plotnine as p9
-
-    from hypo.report.figures import save_figure
-
-    d = data.dropna(subset=["entropy_norm", "predictive_entropy"])
-    d = d.assign(prediction=np.where(d["error"] == 1, "wrong", "right"))
-    plot = (
-        p9.ggplot(d, p9.aes("entropy_norm", "predictive_entropy", colour="prediction"))
-        + p9.geom_point(alpha=0.5, size=1.2)
-        + p9.labs(
-            x="Grad-CAM entropy (normalised, brain pixels)",
-            y="MC-dropout predictive entropy (nats)",
-            colour="",
-        )  # fmt: skip
-        + p9.theme_bw()
+def config_of(args) -> McUncertaintyConfig:
+    """The options, with the quick run's or the default's values where not given."""
+    base = QUICK if args.quick else McUncertaintyConfig()
+    return McUncertaintyConfig(
+        T=args.T or base.T,
+        patients=args.patients if args.patients is not None else base.patients,
+        n_boot=args.n_boot or base.n_boot,
     )
-    return save_figure(plot, path, width=6.0, height=4.0)
 
 
 def main(argv=None) -> int:
-    p = experiment_parser(NAME, __doc__)
+    p = experiment_parser(NAME, experiment.__doc__)
     p.add_argument(
         "--passes",
         "-T",
@@ -175,128 +39,14 @@ def main(argv=None) -> int:
         default=None,
         help="seeded sample of held-out patients (default 30; 0 = all; quick all)",
     )
-    p.add_argument("--n-boot", type=int, default=None,
-                   help="patient-bootstrap replicates (default 1000; quick 30)")  # fmt: skip
-    args = p.parse_args(argv)
-    started = time.perf_counter()
-    T = args.T or (5 if args.quick else 20)
-    n_pat = args.patients if args.patients is not None else (0 if args.quick else 30)
-    n_boot = args.n_boot or (30 if args.quick else 1000)
-    say = lambda msg: stage(NAME, msg, args.quiet)  # noqa: E731
-    if T < 2:
-        print(f"[{NAME}] error: --passes {T}: expected at least 2", file=sys.stderr)
-        return 2
-    try:
-        inp = open_inputs(args)
-        return _run(args, inp, T, n_pat, n_boot, started, say)
-    except (ExperimentError, ValueError, FileNotFoundError) as e:
-        print(f"[{NAME}] error: {e}", file=sys.stderr)
-        return 2
-
-
-def _labels(inp, table: pd.DataFrame, classes):
-    from hypo.nets.labels import mrs_labels, stroke_labels
-
-    if len(classes) == 2:
-        return stroke_labels(table)
-    if len(classes) == 3:
-        return mrs_labels(table)
-    raise ExperimentError(
-        f"model {inp.model_dir}: {len(classes)} classes {classes}; expected the stroke "
-        "(2 classes) or mRS (3 classes) model"
+    p.add_argument(
+        "--n-boot",
+        type=int,
+        default=None,
+        help="patient-bootstrap replicates (default 1000; quick 30)",
     )
-
-
-def _run(args, inp, T: int, n_pat: int, n_boot: int, started: float, say) -> int:
-    from hypo.nets.mc_dropout import mc_predict
-    from hypo.report.writer import Figure, Section, Table
-    from hypo.stats.bootstrap import bootstrap_ci
-
-    classes = [str(c) for c in inp.card.get("classes", [])]
-    table = inp.store.table.iloc[inp.held_out].reset_index(drop=True)
-    labels = _labels(inp, table, classes)
-    rows = inp.held_out[labels.index]
-    keep = sample_patients(labels.patients, n_pat, args.seed)
-    rows, y, pids = rows[keep], labels.y[keep], labels.patients[keep]
-    say(f"{T} MC-dropout passes over {len(rows)} slices of {len(set(pids))} patients")
-    det = predict_proba(inp, rows)
-    mc = mc_predict(inp.model, inp.images(rows), T=T, seed=args.seed, class_names=classes)
-    data = inp.store.table.iloc[rows][["participant_id", "slice"]].reset_index(drop=True)
-    data.insert(0, "row", rows)
-    data["y"] = y
-    data = pd.concat([data, mc.reset_index(drop=True)], axis=1)
-    data["error"] = (data["predicted_class"].to_numpy() != y).astype(int)
-    data["one_minus_max_softmax"] = 1.0 - det.max(axis=1)
-    data["deterministic_error"] = (det.argmax(axis=1) != y).astype(int)
-    say(f"Grad-CAM concentration of {len(rows)} slices")
-    conc = cam_concentration(inp, rows, data["predicted_class"].to_numpy())
-    data = pd.concat([data, conc], axis=1)
-
-    say(f"patient bootstrap ({n_boot} resamples)")
-    n_err = int(data["error"].sum())
-    warnings = []
-    if 0 < n_err < len(data):
-        auc = tidy(bootstrap_ci(data, error_auc, n_boot, args.seed, "participant_id"), "auc")
-    else:
-        auc = pd.DataFrame({"uncertainty": list(UNCERTAINTIES), "auc_for_errors": np.nan})
-        warnings.append(f"{n_err} errors among {len(data)} slices: the AUC for errors is "
-                        "undefined.")  # fmt: skip
-    try:
-        rho = tidy(bootstrap_ci(data, concentration_spearman, n_boot, args.seed,
-                                "participant_id"), "rho")  # fmt: skip
-    except ValueError as e:
-        rho = pd.DataFrame(columns=["uncertainty", "cam_feature", "spearman_rho"])
-        warnings.append(f"No Spearman correlation with the map: {e}")
-    if 0 < n_err < 20:
-        warnings.append(f"Only {n_err} wrong predictions: the AUCs for errors are rough.")
-    by_correct = (
-        data.groupby("error")[[*UNCERTAINTIES, *CONCENTRATION]].median()
-        .rename(index={0: "right", 1: "wrong"}).reset_index(names="prediction")
-    )  # fmt: skip
-
-    out = Path(args.out)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
-    figure(data, out / "figures" / "uncertainty_vs_map.png")
-    acc_mc = 1 - data["error"].mean()
-    acc_det = 1 - data["deterministic_error"].mean()
-    intro = setting_lines(
-        inp,
-        f"task: {len(classes)}-class slice model; MC dropout with T = {T} passes "
-        "(Herzog et al. 2020)",
-        [f"Analysed: {len(data)} slices of {data['participant_id'].nunique()} patients "
-         + ("(all held-out patients)" if keep.all() else f"(seeded sample of {n_pat} "
-            "patients)") + f"; {n_err} wrong MC predictions. Accuracy: MC mean "
-         f"{acc_mc:.4f}, deterministic {acc_det:.4f}. CAM: Grad-CAM of the predicted class at "
-         f"`{cam_layer(inp) or 'engine default'}`, concentration on the image-derived brain. "
-         f"Bootstrap: {n_boot} patient resamples, seed {args.seed}."],
-    )  # fmt: skip
-    sections = [
-        Section("Uncertainty for errors", [
-            "AUC of each uncertainty for a wrong prediction (0.5 = chance). "
-            "one_minus_max_softmax is the deterministic model's baseline.",
-            Table(shown(auc), "AUC for errors with patient-bootstrap 95 % intervals"),
-            Table(shown(by_correct), "Medians by right / wrong prediction"),
-        ]),
-        Section("Uncertainty against the map's concentration", [
-            "Spearman rho between each uncertainty and the Grad-CAM's normalised entropy "
-            "(1 = uniform over the brain) and top-5 % share (share of map mass in the top 5 % "
-            "brain pixels). Positive rho with entropy_norm / negative with top_share: "
-            "uncertain slices have diffuse maps.",
-            Table(shown(rho), "Spearman rho with patient-bootstrap 95 % intervals"),
-            Figure("figures/uncertainty_vs_map.png",
-                   "Predictive entropy against Grad-CAM entropy, per slice"),
-        ]),
-    ]  # fmt: skip
-    write_experiment(
-        out, NAME, tables={"mc_uncertainty": auc, "concentration": rho, "slices": data},
-        sections=sections, config=vars(args), inputs=inp, intro=intro, warnings=warnings,
-        extra_provenance={"seeds": {"mc_dropout": args.seed, "bootstrap": args.seed,
-                                    "patients": args.seed},
-                          "T": T, "n_boot": n_boot, "patients_sampled": int(len(set(pids)))},
-        started=started,
-    )  # fmt: skip
-    say(f"wrote {out}")
-    return 0
+    args = p.parse_args(argv)
+    return run_cli(NAME, lambda: run(settings_of(args), config_of(args)))
 
 
 if __name__ == "__main__":

@@ -16,8 +16,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analyses import cropping, layer_iteration, mirroring
-from tests.helpers import isolate_hypo, tiny_model
+import hypo.cohort as hc
+from analyses import cropping as cropping_cli
+from analyses import layer_iteration as layer_iteration_cli
+from analyses import mirroring as mirroring_cli
+from hypo.cam import spatial_layers
+from hypo.cohort.synthetic import generate_cohort
+from hypo.nets.io import load_model
+from hypo.preprocess import SliceStore
+from hypo.study.experiments import cropping, mirroring
+from tests.helpers import isolate_hypo, make_tiny_cohort, tiny_model
 
 N_PATIENTS = 6
 TRAINED_ON = "sub-001"
@@ -35,15 +43,19 @@ def _tiny_model(out: Path, cohort_id: str, symmetric: bool) -> Path:
                 w[0] = 0.5 * (w[0] + w[0][:, ::-1])
                 layer.set_weights(w)
 
-    return tiny_model("gap", ("no stroke", "stroke"), out,
-                      {"id": cohort_id, "generator_hash": "synthetic"}, [TRAINED_ON], [],
-                      tune=mirror_equivariant if symmetric else None)  # fmt: skip
+    return tiny_model(
+        "gap",
+        ("no stroke", "stroke"),
+        out,
+        {"id": cohort_id, "generator_hash": "synthetic"},
+        [TRAINED_ON],
+        [],
+        tune=mirror_equivariant if symmetric else None,
+    )
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    import hypo.cohort as hc
-    from hypo.cohort.synthetic import generate_cohort
 
     root = tmp_path_factory.mktemp("explain")
     with pytest.MonkeyPatch.context() as mp:
@@ -59,8 +71,17 @@ def env(tmp_path_factory):
 
 
 def _argv(env, model: str, out: Path, *extra) -> list[str]:
-    return ["--quick", "--quiet", "--cohort", str(env["cohort"]), "--model",
-            str(env["models"][model]), "--out", str(out), *extra]  # fmt: skip
+    return [
+        "--quick",
+        "--quiet",
+        "--cohort",
+        str(env["cohort"]),
+        "--model",
+        str(env["models"][model]),
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def _common_outputs(out: Path, name: str) -> dict:
@@ -80,7 +101,7 @@ def _common_outputs(out: Path, name: str) -> dict:
 @pytest.fixture(scope="module")
 def mirror_run(env):
     out = env["root"] / "out" / "mirroring"
-    rc = mirroring.main(_argv(env, "mirror", out))
+    rc = mirroring_cli.main(_argv(env, "mirror", out))
     return {"rc": rc, "out": out}
 
 
@@ -88,8 +109,12 @@ def test_mirroring_outputs(mirror_run):
     assert mirror_run["rc"] == 0
     out = mirror_run["out"]
     _common_outputs(out, "mirroring")
-    for f in ("mirroring_summary.csv", "figures/mirror_examples.png",
-              "figures/mirror_correlation.png", "figures/mirror_asymmetry.png"):  # fmt: skip
+    for f in (
+        "mirroring_summary.csv",
+        "figures/mirror_examples.png",
+        "figures/mirror_correlation.png",
+        "figures/mirror_asymmetry.png",
+    ):
         assert (out / f).is_file(), f
     per = pd.read_csv(out / "mirroring.csv")
     assert TRAINED_ON not in set(per["participant_id"])
@@ -98,8 +123,10 @@ def test_mirroring_outputs(mirror_run):
     # One row per slice, method and class.
     assert not per.duplicated(["participant_id", "slice", "method", "class_index"]).any()
     summ = pd.read_csv(out / "mirroring_summary.csv")
-    assert len(summ) == 4 and (summ["n_slices"] == per.groupby(["method", "class_index"])
-                               .size().to_numpy()).all()  # fmt: skip
+    assert (
+        len(summ) == 4
+        and (summ["n_slices"] == per.groupby(["method", "class_index"]).size().to_numpy()).all()
+    )
 
 
 def test_mirror_equivariant_model_gives_mirrored_maps(mirror_run):
@@ -117,7 +144,6 @@ def test_mirror_equivariant_model_gives_mirrored_maps(mirror_run):
 
 def test_mirror_metrics_of_a_plain_model_are_not_trivially_one(env):
     """The same measure on an ordinary model must be able to fail."""
-    from hypo.nets.io import load_model
 
     model = load_model(env["models"]["plain"], input_shape=(64, 64, 1))
     rng = np.random.default_rng(1)
@@ -175,7 +201,7 @@ def test_mirroring_summary_known_values():
 @pytest.fixture(scope="module")
 def crop_run(env):
     out = env["root"] / "out" / "cropping"
-    rc = cropping.main(_argv(env, "plain", out))
+    rc = cropping_cli.main(_argv(env, "plain", out))
     return {"rc": rc, "out": out}
 
 
@@ -184,8 +210,7 @@ def test_cropping_outputs_are_paired_and_bounded(crop_run):
     out = crop_run["out"]
     prov = _common_outputs(out, "cropping")
     assert prov["uncropped_store"]["config"]["crop"] is False
-    for f in ("cropping_tests.csv", "figures/cropping_examples.png",
-              "figures/cropping_paired.png"):  # fmt: skip
+    for f in ("cropping_tests.csv", "figures/cropping_examples.png", "figures/cropping_paired.png"):
         assert (out / f).is_file(), f
     per = pd.read_csv(out / "cropping.csv")
     assert TRAINED_ON not in set(per["participant_id"])
@@ -202,8 +227,11 @@ def test_cropping_outputs_are_paired_and_bounded(crop_run):
     assert len(tests) == 2 * 2 * len(cropping.MEASURES)
     ok = tests["p_patients"].notna()
     assert ((tests.loc[ok, "p_patients"] > 0) & (tests.loc[ok, "p_patients"] <= 1)).all()
-    row = tests[(tests["method"] == "gradcam") & (tests["class_index"] == 1)
-                & (tests["measure"] == "outside_brain_mass")].iloc[0]  # fmt: skip
+    row = tests[
+        (tests["method"] == "gradcam")
+        & (tests["class_index"] == 1)
+        & (tests["measure"] == "outside_brain_mass")
+    ].iloc[0]
     g = per[(per["method"] == "gradcam") & (per["class_index"] == 1)]
     d = (g["outside_brain_mass_cropped"] - g["outside_brain_mass_uncropped"]).dropna()
     assert row["mean_difference"] == pytest.approx(d.mean())
@@ -213,7 +241,6 @@ def test_cropping_outputs_are_paired_and_bounded(crop_run):
 def test_crop_makes_the_brain_fill_more_of_the_image(env, crop_run):
     """The property the experiment rests on: both stores hold the same slices, and the
     brain covers more of each cropped slice than of the uncropped one."""
-    from hypo.preprocess import SliceStore
 
     prov = json.loads((crop_run["out"] / "provenance.json").read_text())
     cache = env["root"] / "cache" / "slices"
@@ -245,13 +272,11 @@ def test_outside_mass_and_pairing_units():
 @pytest.fixture(scope="module")
 def layer_run(env):
     out = env["root"] / "out" / "layer_iteration"
-    rc = layer_iteration.main(_argv(env, "plain", out, "--figure-layers", "all"))
+    rc = layer_iteration_cli.main(_argv(env, "plain", out, "--figure-layers", "all"))
     return {"rc": rc, "out": out}
 
 
 def test_layer_iteration_curve(env, layer_run):
-    from hypo.cam import spatial_layers
-    from hypo.nets.io import load_model
 
     assert layer_run["rc"] == 0
     out = layer_run["out"]
@@ -283,9 +308,9 @@ def test_layer_iteration_curve(env, layer_run):
 
 def test_layer_iteration_rejects_unknown_slice_and_layer(env):
     out = env["root"] / "out" / "bad"
-    assert layer_iteration.main(_argv(env, "plain", out, "--slices", "sub-999:3")) == 2
-    assert layer_iteration.main(_argv(env, "plain", out, "--slices", f"{TRAINED_ON}:5")) == 2
-    assert layer_iteration.main(_argv(env, "plain", out, "--layers", "no_such_layer")) == 2
+    assert layer_iteration_cli.main(_argv(env, "plain", out, "--slices", "sub-999:3")) == 2
+    assert layer_iteration_cli.main(_argv(env, "plain", out, "--slices", f"{TRAINED_ON}:5")) == 2
+    assert layer_iteration_cli.main(_argv(env, "plain", out, "--layers", "no_such_layer")) == 2
     assert not (out / "report.md").exists()
 
 
@@ -295,13 +320,21 @@ def test_layer_iteration_rejects_unknown_slice_and_layer(env):
 def test_own_cohort_without_ground_truth_uses_the_image_brain(env):
     """A researcher's cohort (NIfTI + lesion masks, no synthetic truth): brain and midline come
     from the image, and no report calls it synthetic."""
-    from tests.helpers import make_tiny_cohort
 
     own = make_tiny_cohort(env["root"] / "own", n_patients=4, masks=True, slice_labels=True)
-    for mod in (mirroring, cropping, layer_iteration):
+    for mod in (mirroring_cli, cropping_cli, layer_iteration_cli):
         out = env["root"] / "out" / f"own_{mod.NAME}"
-        argv = ["--quiet", "--cohort", str(own), "--model", str(env["models"]["plain"]),
-                "--out", str(out), "--examples", "1"]  # fmt: skip
+        argv = [
+            "--quiet",
+            "--cohort",
+            str(own),
+            "--model",
+            str(env["models"]["plain"]),
+            "--out",
+            str(out),
+            "--examples",
+            "1",
+        ]
         assert mod.main(argv) == 0, mod.NAME
         md = (out / "report.md").read_text()
         assert "image-derived" in md and "Synthetic cohort" not in md

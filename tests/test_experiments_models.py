@@ -11,11 +11,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import keras
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import spearmanr
+from sklearn.metrics import roc_auc_score
 
-from analyses import mc_uncertainty, misclassified, mrs_model
+from analyses import mc_uncertainty as mc_uncertainty_cli
+from analyses import misclassified as misclassified_cli
+from analyses import mrs_model as mrs_model_cli
+from hypo.cohort import load
+from hypo.cohort.synthetic import generate_cohort
+from hypo.cohort.synthetic.params import SynthParams
+from hypo.nets.io import load_model
+from hypo.nets.labels import mrs_labels
+from hypo.preprocess import PreprocessConfig, build_slice_store
+from hypo.study.experiments import mc_uncertainty, misclassified, mrs_model
 from tests.helpers import isolate_hypo, tiny_model
 
 N_PATIENTS = 14
@@ -28,7 +40,6 @@ def _tiny_model(arch: str, classes, out: Path, images, train=(), val=()) -> Path
     about half the slices: a noise-fitted model would otherwise call every slice the same
     class, and the experiments' error and "called stroke" paths would never run.
     """
-    import keras
 
     def balance(model):
         head = model.get_layer("logits")
@@ -37,25 +48,23 @@ def _tiny_model(arch: str, classes, out: Path, images, train=(), val=()) -> Path
         bias = bias - np.r_[0.0, np.median(z[:, 1:] - z[:, :1], axis=0)]
         head.set_weights([kernel, bias.astype(kernel.dtype)])
 
-    return tiny_model(arch, classes, out, {"id": "dev-elsewhere", "generator_hash": "x"},
-                      train, val, tune=balance)  # fmt: skip
+    return tiny_model(
+        arch, classes, out, {"id": "dev-elsewhere", "generator_hash": "x"}, train, val, tune=balance
+    )
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """Cohort (planted TIA lesions, one patient without mRS), tiny models, three runs."""
-    from hypo.cohort import load
-    from hypo.cohort.synthetic import generate_cohort
-    from hypo.cohort.synthetic.params import SynthParams
-    from hypo.preprocess import PreprocessConfig, build_slice_store
 
     root = tmp_path_factory.mktemp("experiments_models")
     with pytest.MonkeyPatch.context() as mp:
         isolate_hypo(mp, root)
         cohort = root / "data" / "cohort"
         params = SynthParams(tia_mislabelled_share=0.6, tia_mislabelled_volume_ml=(4.0, 8.0))
-        generate_cohort(cohort, n_patients=N_PATIENTS, seed=20230901, params=params,
-                        workers=2, progress=False)  # fmt: skip
+        generate_cohort(
+            cohort, n_patients=N_PATIENTS, seed=20230901, params=params, workers=2, progress=False
+        )
         parts = pd.read_csv(cohort / "participants.tsv", sep="\t", dtype=str)
         no_mrs = parts.loc[parts["group"] == "stroke", "participant_id"].iloc[0]
         parts.loc[parts["participant_id"] == no_mrs, "mrs_3months"] = "n/a"
@@ -63,20 +72,36 @@ def env(tmp_path_factory):
         store = build_slice_store(load(cohort), PreprocessConfig(size=64), progress=False)
         images = np.asarray(store.images, dtype=np.float32)[..., None]
         models = {
-            "stroke": _tiny_model("gap", ("no stroke", "stroke"), root / "m" / "stroke", images,
-                                  ["sub-001"], ["sub-002"]),
-            "mrs": _tiny_model("mrs", ("no stroke", "mRS 0-2", "mRS 3-6"), root / "m" / "mrs",
-                               images),
-        }  # fmt: skip
+            "stroke": _tiny_model(
+                "gap",
+                ("no stroke", "stroke"),
+                root / "m" / "stroke",
+                images,
+                ["sub-001"],
+                ["sub-002"],
+            ),
+            "mrs": _tiny_model(
+                "mrs", ("no stroke", "mRS 0-2", "mRS 3-6"), root / "m" / "mrs", images
+            ),
+        }
         common = ["--quick", "--cohort", str(cohort), "--quiet"]
         outs, rcs = {}, {}
-        for name, mod, model in (("mrs_model", mrs_model, models["mrs"]),
-                                 ("misclassified", misclassified, models["stroke"]),
-                                 ("mc_uncertainty", mc_uncertainty, models["stroke"])):  # fmt: skip
+        for name, mod, model in (
+            ("mrs_model", mrs_model_cli, models["mrs"]),
+            ("misclassified", misclassified_cli, models["stroke"]),
+            ("mc_uncertainty", mc_uncertainty_cli, models["stroke"]),
+        ):
             outs[name] = root / "out" / name
             rcs[name] = mod.main([*common, "--model", str(model), "--out", str(outs[name])])
-        yield {"root": root, "cohort": cohort, "models": models, "out": outs, "rc": rcs,
-               "no_mrs": no_mrs, "store": store}  # fmt: skip
+        yield {
+            "root": root,
+            "cohort": cohort,
+            "models": models,
+            "out": outs,
+            "rc": rcs,
+            "no_mrs": no_mrs,
+            "store": store,
+        }
 
 
 def _common_outputs(out: Path, csvs) -> dict:
@@ -93,7 +118,6 @@ def _common_outputs(out: Path, csvs) -> dict:
 
 
 def test_mrs_model_table3_counts_match_the_labels(env):
-    from hypo.nets.labels import mrs_labels
 
     assert env["rc"]["mrs_model"] == 0
     out = env["out"]["mrs_model"]
@@ -141,8 +165,15 @@ def test_pick_panel_slices_is_seeded_and_takes_the_largest_lesion():
     for p in range(6):
         for s in range(10):
             y = 0 if s < 5 else 1 + (p % 2)
-            rows.append({"row": len(rows), "participant_id": f"p{p}", "slice": s, "y": y,
-                         "lesion_area_mm2": 0.0 if y == 0 else float(rng.uniform(1, 100))})  # fmt: skip
+            rows.append(
+                {
+                    "row": len(rows),
+                    "participant_id": f"p{p}",
+                    "slice": s,
+                    "y": y,
+                    "lesion_area_mm2": 0.0 if y == 0 else float(rng.uniform(1, 100)),
+                }
+            )
     df = pd.DataFrame(rows)
     a = mrs_model.pick_panel_slices(df, 2, seed=3)
     b = mrs_model.pick_panel_slices(df, 2, seed=3)
@@ -157,8 +188,18 @@ def test_pick_panel_slices_is_seeded_and_takes_the_largest_lesion():
 
 
 def test_mrs_model_refuses_a_two_class_model(env, tmp_path, capsys):
-    rc = mrs_model.main(["--quick", "--cohort", str(env["cohort"]), "--model",
-                         str(env["models"]["stroke"]), "--out", str(tmp_path), "--quiet"])  # fmt: skip
+    rc = mrs_model_cli.main(
+        [
+            "--quick",
+            "--cohort",
+            str(env["cohort"]),
+            "--model",
+            str(env["models"]["stroke"]),
+            "--out",
+            str(tmp_path),
+            "--quiet",
+        ]
+    )
     assert rc == 2
     assert "three-class model" in capsys.readouterr().err
     assert not (tmp_path / "report.md").exists()
@@ -168,13 +209,13 @@ def test_mrs_model_refuses_a_two_class_model(env, tmp_path, capsys):
 
 
 def test_misclassified_patient_maxima_and_label_error_counts(env):
-    from hypo.cohort import load
-    from hypo.nets.io import load_model
 
     assert env["rc"]["misclassified"] == 0
     out = env["out"]["misclassified"]
-    _common_outputs(out, ["misclassified", "label_errors", "slices_flagged", "localisation",
-                          "localisation_summary"])  # fmt: skip
+    _common_outputs(
+        out,
+        ["misclassified", "label_errors", "slices_flagged", "localisation", "localisation_summary"],
+    )
     per = pd.read_csv(out / "misclassified.csv")
     table = env["store"].table
     assert sorted(per["participant_id"]) == sorted(table["participant_id"].unique())
@@ -227,8 +268,6 @@ def test_misclassified_flags_exactly_the_misses_and_tia_calls(env):
 
 
 def test_mc_uncertainty_tables_agree_with_the_slices(env):
-    from scipy.stats import spearmanr
-    from sklearn.metrics import roc_auc_score
 
     assert env["rc"]["mc_uncertainty"] == 0
     out = env["out"]["mc_uncertainty"]
@@ -246,14 +285,14 @@ def test_mc_uncertainty_tables_agree_with_the_slices(env):
     auc = pd.read_csv(out / "mc_uncertainty.csv").set_index("uncertainty")
     for u in mc_uncertainty.UNCERTAINTIES:
         assert np.isclose(auc.loc[u, "auc_for_errors"], roc_auc_score(d["error"], d[u]))
-        assert auc.loc[u, "ci_low"] <= auc.loc[u, "ci_high"]
+        assert auc.loc[u, "auc_for_errors_low"] <= auc.loc[u, "auc_for_errors_high"]
     rho = pd.read_csv(out / "concentration.csv")
     assert len(rho) == len(mc_uncertainty.UNCERTAINTIES) * len(mc_uncertainty.CONCENTRATION)
     for _, r in rho.iterrows():
         x = d[[r["uncertainty"], r["cam_feature"]]].dropna()
         want = spearmanr(x.iloc[:, 0], x.iloc[:, 1]).statistic
         assert np.isclose(r["spearman_rho"], want)
-        assert -1 <= r["ci_low"] <= r["ci_high"] <= 1
+        assert -1 <= r["spearman_rho_low"] <= r["spearman_rho_high"] <= 1
 
 
 def test_error_auc_and_spearman_known_answers():
@@ -280,10 +319,15 @@ def test_sample_patients_is_seeded():
 
 
 def test_patient_table_ranks_tia_patients_by_suspicion():
-    sl = pd.DataFrame({
-        "participant_id": ["a", "a", "b", "b", "c", "c"], "slice": [0, 1] * 3,
-        "group": ["TIA", "TIA", "tia", "tia", "stroke", "stroke"], "y": [0, 0, 0, 0, 1, 0],
-        "p_stroke": [0.2, 0.7, 0.1, 0.3, 0.9, 0.1]})  # fmt: skip
+    sl = pd.DataFrame(
+        {
+            "participant_id": ["a", "a", "b", "b", "c", "c"],
+            "slice": [0, 1] * 3,
+            "group": ["TIA", "TIA", "tia", "tia", "stroke", "stroke"],
+            "y": [0, 0, 0, 0, 1, 0],
+            "p_stroke": [0.2, 0.7, 0.1, 0.3, 0.9, 0.1],
+        }
+    )
     per = misclassified.patient_table(sl, 0.5, None).set_index("participant_id")
     assert per.loc["a", "max_p_stroke"] == 0.7 and per.loc["a", "slice_at_max"] == 1
     assert per["called_stroke"].tolist() == [True, False, True]

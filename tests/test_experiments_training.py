@@ -15,7 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analyses import cam3d, model_debugging, reproducibility
+from analyses import cam3d as cam3d_cli
+from analyses import model_debugging as model_debugging_cli
+from analyses import reproducibility as reproducibility_cli
+from hypo.study.experiments import cam3d, reproducibility
+from hypo.study.experiments.training import spearman_in_region
 from tests.helpers import isolate_hypo, tiny_model
 
 N_PATIENTS = 12
@@ -23,8 +27,9 @@ N_PATIENTS = 12
 
 def _tiny_2d_model(out: Path) -> Path:
     """A 64 px GAP stroke model fitted one epoch on noise, with a card (another cohort)."""
-    return tiny_model("gap", ("no stroke", "stroke"), out, {"id": "elsewhere"},
-                      ["sub-001"], ["sub-002"], seed=0)  # fmt: skip
+    return tiny_model(
+        "gap", ("no stroke", "stroke"), out, {"id": "elsewhere"}, ["sub-001"], ["sub-002"], seed=0
+    )
 
 
 @pytest.fixture(scope="module")
@@ -34,21 +39,39 @@ def runs(tmp_path_factory):
         isolate_hypo(mp, root)
         common = ["--quick", "--quick-patients", str(N_PATIENTS), "--quiet", "--n-boot", "20"]
         out = {"root": root}
-        out["md_argv"] = [*common, "--architectures", "gap", "shallow", "--mprt-slices", "2",
-                          "--out", str(root / "md")]  # fmt: skip
-        out["md"] = model_debugging.main(out["md_argv"])
-        out["rep"] = reproducibility.main([*common, "--seeds", "3", "3", "--methods", "gradcam",
-                                           "--out", str(root / "rep")])  # fmt: skip
+        out["md_argv"] = [
+            *common,
+            "--architectures",
+            "gap",
+            "shallow",
+            "--mprt-slices",
+            "2",
+            "--out",
+            str(root / "md"),
+        ]
+        out["md"] = model_debugging_cli.main(out["md_argv"])
+        out["rep"] = reproducibility_cli.main(
+            [*common, "--seeds", "3", "3", "--methods", "gradcam", "--out", str(root / "rep")]
+        )
         tiny = _tiny_2d_model(root / "m2d")
-        out["c3"] = cam3d.main([*common, "--model", str(tiny), "--out", str(root / "c3")])
+        out["c3"] = cam3d_cli.main([*common, "--model", str(tiny), "--out", str(root / "c3")])
         yield out
 
 
 def test_model_debugging_writes_table2_and_explainability(runs):
     assert runs["md"] == 0
     out = runs["root"] / "md"
-    for f in ("table2.csv", "model_debugging.csv", "explainability.csv", "localisation.csv",
-              "mprt.csv", "report.md", "report.html", "provenance.json", "figures/mprt.png"):  # fmt: skip
+    for f in (
+        "table2.csv",
+        "model_debugging.csv",
+        "explainability.csv",
+        "localisation.csv",
+        "mprt.csv",
+        "report.md",
+        "report.html",
+        "provenance.json",
+        "figures/mprt.png",
+    ):
         assert (out / f).is_file(), f
     t2 = pd.read_csv(out / "table2.csv")
     assert t2["Architecture"].tolist() == ["GAP-Model", "Shallow-Model"]
@@ -69,8 +92,9 @@ def test_model_debugging_writes_table2_and_explainability(runs):
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["setting"]["size"] == 64 and prov["setting"]["epochs"] == 1
     # Both models were tested on the same patients, none of whom they trained on.
-    cards = [json.loads((Path(m["folder"]) / "card.json").read_text())
-             for m in prov["models"].values()]  # fmt: skip
+    cards = [
+        json.loads((Path(m["folder"]) / "card.json").read_text()) for m in prov["models"].values()
+    ]
     assert cards[0]["test_patients"] == cards[1]["test_patients"]
     assert not set(cards[0]["test_patients"]) & set(cards[0]["train_patients"])
 
@@ -81,7 +105,7 @@ def test_model_debugging_reuses_finished_models(runs, tmp_path):
     argv[argv.index("--architectures") + 1 : argv.index("--architectures") + 3] = ["gap"]
     with pytest.MonkeyPatch.context() as mp:
         isolate_hypo(mp, runs["root"])
-        assert model_debugging.main(argv) == 0
+        assert model_debugging_cli.main(argv) == 0
     prov = json.loads((tmp_path / "again" / "provenance.json").read_text())
     assert prov["models"]["gap"]["reused"] is True
 
@@ -89,8 +113,18 @@ def test_model_debugging_reuses_finished_models(runs, tmp_path):
 def test_model_debugging_refuses_herzog_at_a_size_it_cannot_take(runs, capsys):
     with pytest.MonkeyPatch.context() as mp:
         isolate_hypo(mp, runs["root"])
-        rc = model_debugging.main(["--quick", "--quiet", "--size", "96", "--architectures",
-                                   "herzog", "--out", str(runs["root"] / "x")])  # fmt: skip
+        rc = model_debugging_cli.main(
+            [
+                "--quick",
+                "--quiet",
+                "--size",
+                "96",
+                "--architectures",
+                "herzog",
+                "--out",
+                str(runs["root"] / "x"),
+            ]
+        )
     assert rc == 2 and "herzog" in capsys.readouterr().err
 
 
@@ -99,8 +133,13 @@ def test_reproducibility_equal_seeds_give_identical_maps(runs):
     defined similarity is exactly 1 -- a known answer for the whole pipeline."""
     assert runs["rep"] == 0
     out = runs["root"] / "rep"
-    for f in ("reproducibility.csv", "similarity.csv", "agreement.csv", "report.md",
-              "provenance.json"):  # fmt: skip
+    for f in (
+        "reproducibility.csv",
+        "similarity.csv",
+        "agreement.csv",
+        "report.md",
+        "provenance.json",
+    ):
         assert (out / f).is_file(), f
     sim = pd.read_csv(out / "similarity.csv")
     assert set(sim["class"]) == {"no stroke", "stroke"}
@@ -122,8 +161,8 @@ def test_top_k_overlap_and_regional_spearman_known_answers():
     assert np.allclose(reproducibility.top_k_overlap(a, a, region, 0.1), 1.0)
     # Reversed ranking: the top 10 % of one map are the bottom 10 % of the other.
     assert np.allclose(reproducibility.top_k_overlap(a, -a, region, 0.1), 0.0)
-    assert np.allclose(reproducibility.spearman_in_region(a, 2 * a + 1, region), 1.0)
-    assert np.allclose(reproducibility.spearman_in_region(a, -a, region), -1.0)
+    assert np.allclose(spearman_in_region(a, 2 * a + 1, region), 1.0)
+    assert np.allclose(spearman_in_region(a, -a, region), -1.0)
     const = np.zeros_like(a)
     assert np.isnan(reproducibility.top_k_overlap(a, const, region, 0.1)).all()
 

@@ -171,6 +171,12 @@ def realism_report(root: str | Path, max_image_patients: int | None = 60) -> pd.
     for col in ("participant_id", "group", "age", "sex", "mrs_3months"):
         if col not in part.columns:
             raise ValueError(f"{ppath}: column {col!r} missing")
+    if not (root / layout.TRUTH_DIR).is_dir():
+        raise FileNotFoundError(
+            f"{root / layout.TRUTH_DIR}: missing; the realism report measures a synthetic "
+            "cohort against published ranges and reads its generator's truth (tissue masks), "
+            "which a cohort of real scans does not have"
+        )
     slices = pd.read_csv(root / layout.SLICE_LABELS, sep="\t")
     rows = {
         **_image_rows(root, list(part["participant_id"]), max_image_patients),
