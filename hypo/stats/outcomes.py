@@ -26,16 +26,17 @@ from scipy import stats
 
 from ._design import build_design
 from .ordinal import (
-    SEPARATION_EFFECT_PER_SD,
     Z95,
     ConvergenceError,
     SeparationError,
     fit_proportional_odds,
 )
+from .separation import find_separation
 
 __all__ = ["CODINGS", "UTILITY_WEIGHTS_DEFUSE3", "OutcomeCoding", "code_outcome", "fit_outcome"]
 
-#: Utility weights for mRS 0..6 as used in DEFUSE 3.
+#: Utility weights for mRS 0..6 (Chaisinanunkul et al., Stroke 2015;46:2238-43; used by DAWN
+#: and DEFUSE 3). 1 = no symptoms, 0 = dead; mRS 5 is valued as death.
 UTILITY_WEIGHTS_DEFUSE3 = (1.0, 0.91, 0.76, 0.65, 0.33, 0.0, 0.0)
 
 
@@ -144,14 +145,12 @@ def _fit_glm(data, formula, model, weights, cov_type, groups):
         warnings.simplefilter("always")
         fit = sm.GLM(y, X, family=family, freq_weights=design.weights).fit(**kw)
     if model == "logistic":
-        sd = design.X.to_numpy(float).std(axis=0)
-        eff = np.abs(np.asarray(fit.params)[1:]) * sd
-        if any("separation" in str(w.message).lower() for w in caught) or np.any(
-            eff > SEPARATION_EFFECT_PER_SD
-        ):
+        # Exact check (a linear programme on the data), not a threshold on the effect size.
+        sep = find_separation(y.astype(int), design.X)
+        if any("separation" in str(w.message).lower() for w in caught) or sep is not None:
             raise SeparationError(
-                f"{formula!r}: (quasi-)complete separation in the logistic fit "
-                f"(|beta| x SD = {np.round(eff, 1).tolist()})"
+                f"{formula!r}: (quasi-)complete separation in the logistic fit"
+                + (f": {sep.describe()}" if sep is not None else "")
             )
         if not fit.converged:
             raise ConvergenceError(f"{formula!r}: logistic IRLS did not converge")
