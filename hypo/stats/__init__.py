@@ -26,6 +26,7 @@ from .ordinal import (
     profile_intervals,
 )
 from .outcomes import CODINGS, code_outcome, fit_outcome
+from .po_analysis import POAnalysis, po_analysis
 from .po_tests import (
     PartialPOResult,
     brant_test,
@@ -52,6 +53,7 @@ __all__ = [
     "Hypothesis",
     "OrdinalFitError",
     "OrdinalResult",
+    "POAnalysis",
     "PartialPOResult",
     "Registry",
     "RegistryLockError",
@@ -82,6 +84,7 @@ __all__ = [
     "partial_po_table",
     "partial_spearman",
     "per_cut_logistic",
+    "po_analysis",
     "profile_intervals",
     "rubin_pool",
     "run_family",

@@ -181,7 +181,7 @@ def ordinal_codes(y: pd.Series, name: str | None = None) -> tuple[np.ndarray, li
         levels = list(y.cat.categories)
         codes = y.cat.codes.to_numpy().astype(int)
     elif pd.api.types.is_bool_dtype(y) or pd.api.types.is_integer_dtype(y):
-        levels = sorted(pd.unique(y.astype(int)))
+        levels = [int(v) for v in sorted(pd.unique(y.astype(int)))]
         codes = np.searchsorted(levels, y.astype(int).to_numpy())
     elif pd.api.types.is_float_dtype(y):
         v = y.to_numpy(dtype=float)
