@@ -36,6 +36,8 @@ CHROMIUM_FLAGS = (
 
 # Everything measured in the page in one script: images, tables, horizontal overflow.
 _PROBE = """
+// Folded tables (<details>) are opened: a reader can open them, and they must render too.
+document.querySelectorAll('details').forEach(d => { d.open = true; });
 const vw = document.documentElement.clientWidth;
 const scrolls = (el) => {
   for (let p = el.parentElement; p; p = p.parentElement) {
@@ -51,7 +53,11 @@ const images = Array.from(document.images).map((im, i) => ({
 const tables = Array.from(document.querySelectorAll('table')).map((t, i) => {
   const rows = Array.from(t.querySelectorAll('tbody tr'));
   const cap = t.closest('.table-wrap') && t.closest('.table-wrap').previousElementSibling;
-  return {index: i, caption: cap ? cap.textContent.slice(0, 80) : '',
+  const summary = t.closest('details') && t.closest('details').querySelector('summary');
+  const label = summary || cap;
+  return {index: i, caption: label ? label.textContent.slice(0, 80) : '',
+          folded: !!t.closest('details'),
+          headers: Array.from(t.querySelectorAll('thead th')).map(h => h.textContent.trim()),
           rows: rows.length, shown: rows.filter(r => r.getBoundingClientRect().height > 0).length,
           width: t.getBoundingClientRect().width,
           scrolls: t.scrollWidth > t.parentElement.clientWidth + 1};
@@ -143,13 +149,15 @@ def check_page(drv, html: Path, screenshot: Path) -> PageCheck:
     drv.execute_script(
         "return Promise.all(Array.from(document.images).map(i => i.decode().catch(() => 0)))"
     )
-    m = drv.execute_script(_PROBE)
-    logs = [e for e in drv.get_log("browser") if e.get("level") == "SEVERE"]
-    # Full-page screenshot: grow the window to the page (the viewport width stays 1280).
-    drv.set_window_size(WIDTH, min(int(m["height"]) + 150, MAX_SCREENSHOT_HEIGHT))
+    # Full-page screenshot as a reader first sees the page (folded tables closed): grow the
+    # window to the page; the viewport width stays 1280.
+    height = int(drv.execute_script("return document.documentElement.scrollHeight"))
+    drv.set_window_size(WIDTH, min(height + 150, MAX_SCREENSHOT_HEIGHT))
     screenshot.parent.mkdir(parents=True, exist_ok=True)
     drv.save_screenshot(str(screenshot))
     drv.set_window_size(WIDTH, HEIGHT)
+    m = drv.execute_script(_PROBE)
+    logs = [e for e in drv.get_log("browser") if e.get("level") == "SEVERE"]
     res = PageCheck(
         path=Path(html),
         screenshot=screenshot,

@@ -34,23 +34,31 @@ h1 { border-bottom: 2px solid #335; padding-bottom: .3rem; }
 h2 { margin-top: 2.2rem; border-bottom: 1px solid #ccd; }
 table { border-collapse: collapse; margin: .8rem 0; font-size: .85rem; }
 th, td { border: 1px solid #ccd; padding: .25rem .5rem; text-align: left; vertical-align: top; }
-th { background: #eef0f6; }
+th { background: #eef0f6; white-space: nowrap; }
+td { min-width: 2.5rem; max-width: 40rem; }
 tr:nth-child(even) td { background: #fafbfd; }
 figure { margin: 1rem 0; }
 figure img { max-width: 100%; border: 1px solid #ddd; }
 figcaption, .caption { font-size: .85rem; color: #444; margin-top: .3rem; }
 .warnings { background: #fff4e5; border-left: 4px solid #e69500; padding: .5rem 1rem; }
 .table-wrap { overflow-x: auto; }
+details { margin: .8rem 0; }
+summary { cursor: pointer; }
 """
 
 
 @dataclass
 class Table:
-    """A table of the report: a DataFrame and a caption (shown above it)."""
+    """A table of the report: a DataFrame and a caption (shown above it).
+
+    ``folded``: in the HTML the table sits closed in a ``<details>`` element whose summary
+    is the caption and the row count (long lists a reader opens on demand).
+    """
 
     df: pd.DataFrame
     caption: str = ""
     index: bool = False
+    folded: bool = False
 
 
 @dataclass
@@ -145,6 +153,8 @@ def _md_text(s) -> str:
 def _md_cell(v) -> str:
     if v is None or (isinstance(v, float) and pd.isna(v)):
         return ""
+    if isinstance(v, float):
+        v = _fmt_float(v)
     s = _md_text(v).replace("|", "\\|").replace("\r", " ").replace("\n", "<br>")
     return s
 
@@ -194,9 +204,25 @@ def _h(s) -> str:
     return html.escape(str(s), quote=True)
 
 
+#: Significant digits of a float cell (the CSV files keep full precision).
+FLOAT_DIGITS = 4
+
+
+def _fmt_float(v: float) -> str:
+    return f"{v:.{FLOAT_DIGITS}g}"
+
+
 def _html_table(t: Table) -> str:
     # to_html(escape=True) escapes cells and headers; the caption is escaped by us.
-    body = t.df.to_html(index=t.index, escape=True, na_rep="", border=0, classes="report-table")
+    body = t.df.to_html(index=t.index, escape=True, na_rep="", border=0, classes="report-table",
+                        float_format=_fmt_float)  # fmt: skip
+    if t.folded:
+        n = len(t.df)
+        summary = f"{_h(t.caption or 'Table')} ({n} row{'s' if n != 1 else ''})"
+        return (
+            f'<details><summary class="caption"><strong>{summary}</strong></summary>\n'
+            f'<div class="table-wrap">\n{body}\n</div></details>'
+        )
     cap = f'<p class="caption"><strong>{_h(t.caption)}</strong></p>\n' if t.caption else ""
     return f'{cap}<div class="table-wrap">\n{body}\n</div>'
 
@@ -371,7 +397,9 @@ def write_analysis_report(
     if flow is not None:
         content: list = [Table(patient_flow_table(flow), caption="Patient flow")]
         if excluded is not None and len(excluded):
-            content.append(Table(excluded, caption="Excluded patients (by participant_id)"))
+            content.append(
+                Table(excluded, caption="Excluded patients (by participant_id)", folded=True)
+            )
         sections.append(Section("Patient flow", content))
     t1 = table1(data, outcome=outcome)
     sections.append(
@@ -390,7 +418,13 @@ def write_analysis_report(
         Section(
             "Results",
             [
-                Table(format_results(results), caption="Registered hypotheses: every test"),
+                Table(
+                    format_results(results, compact=True),
+                    caption="Registered hypotheses: every test (OR per SD of the feature; "
+                    "OR > 1 = worse mRS; q: Benjamini-Hochberg within family and map source)",
+                ),
+                "Model, family, formula term, estimate (SE), direction and outcome coding of "
+                "each row are in results.csv.",
                 Figure(figs["forest_plot"], "Odds ratios with 95% confidence intervals"),
             ],
         )
