@@ -433,7 +433,7 @@ def feature_by_mrs(
         + p9.scale_x_discrete(drop=False)
         + p9.labs(
             x="mRS at 3 months",
-            y=feature_label or feature,
+            y=wrap_title(feature_label or feature, 32),
             title=wrap_title(f"{feature_label or feature} by mRS at 3 months", 45),
             caption=f"n = {int(ok.sum())}; {n_out} without feature or outcome left out",
         )

@@ -35,7 +35,8 @@ h2 { margin-top: 2.2rem; border-bottom: 1px solid #ccd; }
 table { border-collapse: collapse; margin: .8rem 0; font-size: .85rem; }
 th, td { border: 1px solid #ccd; padding: .25rem .5rem; text-align: left; vertical-align: top; }
 th { background: #eef0f6; white-space: nowrap; }
-td { min-width: 2.5rem; max-width: 40rem; }
+td { max-width: 40rem; }
+.long-text { min-width: 16rem; }
 tr:nth-child(even) td { background: #fafbfd; }
 figure { margin: 1rem 0; }
 figure img { max-width: 100%; border: 1px solid #ddd; }
@@ -212,19 +213,57 @@ def _fmt_float(v: float) -> str:
     return f"{v:.{FLOAT_DIGITS}g}"
 
 
+#: Longest text cell shown in full in an HTML table; longer ones are cut (the tables'
+#: CSV files keep the whole text) so that one error message cannot stretch a table.
+MAX_CELL_CHARS = 240
+
+
+#: Text cells longer than this get a minimum width, so that a message is not squeezed into
+#: a column one word wide.
+LONG_CELL_CHARS = 80
+
+
 def _html_table(t: Table) -> str:
-    # to_html(escape=True) escapes cells and headers; the caption is escaped by us.
-    body = t.df.to_html(index=t.index, escape=True, na_rep="", border=0, classes="report-table",
-                        float_format=_fmt_float)  # fmt: skip
+    # to_html(escape=True) escapes cells and headers; the caption is escaped by us. Long
+    # text cells are swapped for plain tokens, and put back escaped inside a div after.
+    df = t.df
+    long_cells: dict[str, str] = {}
+    cut = False
+    for c in df.columns:
+        if df[c].dtype != object:
+            continue
+        vals = list(df[c])
+        changed = False
+        for i, v in enumerate(vals):
+            if isinstance(v, str) and len(v) > LONG_CELL_CHARS:
+                if len(v) > MAX_CELL_CHARS:
+                    v, cut = v[: MAX_CELL_CHARS - 6] + " [...]", True
+                token = f"hypolongcell{len(long_cells)}x"
+                long_cells[token] = f'<div class="long-text">{_h(v)}</div>'
+                vals[i] = token
+                changed = True
+        if changed:
+            df = df.copy() if df is t.df else df
+            df[c] = vals
+    note = (
+        f'<p class="caption">Texts longer than {MAX_CELL_CHARS} characters are cut here; the '
+        "CSV file has them whole.</p>"
+        if cut
+        else ""
+    )
+    body = df.to_html(index=t.index, escape=True, na_rep="", border=0, classes="report-table",
+                      float_format=_fmt_float)  # fmt: skip
+    for token, cell in long_cells.items():
+        body = body.replace(token, cell)
     if t.folded:
         n = len(t.df)
         summary = f"{_h(t.caption or 'Table')} ({n} row{'s' if n != 1 else ''})"
         return (
             f'<details><summary class="caption"><strong>{summary}</strong></summary>\n'
-            f'<div class="table-wrap">\n{body}\n</div></details>'
+            f'<div class="table-wrap">\n{body}\n</div>{note}</details>'
         )
     cap = f'<p class="caption"><strong>{_h(t.caption)}</strong></p>\n' if t.caption else ""
-    return f'{cap}<div class="table-wrap">\n{body}\n</div>'
+    return f'{cap}<div class="table-wrap">\n{body}\n</div>{note}'
 
 
 def _html_figure(f: Figure, out_dir: Path, embed: bool) -> str:
