@@ -431,6 +431,12 @@ def write_analysis_report(
             warnings.append(
                 f"{r['hypothesis']} ({r['model']}, {r['feature']}): fit failed: {r['error']}"
             )
+    if "fit_warnings" in results.columns:
+        warned = results[results["fit_warnings"].fillna("").astype(str) != ""]
+        for _, r in warned.iterrows():
+            where = ", ".join(str(r[c]) for c in ("model", "feature", "map_source", "analysis")
+                              if c in r and str(r[c]) not in ("", "nan"))  # fmt: skip
+            warnings.append(f"{r['hypothesis']} ({where}): {r['fit_warnings']}")
 
     sections: list[Section] = []
     if flow is not None:

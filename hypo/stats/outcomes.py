@@ -166,6 +166,7 @@ def fit_outcome(
     weights=None,
     cov_type: str = "nonrobust",
     groups=None,
+    ci: str = "wald",
 ) -> pd.DataFrame:
     """Code the outcome, fit the model that coding calls for and return a tidy table.
 
@@ -179,13 +180,17 @@ def fit_outcome(
         mRS column and one of :data:`CODINGS`.
     weights, cov_type, groups
         As in :func:`hypo.stats.fit_proportional_odds`.
+    ci : {"wald", "profile"}
+        Interval of a proportional-odds fit (profile likelihood: ``ci="profile"`` of
+        :func:`hypo.stats.fit_proportional_odds`); the other models use Wald (t for linear).
 
     Returns
     -------
     DataFrame
         One row per design column: ``term, estimate, se, p, OR, OR_low, OR_high, ci_low,
-        ci_high, n, model, coding, outcome, direction``. ``OR*`` are NaN for the linear
-        (utility) model; ``ci_*`` is the 95 % Wald interval of ``estimate``.
+        ci_high, n, model, coding, outcome, direction, ci_method, fit_warnings``. ``OR*``
+        are NaN for the linear (utility) model; ``ci_*`` is the 95 % interval of
+        ``estimate`` (``ci_method``); ``fit_warnings`` joins the fit's warnings with "; ".
     """
     if coding not in CODINGS:
         raise ValueError(f"coding {coding!r}: expected one of {list(CODINGS)}")
@@ -193,6 +198,8 @@ def fit_outcome(
         raise ValueError(
             f"outcome column {outcome_col!r} is not in the data; available: {list(data.columns)}"
         )
+    if ci not in ("wald", "profile"):
+        raise ValueError(f"ci {ci!r}: expected 'wald' or 'profile'")
     spec = CODINGS[coding]
     coded = code_outcome(data[outcome_col].rename(outcome_col), coding)
     ycol = coded.name
@@ -201,10 +208,11 @@ def fit_outcome(
     formula = f"{ycol} ~ {formula_rhs}"
     if spec.model == "proportional_odds":
         res = fit_proportional_odds(
-            frame, formula, weights=weights, cov_type=cov_type, groups=groups
+            frame, formula, weights=weights, cov_type=cov_type, groups=groups, ci=ci
         )
         est, se, p, n = res.coef["estimate"], res.coef["se"], res.coef["p"], res.n
         terms = res.coef.index
+        ci_method, fit_warnings = res.ci_method, "; ".join(res.fit_warnings)
     else:
         fit, _, n = _fit_glm(frame, formula, spec.model, weights, cov_type, groups)
         keep = [c for c in fit.params.index if c != "const"]
@@ -215,6 +223,7 @@ def fit_outcome(
         else:
             p = 2 * stats.norm.sf(np.abs(est / se))
         terms = pd.Index(keep)
+        ci_method, fit_warnings = ("t" if spec.model == "linear" else "wald"), ""
     est, se, p = (np.asarray(a, dtype=float) for a in (est, se, p))
     crit = stats.t.ppf(0.975, fit.df_resid) if spec.model == "linear" else Z95
     out = pd.DataFrame(
@@ -229,6 +238,13 @@ def fit_outcome(
     )
     if spec.model == "linear":
         out["OR"] = out["OR_low"] = out["OR_high"] = np.nan
+    elif ci_method == "profile":
+        out["OR"] = np.exp(est)
+        out["OR_low"], out["OR_high"] = (
+            res.coef["OR_low"].to_numpy(),
+            res.coef["OR_high"].to_numpy(),
+        )
+        out["ci_low"], out["ci_high"] = np.log(out["OR_low"]), np.log(out["OR_high"])
     else:
         out["OR"] = np.exp(est)
         out["OR_low"] = np.exp(out["ci_low"])
@@ -238,6 +254,8 @@ def fit_outcome(
     out["coding"] = coding
     out["outcome"] = outcome_col
     out["direction"] = [_direction(spec, t, e) for t, e in zip(out["term"], est)]
+    out["ci_method"] = ci_method
+    out["fit_warnings"] = fit_warnings
     return out[
         [
             "term",
@@ -254,5 +272,7 @@ def fit_outcome(
             "coding",
             "outcome",
             "direction",
+            "ci_method",
+            "fit_warnings",
         ]
     ]
