@@ -22,7 +22,7 @@ from statsmodels.miscmodels.ordinal_model import OrderedModel
 
 from ._cumlogit import ppo_negloglik_grad
 from ._design import Design, build_design, check_outcome_levels, ordinal_codes
-from .separation import Separation, find_separation
+from .separation import Separation, separation_in_fit
 
 __all__ = [
     "ConvergenceError",
@@ -36,13 +36,6 @@ __all__ = [
 
 Z95 = stats.norm.ppf(0.975)
 
-#: A cut at which every patient's fitted probability of lying on their own side of it exceeds
-#: this is separated: the fit reproduces a perfect split there, and the coefficient is set
-#: by a few patients at the split (or runs off to infinity). Non-separated fits, even with
-#: effects of 8 per SD, keep their smallest own-side probability per cut below ~0.2.
-SEPARATED_SIDE_PROB = 0.99
-#: An own-side probability above this makes the exact check (a linear programme) run.
-EXTREME_SIDE_PROB = 0.999
 #: Profile intervals look for an end only where |beta| x range(x) <= this many logits (an OR
 #: of e^40 across the covariate's range) or 4 x the estimate's, whichever is larger; an end
 #: beyond is open (+/-inf): the likelihood does not fall far enough, as under separation.
@@ -259,47 +252,12 @@ def _fit_sm(
     return res, msgs
 
 
-def side_probabilities(link: str, theta: np.ndarray, eta: np.ndarray, codes: np.ndarray):
-    """Fitted probability that each patient lies on their own side of each cut (n x J-1)."""
-    above = 1.0 - _cdf(link, theta[None, :] - eta[:, None])  # P(Y > level_j | x)
-    return np.where(codes[:, None] > np.arange(len(theta))[None, :], above, 1.0 - above)
-
-
 def _separation_of_fit(res, X: pd.DataFrame, codes, levels, link) -> Separation | None:
-    """Separation seen in the fit: a direction in which the likelihood keeps rising (checked
-    exactly, by a linear programme, once some patient's fitted probability is extreme), or
-    a cut every patient is fitted to lie firmly on their own side of."""
     k = X.shape[1]
     params = np.asarray(res.params, dtype=float)
     theta = res.model.transform_threshold_params(params)[1:-1]
     eta = X.to_numpy(float) @ params[:k]
-    with np.errstate(all="ignore"):
-        side = side_probabilities(link, theta, eta, codes)
-    if not np.any(side > EXTREME_SIDE_PROB):
-        return None
-    exact = find_separation(codes, X, levels)
-    if exact is not None:
-        return exact
-    firm = np.flatnonzero(side.min(axis=0) > SEPARATED_SIDE_PROB)
-    if not firm.size:
-        return None
-    j = int(firm[0])
-    # The fitted linear predictor splits the patients at this cut, so a separating
-    # direction of that binary split exists; the linear programme names its columns.
-    sep = find_separation((codes > j).astype(int), X)
-    direction = (
-        sep.direction
-        if sep is not None
-        else {c: float(np.sign(b)) for c, b in zip(X.columns, params[:k])}
-    )
-    return Separation(
-        columns=list(direction),
-        direction=direction,
-        n_separated=len(codes),
-        cuts=[f"{levels[j]}|{levels[j + 1]}"],
-        kind="split",
-        min_side_probability=float(side[:, j].min()),
-    )
+    return separation_in_fit(codes, X, theta, eta, levels, link)
 
 
 def _check_fit(

@@ -21,9 +21,19 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import optimize
+from scipy import optimize, special, stats
 
-__all__ = ["Separation", "find_separation"]
+__all__ = ["Separation", "find_separation", "separation_in_fit", "side_probabilities"]
+
+#: A cut at which every patient's fitted probability of lying on their own side of it exceeds
+#: this is separated: the fit reproduces a perfect split there, and the coefficient is set
+#: by a few patients at the split (or runs off to infinity). Non-separated fits, even with
+#: effects of 8 per SD, keep their smallest own-side probability per cut below ~0.2.
+SEPARATED_SIDE_PROB = 0.99
+#: An own-side probability above this makes the exact check (the linear programme) run: an
+#: optimiser chasing an infinite estimate stops far beyond it (1 - 1e-9 and closer), while
+#: fits of real effects of 1-8 per SD rarely reach it.
+EXTREME_SIDE_PROB = 1 - 1e-6
 
 #: LP optimum (sum of slacks, each in [0, 1], standardised covariates) above which the
 #: data are separated. Solver noise is ~1e-9; a real separating direction gives >= 1e-3.
@@ -173,4 +183,61 @@ def _find_separation(codes: np.ndarray, X: np.ndarray | pd.DataFrame, levels=Non
         direction=direction,
         n_separated=int(strict.sum()),
         cuts=cuts,
+    )
+
+
+def side_probabilities(theta, eta, codes, link: str = "logit") -> np.ndarray:
+    """Fitted probability that each patient lies on their own side of each cut (n x J-1),
+    for ``logit P(Y <= j) = theta_j - eta``."""
+    z = np.asarray(theta, float)[None, :] - np.asarray(eta, float)[:, None]
+    below = special.expit(z) if link == "logit" else stats.norm.cdf(z)  # P(Y <= level_j)
+    codes = np.asarray(codes, dtype=int)
+    return np.where(codes[:, None] > np.arange(z.shape[1])[None, :], 1.0 - below, below)
+
+
+def separation_in_fit(codes, X, theta, eta, levels=None, link: str = "logit"):
+    """Separation seen in a fitted cumulative-link model, or None.
+
+    Two signs, neither a threshold on the size of an effect: a direction in which the
+    likelihood keeps rising (:func:`find_separation`, run once some patient's fitted
+    own-side probability exceeds ``EXTREME_SIDE_PROB``, as it does when an optimiser chases
+    an infinite estimate, or a cut is split as below), or a cut that every patient is
+    fitted to lie firmly on their own side of (all own-side probabilities above
+    ``SEPARATED_SIDE_PROB``; ``kind="split"``), where the coefficient is set by the few
+    patients nearest the split -- a 0/1 covariate with a little jitter, say.
+
+    Parameters
+    ----------
+    codes : array of int
+        Outcome codes ``0..J-1``.
+    X : DataFrame or array
+        Design without intercept.
+    theta, eta : arrays
+        Fitted natural-scale cut-points (J-1) and linear predictors ``x'beta`` (n).
+    """
+    codes = np.asarray(codes, dtype=int)
+    levels = list(range(len(theta) + 1)) if levels is None else list(levels)
+    with np.errstate(all="ignore"):
+        side = side_probabilities(theta, eta, codes, link)
+    firm = np.flatnonzero(side.min(axis=0) > SEPARATED_SIDE_PROB)
+    if not firm.size and not np.any(side > EXTREME_SIDE_PROB):
+        return None
+    exact = find_separation(codes, X, levels)
+    if exact is not None:
+        return exact
+    if not firm.size:
+        return None
+    j = int(firm[0])
+    # The fitted linear predictor splits the patients at this cut, so the binary split
+    # there is separated; the linear programme names the columns that do it.
+    sep = find_separation((codes > j).astype(int), X)
+    names = list(X.columns) if isinstance(X, pd.DataFrame) else [f"x{i}" for i in range(X.shape[1])]
+    direction = sep.direction if sep is not None else {c: 1.0 for c in names}
+    return Separation(
+        columns=list(direction),
+        direction=direction,
+        n_separated=len(codes),
+        cuts=[f"{levels[j]}|{levels[j + 1]}"],
+        kind="split",
+        min_side_probability=float(side[:, j].min()),
     )
