@@ -7,6 +7,7 @@ registry, leakage, missing model) and the synthetic-truth coverage are tested on
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -244,9 +245,12 @@ def test_own_cohort_warns_when_models_were_trained_on_synthetic_data(run, tmp_pa
 
 
 def test_reports_read_well_in_a_real_browser(run):
-    """report.html and secondary.html in headless Chromium at 1280 px (tests/browser.py)."""
+    """report.html and secondary.html in headless Chromium at 1280 px (tests/browser.py).
+
+    Screenshots go to ``$HYPO_SCREENSHOTS`` when set (to keep them), else beside the run.
+    """
     drv = open_browser()
-    shots = run["out"].parent / "screenshots"
+    shots = Path(os.environ.get("HYPO_SCREENSHOTS") or run["out"].parent / "screenshots")
     try:
         pages = {p: check_page(drv, run["out"] / f"{p}.html", shots / f"{p}.png")
                  for p in ("report", "secondary")}  # fmt: skip
