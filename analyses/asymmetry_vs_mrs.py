@@ -946,8 +946,10 @@ def run_analysis(cfg: AnalysisConfig) -> dict:
         if len(df)
     ]
     if not len(sec.get("partial_po", [])):
-        sections.append(Section("Partial po", ["Every term passed its proportional-odds checks "
-                                               "(p >= 0.05): no partial fit was needed."]))  # fmt: skip
+        sections.append(Section("Partial po", ["No term of a checked fit failed its proportional-"
+                                               "odds check (p < 0.05), so no partial fit was "
+                                               "needed; fits that could not be checked have their "
+                                               "error under Po checks."]))  # fmt: skip
     if not len(sec["mice"]):
         sections.append(Section("Mice", ["No covariate is missing in the analysis population: "
                                          "no MICE sensitivity analysis was needed."]))  # fmt: skip
