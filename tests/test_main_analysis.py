@@ -7,6 +7,7 @@ registry, leakage, missing model) and the synthetic-truth coverage are tested on
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -23,6 +24,7 @@ from hypo.stats.multiplicity import bh_qvalues
 from hypo.study.config import HYPOTHESES_DIR, LOCK_FILE, StudyError
 from hypo.study.oracle import truth_rows
 from hypo.study.table import wide_column
+from tests.browser import check_page, close_browser, open_browser
 from tests.helpers import isolate_hypo, tiny_model
 
 N_PATIENTS = 26
@@ -244,3 +246,36 @@ def test_own_cohort_warns_when_models_were_trained_on_synthetic_data(run, tmp_pa
     assert "trained on a synthetic cohort" in md
     res = pd.read_csv(tmp_path / "out" / "results.csv")
     assert "truth" not in set(res["hypothesis"])  # no generator, no coverage rows
+
+
+def test_reports_read_well_in_a_real_browser(run):
+    """report.html and secondary.html in headless Chromium at 1280 px (tests/browser.py).
+
+    Screenshots go to ``$HYPO_SCREENSHOTS`` when set (to keep them), else beside the run.
+    """
+    drv = open_browser()
+    shots = Path(os.environ.get("HYPO_SCREENSHOTS") or run["out"].parent / "screenshots")
+    try:
+        pages = {p: check_page(drv, run["out"] / f"{p}.html", shots / f"{p}.png")
+                 for p in ("report", "secondary")}  # fmt: skip
+    finally:
+        close_browser(drv)
+    for name, res in pages.items():
+        assert res.problems == [], (name, res.problems)
+        assert res.tables and all(t["rows"] > 0 for t in res.tables), name
+        assert res.screenshot.stat().st_size > 10_000, name
+    report = pages["report"]
+    assert len(report.images) >= 3  # forest plot, Grotta bars, feature-by-mRS, CAM panels
+    results = [t for t in report.tables if t["caption"].startswith("Registered hypotheses")]
+    assert len(results) == 1
+    # The results table leads with what a reader scans and fits 1280 px without scrolling.
+    assert results[0]["headers"][:6] == ["hypothesis", "feature", "map source", "OR [95% CI]",
+                                         "p", "q"]  # fmt: skip
+    assert not results[0]["scrolls"]
+    # The excluded patients are a folded list, not a page of ids before the results.
+    excluded = [t for t in report.tables if t["caption"].startswith("Excluded patients")]
+    assert len(excluded) == 1 and excluded[0]["folded"]
+    secondary = pages["secondary"]
+    assert any(t["caption"].startswith("Partial proportional odds") for t in secondary.tables) or (
+        "no partial fit was needed" in (run["out"] / "secondary.md").read_text()
+    )

@@ -178,3 +178,13 @@ def test_format_results_states_significance_and_keeps_failed_fits():
 def test_number_formatting():
     assert fmt_number(72.0) == "72" and fmt_number(4.5) == "4.5" and fmt_number(np.nan) == "n/a"
     assert fmt_p(0.0499) == "0.050" and fmt_p(1e-5) == "< 0.001"
+
+
+def test_compact_results_lead_with_what_a_reader_scans():
+    r = _results().assign(map_source=["cam", "control_uniform", "cam"])
+    f = format_results(r, compact=True)
+    assert list(f.columns[:6]) == ["hypothesis", "feature", "map source", "OR [95% CI]", "p", "q"]
+    assert "model" not in f.columns and "term" not in f.columns and "direction" not in f.columns
+    assert f.loc[0, "OR [95% CI]"] == "1.50\u00a0[1.23,\u00a01.80]"  # never broken across lines
+    assert f.loc[0, "p"] == "<\u00a00.001"
+    assert "separation" in f.loc[2, "significance"]

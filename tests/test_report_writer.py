@@ -226,3 +226,23 @@ def test_analysis_report_end_to_end(tmp_path):
     prov = json.loads(paths["provenance"].read_text())
     assert prov["registry_lock_hash"] == "abc" and prov["seeds"] == {"analysis": 0}
     assert (tmp_path / "figures" / "cam_panels.png").is_file()
+
+
+def test_folded_tables_long_cells_and_floats_in_html(report_dir):
+    df = pd.DataFrame(
+        {
+            "participant_id": [f"sub-{i:03d}" for i in range(40)],
+            "reason": ["x" * 400, ATTACK + "y" * 100] + [""] * 38,
+            "value": np.linspace(0, 1, 40) / 3,
+        }  # fmt: skip
+    )
+    paths = write_report(report_dir, [Section("Flow", [Table(df, "Excluded", folded=True)])])
+    page = paths["html"].read_text()
+    assert '<details><summary class="caption"><strong>Excluded (40 rows)</strong>' in page
+    assert "sub-039" in page and "x" * 235 not in page and "x" * 234 + " [...]" in page
+    assert "the CSV file has them whole" in page
+    # A long text keeps a readable width, and stays escaped.
+    assert '<div class="long-text">&lt;script&gt;' in page and ATTACK not in page
+    assert "0.3333" in page and "0.333333" not in page  # 4 significant digits
+    md = paths["md"].read_text()
+    assert "x" * 400 in md and "0.3333" in md  # Markdown keeps every row and the whole text

@@ -136,3 +136,44 @@ def test_failed_hypothesis_keeps_its_row(registry, features, tmp_path):
     assert len(out) == 1 and out["error"].iloc[0] != "" and np.isnan(out["p"].iloc[0])
     with pytest.raises(ValueError, match="feature column 'noise'"):
         test_hypotheses(features.drop(columns="noise"), registry, lock_path, family="asym")
+
+
+def test_separated_feature_is_reported_in_its_row(registry, features, tmp_path):
+    # Issue 22: a feature that is 0/1 by mRS >= 3 plus 0.001 jitter. The row keeps NaN
+    # numbers and names the separation (results.csv's error column; the report lists it).
+    lock_path = tmp_path / "l.json"
+    lock(registry, lock_path)
+    rng = np.random.default_rng(3)
+    sep = features.assign(
+        noise=(features["mrs_3months"] >= 3) + 0.001 * rng.normal(size=len(features))
+    )
+    with pytest.warns(UserWarning, match="H3"):
+        out = test_hypotheses(sep, registry, lock_path, family="asym").set_index("hypothesis")
+    assert out.loc["H3", "error"].startswith("SeparationError")
+    assert "cut 2|3 by noise" in out.loc["H3", "error"] and np.isnan(out.loc["H3", "OR"])
+    assert out.loc["H1", "error"] == "" and np.isfinite(out.loc["H1", "OR"])
+
+
+def test_a_hypothesis_may_ask_for_profile_intervals(tmp_path, features):
+    folder = tmp_path / "hypotheses"
+    folder.mkdir()
+    write(folder, "H1", "asymmetry_index")
+    f = folder / "H1.toml"
+    default_hash = Registry.load(folder).hypotheses["H1"].content_hash()
+    f.write_text(f.read_text() + 'ci = "profile"\n')
+    assert Registry.load(folder).hypotheses["H1"].content_hash() != default_hash
+    f.write_text(f.read_text().replace('ci = "profile"', 'ci = "wald"'))
+    # Stating the default changes nothing: registries locked before the field keep their lock.
+    assert Registry.load(folder).hypotheses["H1"].content_hash() == default_hash
+    f.write_text(f.read_text().replace('ci = "wald"', 'ci = "profile"'))
+    lock(folder, tmp_path / "l.json")
+    prof = test_hypotheses(features, folder, tmp_path / "l.json").iloc[0]
+    write(folder, "H1", "asymmetry_index")
+    lock(folder, tmp_path / "l2.json")
+    wald = test_hypotheses(features, folder, tmp_path / "l2.json").iloc[0]
+    assert (prof["ci_method"], wald["ci_method"]) == ("profile", "wald")
+    assert prof["OR"] == pytest.approx(wald["OR"]) and prof["p"] == pytest.approx(wald["p"])
+    assert prof["OR_low"] != pytest.approx(wald["OR_low"], abs=1e-4)
+    f.write_text(f.read_text() + 'ci = "bootstrap"\n')
+    with pytest.raises(ValueError, match="ci 'bootstrap'"):
+        Registry.load(folder)

@@ -8,6 +8,8 @@ the numbers behind the picture.
 
 from __future__ import annotations
 
+import re
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -61,6 +63,16 @@ def save_figure(
     with atomic_path(path) as tmp:
         plot.save(tmp, width=width, height=height, dpi=dpi, units="in", verbose=False)
     return path
+
+
+#: Titles start at the figure's left edge and may use its whole width: centred over the
+#: panel, a long feature name ran off the right edge of a Grotta figure.
+TITLE_THEME = {"plot_title_position": "plot", "plot_title": p9.element_text(ha="left")}
+
+
+def wrap_title(text: str, width: int = 60) -> str:
+    """Break a long title at spaces so that no line is longer than ``width`` characters."""
+    return "\n".join(textwrap.wrap(text, width)) or text
 
 
 # --------------------------------------------------------------------------- Grotta bars
@@ -201,10 +213,10 @@ def grotta_bars(
         + p9.labs(
             x="Share of patients (mRS at 3 months)",
             y="",
-            title=f"mRS at 3 months by {feature_label or feature}",
+            title=wrap_title(f"mRS at 3 months by {feature_label or feature}"),
         )
         + p9.theme_bw()
-        + p9.theme(legend_position="top", panel_grid=p9.element_blank())
+        + p9.theme(legend_position="top", panel_grid=p9.element_blank(), **TITLE_THEME)
         + p9.guides(fill=p9.guide_legend(nrow=1))
     )
     if path is not None:
@@ -230,6 +242,9 @@ def or_convention(direction) -> str:
     clauses = [c.strip() for c in text.split(";")]
     named = [c for c in clauses if "OR" in c]
     return "; ".join(named) if named else text
+
+
+_FORMULA_PREFIX = re.compile(r"formula ([\x22\x27]).*?\1: ?")
 
 
 def forest_data(results: pd.DataFrame, panel: str | None = "model") -> pd.DataFrame:
@@ -263,7 +278,9 @@ def forest_data(results: pd.DataFrame, panel: str | None = "model") -> pd.DataFr
         "" if ok else (f"not estimated: {e}" if e else "not estimated")
         for ok, e in zip(d["estimated"], err)
     ]
-    d["note"] = [n if len(n) <= 60 else n[:57] + "..." for n in d["note"]]
+    # Short enough to fit right of OR = 1 in the panel; the formula is in the table.
+    d["note"] = [_FORMULA_PREFIX.sub("", n) for n in d["note"]]
+    d["note"] = [n if len(n) <= 48 else n[:45] + "..." for n in d["note"]]
     base = d["hypothesis"].astype(str) + ": " + d["feature"].astype(str)
     multi_term = d.groupby(["hypothesis", "model", "map_source"])["term"].transform("nunique") > 1
     # The term joins the label where a fit has several and it is not the feature itself.
@@ -342,7 +359,9 @@ def forest_plot(
         + p9.scale_y_discrete(drop=True)
         + p9.labs(x=axis, y="", title="Odds ratios by hypothesis")
         + p9.theme_bw()
-        + p9.theme(legend_position="bottom")
+        # Horizontal strip labels: a one-row panel ("generator") is too short for a
+        # rotated one.
+        + p9.theme(legend_position="bottom", strip_text_y=p9.element_text(angle=0), **TITLE_THEME)
         + p9.guides(colour=p9.guide_legend(title="map source", nrow=2))
     )
     if len(est):
@@ -414,11 +433,12 @@ def feature_by_mrs(
         + p9.scale_x_discrete(drop=False)
         + p9.labs(
             x="mRS at 3 months",
-            y=feature_label or feature,
-            title=f"{feature_label or feature} by mRS at 3 months",
+            y=wrap_title(feature_label or feature, 32),
+            title=wrap_title(f"{feature_label or feature} by mRS at 3 months", 45),
             caption=f"n = {int(ok.sum())}; {n_out} without feature or outcome left out",
         )
         + p9.theme_bw()
+        + p9.theme(**TITLE_THEME)
     )
     if path is not None:
         save_figure(plot, path, width=6.0, height=4.0, dpi=dpi)

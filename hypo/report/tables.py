@@ -416,8 +416,17 @@ def patient_flow(
 
 
 # --------------------------------------------------------------------------- results
+#: Columns of the report's results table (``format_results(compact=True)``), in order.
+COMPACT_RESULT_COLUMNS = ["hypothesis", "feature", "map source", "OR [95% CI]", "p", "q",
+                          "analysis", "n", "significance", "true_value", "covered"]  # fmt: skip
+
+
 def format_results(
-    results: pd.DataFrame, alpha: float = 0.05, decimals: int = 2, p_decimals: int = 3
+    results: pd.DataFrame,
+    alpha: float = 0.05,
+    decimals: int = 2,
+    p_decimals: int = 3,
+    compact: bool = False,
 ) -> pd.DataFrame:
     """The results table as a paper prints it: OR [95% CI], p, q and significance in words.
 
@@ -440,7 +449,11 @@ def format_results(
         ``hypothesis, [family, analysis,] model, [map_source,] feature, term, n,
         estimate (SE), OR [95% CI], p, q, significance, direction`` (+ ``coding``,
         ``expected_direction``, ``true_value``, ``covered`` when present). Failed fits keep their row; ``significance`` then says
-        "not estimated: <error>". No stars: significance is stated.
+        "not estimated: <error>". No stars: significance is stated. With ``compact=True``
+        only what a reader scans, in :data:`COMPACT_RESULT_COLUMNS` order (those present):
+        hypothesis, feature, map source, OR [95% CI], p, q, analysis, n, significance
+        (true_value, covered on a synthetic cohort) -- readable at 1280 px; the identifiers
+        stay in ``results.csv``.
     """
     _require(results, RESULT_COLUMNS, "results table")
     out = pd.DataFrame(index=results.index)
@@ -504,4 +517,13 @@ def format_results(
         out["covered"] = [
             "" if pd.isna(v) else ("yes" if bool(v) else "no") for v in results["covered"]
         ]
-    return out.reset_index(drop=True)
+    out = out.reset_index(drop=True)
+    if compact:
+        out = out.rename(columns={"map_source": "map source"})
+        # An interval or "< 0.001" never breaks across lines (no-break spaces).
+        for c in ("OR [95% CI]", "p", "q"):
+            out[c] = out[c].str.replace(" ", "\u00a0")
+        if "true_value" in out:
+            out["true_value"] = out["true_value"].replace("n/a", "")
+        out = out[[c for c in COMPACT_RESULT_COLUMNS if c in out.columns]]
+    return out

@@ -37,23 +37,32 @@ h1 { border-bottom: 2px solid #335; padding-bottom: .3rem; }
 h2 { margin-top: 2.2rem; border-bottom: 1px solid #ccd; }
 table { border-collapse: collapse; margin: .8rem 0; font-size: .85rem; }
 th, td { border: 1px solid #ccd; padding: .25rem .5rem; text-align: left; vertical-align: top; }
-th { background: #eef0f6; }
+th { background: #eef0f6; white-space: nowrap; }
+td { max-width: 40rem; }
+.long-text { min-width: 16rem; }
 tr:nth-child(even) td { background: #fafbfd; }
 figure { margin: 1rem 0; }
 figure img { max-width: 100%; border: 1px solid #ddd; }
 figcaption, .caption { font-size: .85rem; color: #444; margin-top: .3rem; }
 .warnings { background: #fff4e5; border-left: 4px solid #e69500; padding: .5rem 1rem; }
 .table-wrap { overflow-x: auto; }
+details { margin: .8rem 0; }
+summary { cursor: pointer; }
 """
 
 
 @dataclass
 class Table:
-    """A table of the report: a DataFrame and a caption (shown above it)."""
+    """A table of the report: a DataFrame and a caption (shown above it).
+
+    ``folded``: in the HTML the table sits closed in a ``<details>`` element whose summary
+    is the caption and the row count (long lists a reader opens on demand).
+    """
 
     df: pd.DataFrame
     caption: str = ""
     index: bool = False
+    folded: bool = False
 
 
 @dataclass
@@ -164,7 +173,7 @@ def _markdown(title: str, intro, warnings, sections: list[Section]) -> str:
                 t = item if isinstance(item, Table) else Table(item)
                 if t.caption:
                     out += [f"**{markdown_text(t.caption)}**", ""]
-                out += [markdown_table(t.df, t.index), ""]
+                out += [markdown_table(t.df, t.index, float_format=f".{FLOAT_DIGITS}g"), ""]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -173,11 +182,65 @@ def _h(s) -> str:
     return html.escape(str(s), quote=True)
 
 
+#: Significant digits of a float cell (the CSV files keep full precision).
+FLOAT_DIGITS = 4
+
+
+def _fmt_float(v: float) -> str:
+    return f"{v:.{FLOAT_DIGITS}g}"
+
+
+#: Longest text cell shown in full in an HTML table; longer ones are cut (the tables'
+#: CSV files keep the whole text) so that one error message cannot stretch a table.
+MAX_CELL_CHARS = 240
+
+
+#: Text cells longer than this get a minimum width, so that a message is not squeezed into
+#: a column one word wide.
+LONG_CELL_CHARS = 80
+
+
 def _html_table(t: Table) -> str:
-    # to_html(escape=True) escapes cells and headers; the caption is escaped by us.
-    body = t.df.to_html(index=t.index, escape=True, na_rep="", border=0, classes="report-table")
+    # to_html(escape=True) escapes cells and headers; the caption is escaped by us. Long
+    # text cells are swapped for plain tokens, and put back escaped inside a div after.
+    df = t.df
+    long_cells: dict[str, str] = {}
+    cut = False
+    for c in df.columns:
+        if df[c].dtype != object:
+            continue
+        vals = list(df[c])
+        changed = False
+        for i, v in enumerate(vals):
+            if isinstance(v, str) and len(v) > LONG_CELL_CHARS:
+                if len(v) > MAX_CELL_CHARS:
+                    v, cut = v[: MAX_CELL_CHARS - 6] + " [...]", True
+                token = f"hypolongcell{len(long_cells)}x"
+                long_cells[token] = f'<div class="long-text">{_h(v)}</div>'
+                vals[i] = token
+                changed = True
+        if changed:
+            df = df.copy() if df is t.df else df
+            df[c] = vals
+    note = (
+        f'<p class="caption">Texts longer than {MAX_CELL_CHARS} characters are cut here; the '
+        "CSV file has them whole.</p>"
+        if cut
+        else ""
+    )
+    body = df.to_html(index=t.index, escape=True, na_rep="", border=0, classes="report-table",
+                      float_format=_fmt_float)  # fmt: skip
+    for token, cell in long_cells.items():
+        body = body.replace(token, cell)
+    if t.folded:
+        n = len(t.df)
+        summary = f"{_h(t.caption or 'Table')} ({n} row{'s' if n != 1 else ''})"
+        return (
+            f'<details><summary class="caption"><strong>{summary}</strong></summary>\n'
+            f'<div class="table-wrap">\n{body}\n</div>{note}</details>'
+        )
     cap = f'<p class="caption"><strong>{_h(t.caption)}</strong></p>\n' if t.caption else ""
-    return f'{cap}<div class="table-wrap">\n{body}\n</div>'
+    return f'{cap}<div class="table-wrap">\n{body}\n</div>{note}'
 
 
 def _html_figure(f: Figure, out_dir: Path, embed: bool) -> str:
@@ -346,12 +409,20 @@ def write_analysis_report(
             warnings.append(
                 f"{r['hypothesis']} ({r['model']}, {r['feature']}): fit failed: {r['error']}"
             )
+    if "fit_warnings" in results.columns:
+        warned = results[results["fit_warnings"].fillna("").astype(str) != ""]
+        for _, r in warned.iterrows():
+            where = ", ".join(str(r[c]) for c in ("model", "feature", "map_source", "analysis")
+                              if c in r and str(r[c]) not in ("", "nan"))  # fmt: skip
+            warnings.append(f"{r['hypothesis']} ({where}): {r['fit_warnings']}")
 
     sections: list[Section] = []
     if flow is not None:
         content: list = [Table(patient_flow_table(flow), caption="Patient flow")]
         if excluded is not None and len(excluded):
-            content.append(Table(excluded, caption="Excluded patients (by participant_id)"))
+            content.append(
+                Table(excluded, caption="Excluded patients (by participant_id)", folded=True)
+            )
         if hypothesis_flow is not None and len(hypothesis_flow):
             caption = "Patients per registered test: who each test leaves out, and why"
             content.append(Table(hypothesis_flow, caption=caption))
@@ -373,7 +444,13 @@ def write_analysis_report(
         Section(
             "Results",
             [
-                Table(format_results(results), caption="Registered hypotheses: every test"),
+                Table(
+                    format_results(results, compact=True),
+                    caption="Registered hypotheses: every test (OR per SD of the feature; "
+                    "OR > 1 = worse mRS; q: Benjamini-Hochberg within family and map source)",
+                ),
+                "Model, family, formula term, estimate (SE), direction and outcome coding of "
+                "each row are in results.csv.",
                 Figure(figs["forest_plot"], "Odds ratios with 95% confidence intervals"),
             ],
         )

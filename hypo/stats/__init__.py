@@ -13,6 +13,7 @@ from .discrimination import (
     ordinal_c_index,
     stratified_folds,
 )
+from .effects import generalized_odds_ratio, utility_mean_difference, utility_weighted_mrs
 from .missing import complete_case, mice_proportional_odds, rubin_pool
 from .multiplicity import add_qvalues, bh_qvalues
 from .ordinal import (
@@ -22,9 +23,18 @@ from .ordinal import (
     SeparationError,
     fit_proportional_odds,
     lr_test_terms,
+    profile_intervals,
 )
 from .outcomes import CODINGS, code_outcome, fit_outcome
-from .po_tests import PartialPOResult, brant_test, nominal_test, partial_po_fit, per_cut_logistic
+from .po_analysis import POAnalysis, po_analysis
+from .po_tests import (
+    PartialPOResult,
+    brant_test,
+    nominal_test,
+    partial_po_fit,
+    partial_po_table,
+    per_cut_logistic,
+)
 from .registry import (
     Hypothesis,
     Registry,
@@ -35,6 +45,7 @@ from .registry import (
     verify_lock,
 )
 from .secondary import compare_outcome_groups, partial_spearman
+from .separation import Separation, find_separation
 
 __all__ = [
     "CODINGS",
@@ -42,9 +53,11 @@ __all__ = [
     "Hypothesis",
     "OrdinalFitError",
     "OrdinalResult",
+    "POAnalysis",
     "PartialPOResult",
     "Registry",
     "RegistryLockError",
+    "Separation",
     "SeparationError",
     "add_qvalues",
     "bh_qvalues",
@@ -58,7 +71,9 @@ __all__ = [
     "cross_validated_predictions",
     "cv_discrimination",
     "fit_outcome",
+    "find_separation",
     "fit_proportional_odds",
+    "generalized_odds_ratio",
     "harrell_c",
     "lock",
     "lr_test_terms",
@@ -66,11 +81,16 @@ __all__ = [
     "nominal_test",
     "ordinal_c_index",
     "partial_po_fit",
+    "partial_po_table",
     "partial_spearman",
     "per_cut_logistic",
+    "po_analysis",
+    "profile_intervals",
     "rubin_pool",
     "run_family",
     "stratified_folds",
     "test_hypotheses",
+    "utility_mean_difference",
+    "utility_weighted_mrs",
     "verify_lock",
 ]

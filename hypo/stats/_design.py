@@ -15,7 +15,18 @@ import numpy as np
 import pandas as pd
 import patsy
 
-__all__ = ["Design", "build_design", "formula_columns", "ordinal_codes", "split_formula"]
+__all__ = [
+    "MRS_LEVELS",
+    "Design",
+    "build_design",
+    "check_outcome_levels",
+    "formula_columns",
+    "ordinal_codes",
+    "split_formula",
+]
+
+#: The modified Rankin Scale: 0 (no symptoms) to 6 (dead).
+MRS_LEVELS = tuple(range(7))
 
 # Names a patsy formula may use that are not data columns.
 _FORMULA_NAMES = {
@@ -100,6 +111,52 @@ def _check_columns(data: pd.DataFrame, needed: list[str], formula: str) -> None:
         )
 
 
+def check_outcome_levels(y: pd.Series, name: str, levels=None) -> pd.Series:
+    """Check an ordinal outcome's values against its levels before any model sees them.
+
+    With ``levels`` (lowest first) every value must be one of them; the result is an
+    ordered categorical in that order. Without, an ordered categorical keeps its own
+    categories, and a numeric outcome must hold mRS grades (whole numbers 0-6): a 9 coded
+    for "unknown" would otherwise become a level worse than death.
+
+    Raises
+    ------
+    ValueError
+        Naming the column, the offending values and how many rows hold them.
+    """
+    if levels is not None:
+        levels = list(levels)
+        if len(set(levels)) != len(levels):
+            raise ValueError(f"outcome {name!r}: levels={levels} repeat a value")
+        vals = y.astype(object) if isinstance(y.dtype, pd.CategoricalDtype) else y
+        bad = ~pd.Series(vals).isin(levels).to_numpy()
+        if bad.any():
+            raise ValueError(
+                f"outcome column {name!r} has value(s) {sorted(map(str, pd.unique(y[bad])))[:10]} "
+                f"({int(bad.sum())} row(s)) that are not among levels={levels}"
+            )
+        return pd.Series(
+            pd.Categorical(vals, categories=levels, ordered=True), index=y.index, name=y.name
+        )
+    if isinstance(y.dtype, pd.CategoricalDtype) or not (
+        pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y)
+    ):
+        return y
+    v = y.to_numpy(dtype=float)
+    if np.any(v != np.round(v)):
+        return y  # ordinal_codes refuses fractions with its own message
+    bad = ~np.isin(v, MRS_LEVELS)
+    if bad.any():
+        shown = sorted({float(x) for x in v[bad]})[:10]
+        shown = [int(x) if x == int(x) else x for x in shown]
+        raise ValueError(
+            f"outcome column {name!r} has value(s) {shown} ({int(bad.sum())} row(s)) outside "
+            f"the mRS grades 0-6; recode 'unknown' codes (e.g. 9) as missing, or pass "
+            f"levels=[...] for another ordinal scale"
+        )
+    return y
+
+
 def ordinal_codes(y: pd.Series, name: str | None = None) -> tuple[np.ndarray, list]:
     """Integer codes 0..K-1 and level labels of an ordinal outcome (unused levels dropped).
 
@@ -124,7 +181,7 @@ def ordinal_codes(y: pd.Series, name: str | None = None) -> tuple[np.ndarray, li
         levels = list(y.cat.categories)
         codes = y.cat.codes.to_numpy().astype(int)
     elif pd.api.types.is_bool_dtype(y) or pd.api.types.is_integer_dtype(y):
-        levels = sorted(pd.unique(y.astype(int)))
+        levels = [int(v) for v in sorted(pd.unique(y.astype(int)))]
         codes = np.searchsorted(levels, y.astype(int).to_numpy())
     elif pd.api.types.is_float_dtype(y):
         v = y.to_numpy(dtype=float)

@@ -47,6 +47,7 @@ from ..cohort.layout import side_right
 from ..intervals import wilson_ci
 from .multiplicity import bh_qvalues
 from .registry import _term_name, _transform
+from .separation import separation_in_fit
 
 __all__ = [
     "CalibrationConfig",
@@ -75,8 +76,6 @@ OUTCOME_COVARIATES = ("age", "sex", "mrs_before", "nihss_baseline", "ivt", "iat"
                       "true_tissue_volume_ml", "side", "territory", "swelling")  # fmt: skip
 #: Terms of the oracle fit whose true value the generator defines.
 TRUTH_TERMS = ("swelling", "log_lesion_volume_ml_plus_1")
-#: |beta| x SD(x) beyond which a fit is taken as (quasi-)separated (as hypo.stats.ordinal).
-SEPARATION_EFFECT_PER_SD = 10.0
 
 
 @dataclass(frozen=True)
@@ -322,8 +321,8 @@ def fit_cumulative_logit(
             options={"gtol": gtol, "maxiter": 1000},
         )  # fmt: skip
     beta, a = res.x[:k], res.x[k:]
-    sd = X.std(axis=0)
-    if np.any(np.abs(beta) * sd > SEPARATION_EFFECT_PER_SD):
+    # The same fit-based check as hypo.stats.ordinal (no threshold on the effect size).
+    if separation_in_fit(codes, X, _thresholds(a), X @ beta) is not None:
         return CumulativeLogitFit(nan, nan, _thresholds(a), False, "separation")
     grad = np.max(np.abs(res.jac)) / len(codes) if res.jac is not None else np.inf
     if not (res.success or grad < 1e-6):

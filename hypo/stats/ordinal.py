@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import special, stats
+from scipy import optimize, special, stats
 from statsmodels.miscmodels.ordinal_model import OrderedModel
 
-from ._design import Design, build_design, ordinal_codes
+from ._cumlogit import ppo_negloglik_grad
+from ._design import Design, build_design, check_outcome_levels, ordinal_codes
+from .separation import Separation, separation_in_fit
 
 __all__ = [
     "ConvergenceError",
@@ -29,12 +31,15 @@ __all__ = [
     "SeparationError",
     "fit_proportional_odds",
     "lr_test_terms",
+    "profile_intervals",
 ]
 
 Z95 = stats.norm.ppf(0.975)
 
-#: |beta| x SD(x) above this (an OR of ~2e4 per SD) is taken as (quasi-)complete separation.
-SEPARATION_EFFECT_PER_SD = 10.0
+#: Profile intervals look for an end only where |beta| x range(x) <= this many logits (an OR
+#: of e^40 across the covariate's range) or 4 x the estimate's, whichever is larger; an end
+#: beyond is open (+/-inf): the likelihood does not fall far enough, as under separation.
+PROFILE_MAX_LOGIT = 40.0
 #: BFGS iteration cap; well-posed mRS models converge in < 100.
 MAX_ITER = 2000
 #: Largest mean score (per patient) accepted when BFGS stops on finite-difference precision.
@@ -61,7 +66,8 @@ class OrdinalResult:
     ----------
     coef : DataFrame
         Indexed by design-matrix column; columns ``estimate, se, z, p, OR, OR_low, OR_high``
-        (log-odds scale, 95 % Wald interval). OR > 1 means a higher (worse) outcome level.
+        (log-odds scale, Wald p, 95 % interval as ``ci_method`` says: ``"wald"`` or
+        ``"profile"``). OR > 1 means a higher (worse) outcome level.
     thresholds : DataFrame
         Cut-points ``theta_j`` on the natural (logit) scale, indexed ``"0|1"``, ``"1|2"``...
         with delta-method standard errors.
@@ -89,6 +95,8 @@ class OrdinalResult:
     groups: np.ndarray | None = field(default=None, repr=False)
     dropped: dict = field(default_factory=dict)
     fit_warnings: list = field(default_factory=list)
+    separation: Separation | None = None  # set when fitted with on_separation="warn"
+    ci_method: str = "wald"  # how coef's OR_low / OR_high were computed
 
     @property
     def n_levels(self) -> int:
@@ -100,14 +108,13 @@ class OrdinalResult:
         return pd.concat([self.coef["estimate"], self.thresholds["estimate"]])
 
     def or_better(self) -> pd.DataFrame:
-        """Odds ratios for a *better* (lower) outcome, exp(-beta), with their 95 % CI."""
-        est = self.coef["estimate"]
-        se = self.coef["se"]
+        """Odds ratios for a *better* (lower) outcome, exp(-beta) = 1/OR, with their 95 % CI
+        (the reciprocal of the model's interval, Wald or profile)."""
         return pd.DataFrame(
             {
-                "OR_better": np.exp(-est),
-                "OR_better_low": np.exp(-est - Z95 * se),
-                "OR_better_high": np.exp(-est + Z95 * se),
+                "OR_better": 1.0 / self.coef["OR"],
+                "OR_better_low": 1.0 / self.coef["OR_high"],
+                "OR_better_high": 1.0 / self.coef["OR_low"],
                 "p": self.coef["p"],
             }
         )
@@ -136,7 +143,8 @@ class OrdinalResult:
             + (f"; rows dropped for missing values: {self.dropped}" if self.dropped else ""),
             f"outcome levels (low to high): {self.outcome_levels}",
             f"log-likelihood = {self.loglik:.3f}, AIC = {self.aic:.3f}, "
-            f"converged = {self.converged}, covariance = {self.cov_type}",
+            f"converged = {self.converged}, covariance = {self.cov_type}, "
+            f"95% CI = {self.ci_method}",
             "",
             f"logit P({self.outcome} <= j) = theta_j - x'beta.",
             f"OR > 1 means higher (worse) {self.outcome}; "
@@ -244,21 +252,40 @@ def _fit_sm(
     return res, msgs
 
 
-def _check_fit(res, X: pd.DataFrame, formula: str, msgs: list[str]) -> None:
+def _separation_of_fit(res, X: pd.DataFrame, codes, levels, link) -> Separation | None:
     k = X.shape[1]
-    beta = np.asarray(res.params[:k], dtype=float)
-    se = np.asarray(res.bse[:k], dtype=float)
-    sd = X.to_numpy(float).std(axis=0)
-    effect = np.abs(beta) * sd
-    sep = [c for c, e, s in zip(X.columns, effect, se) if e > SEPARATION_EFFECT_PER_SD]
+    params = np.asarray(res.params, dtype=float)
+    theta = res.model.transform_threshold_params(params)[1:-1]
+    eta = X.to_numpy(float) @ params[:k]
+    return separation_in_fit(codes, X, theta, eta, levels, link)
+
+
+def _check_fit(
+    res,
+    X: pd.DataFrame,
+    formula: str,
+    msgs: list[str],
+    codes: np.ndarray,
+    levels: list,
+    link: str = "logit",
+    on_separation: str = "raise",
+) -> Separation | None:
     sep_warned = any("PerfectSeparation" in m for m in msgs)
-    if sep or sep_warned:
+    if sep_warned:
         raise SeparationError(
-            f"formula {formula!r}: (quasi-)complete separation; coefficient(s) "
-            f"{sep or list(X.columns)} run off towards infinity (|beta| x SD = "
-            f"{np.round(effect, 1).tolist()}). Merge sparse outcome levels, drop or "
-            f"coarsen the separating covariate, or use a penalised model."
+            f"formula {formula!r}: complete separation (statsmodels: "
+            f"{[m for m in msgs if 'PerfectSeparation' in m][0]}). Merge sparse outcome "
+            f"levels, drop or coarsen the separating covariate, or use a penalised model."
         )
+    sep = _separation_of_fit(res, X, codes, levels, link)
+    if sep is not None:
+        msg = f"formula {formula!r}: {sep.describe()}"
+        if on_separation == "raise":
+            raise SeparationError(
+                f"{msg}. Merge sparse outcome levels, drop or coarsen the separating "
+                f"covariate, or use a penalised model."
+            )
+        msgs.append(f"SeparationWarning: {sep.describe()}; its OR, Wald CI and p are not valid")
     if not res.mle_retvals.get("converged", False) and res.mle_retvals.get("warnflag") == 2:
         # "Precision loss": the finite-difference score cannot get below gtol, typically
         # with covariates on a large scale. Accept only if the score is negligible anyway.
@@ -277,12 +304,14 @@ def _check_fit(res, X: pd.DataFrame, formula: str, msgs: list[str]) -> None:
         )
     all_se = np.asarray(res.bse, dtype=float)
     if not np.all(np.isfinite(all_se)):
+        k = X.shape[1]
         names = list(X.columns) + [f"threshold {j + 1}" for j in range(len(all_se) - k)]
         bad = [n for n, s in zip(names, all_se) if not np.isfinite(s)]
         raise OrdinalFitError(
             f"formula {formula!r}: the information matrix is singular (non-finite standard "
             f"errors for {bad}); a covariate or an outcome level carries no information"
         )
+    return sep
 
 
 def fit_proportional_odds(
@@ -292,6 +321,9 @@ def fit_proportional_odds(
     cov_type: str = "nonrobust",
     groups: str | np.ndarray | pd.Series | None = None,
     link: str = "logit",
+    levels: list | None = None,
+    ci: str = "wald",
+    on_separation: str = "raise",
 ) -> OrdinalResult:
     """Fit a proportional-odds model ``outcome ~ covariates`` (no intercept; thresholds instead).
 
@@ -312,6 +344,23 @@ def fit_proportional_odds(
         Cluster labels (e.g. centre) for ``cov_type="cluster"``.
     link : {"logit", "probit"}
         Link function; odds ratios are only meaningful for ``"logit"``.
+    levels : list, optional
+        The outcome's levels, lowest first, for an ordinal scale other than mRS. By
+        default a numeric outcome must hold mRS grades, whole numbers 0-6 (a 9 for
+        "unknown" is an error naming the column and the values); an ordered categorical
+        outcome carries its own levels.
+    ci : {"wald", "profile"}
+        ``"wald"`` (default): ``OR_low/OR_high`` = exp(beta -/+ 1.96 se). ``"profile"``:
+        profile-likelihood intervals (R's ``confint`` on a ``polr`` fit, to root-finding
+        precision rather than MASS's spline interpolation); logit link, ``nonrobust``
+        covariance. An end that the profile never reaches is +/-inf, with a warning.
+        ``p`` stays the Wald p-value either way; ``ci_method`` says which interval.
+    on_separation : {"raise", "warn"}
+        (Quasi-)complete separation, read from the fit (a cut every patient is fitted to
+        lie firmly on their own side of) and checked exactly (a direction in which the
+        likelihood rises for ever, by a linear programme): ``"raise"`` a
+        :class:`SeparationError` (default), or ``"warn"``: return the fit with the
+        finding in ``fit_warnings`` and ``separation``.
 
     Returns
     -------
@@ -321,7 +370,8 @@ def fit_proportional_odds(
     ------
     ValueError
         Missing column (the available ones are listed), an outcome that is not ordinal,
-        a single outcome level, constant or collinear covariates.
+        outcome values outside mRS 0-6 (or ``levels``), a single outcome level, constant or
+        collinear covariates.
     SeparationError, ConvergenceError
         (Subclasses of ValueError.) The fit cannot give a trustworthy number.
     """
@@ -331,13 +381,39 @@ def fit_proportional_odds(
         raise ValueError("cov_type='cluster' needs groups= (a column name or one label per row)")
     if groups is not None and cov_type != "cluster":
         raise ValueError(f"groups were given but cov_type={cov_type!r}; use cov_type='cluster'")
+    if ci not in ("wald", "profile"):
+        raise ValueError(f"ci {ci!r}: expected 'wald' or 'profile'")
+    if on_separation not in ("raise", "warn"):
+        raise ValueError(f"on_separation {on_separation!r}: expected 'raise' or 'warn'")
+    if ci == "profile" and (link != "logit" or cov_type != "nonrobust"):
+        raise ValueError(
+            f"ci='profile' needs link='logit' and cov_type='nonrobust' (got {link!r}, "
+            f"{cov_type!r}): a profile likelihood assumes independent patients"
+        )
     design = build_design(data, formula, weights=weights, groups=groups)
     y, X, g = _expand(design)
+    y = check_outcome_levels(y, design.outcome, levels)
     codes, levels = ordinal_codes(y, design.outcome)
     _check_exog(X, formula)
     res, msgs = _fit_sm(codes, X, link, cov_type, g)
-    _check_fit(res, X, formula, msgs)
-    return _result_from_sm(res, design, formula, codes, levels, X, g, link, cov_type, msgs)
+    sep = _check_fit(res, X, formula, msgs, codes, levels, link, on_separation)
+    result = _result_from_sm(res, design, formula, codes, levels, X, g, link, cov_type, msgs)
+    result.separation = sep
+    if ci == "profile":
+        prof = profile_intervals(result)
+        result.coef["OR_low"] = np.exp(prof["low"].to_numpy())
+        result.coef["OR_high"] = np.exp(prof["high"].to_numpy())
+        result.ci_method = "profile"
+        for term, r in prof.iterrows():
+            if not (r["closed_low"] and r["closed_high"]):
+                side = "lower" if not r["closed_low"] else "upper"
+                result.fit_warnings.append(
+                    f"ProfileWarning: the profile likelihood of {term} does not close on the "
+                    f"{side} side within |beta| x range(x) <= max({PROFILE_MAX_LOGIT:g}, 4 x the "
+                    f"estimate's) (separation?); "
+                    f"that end of its interval is infinite"
+                )
+    return result
 
 
 def _result_from_sm(res, design, formula, codes, levels, X, g, link, cov_type, msgs):
@@ -346,15 +422,17 @@ def _result_from_sm(res, design, formula, codes, levels, X, g, link, cov_type, m
     cov = np.asarray(res.cov_params(), dtype=float)
     beta, se = params[:k], np.sqrt(np.diag(cov)[:k])
     z = beta / se
+    with np.errstate(over="ignore"):  # a separated fit (on_separation="warn") may overflow
+        or_ = np.exp(np.column_stack([beta, beta - Z95 * se, beta + Z95 * se]))
     coef = pd.DataFrame(
         {
             "estimate": beta,
             "se": se,
             "z": z,
             "p": 2 * stats.norm.sf(np.abs(z)),
-            "OR": np.exp(beta),
-            "OR_low": np.exp(beta - Z95 * se),
-            "OR_high": np.exp(beta + Z95 * se),
+            "OR": or_[:, 0],
+            "OR_low": or_[:, 1],
+            "OR_high": or_[:, 2],
         },
         index=pd.Index(X.columns, name="term"),
     )
@@ -418,10 +496,103 @@ def lr_test_terms(result: OrdinalResult) -> pd.DataFrame:
             ll0 = _null_loglik(result.codes)
         else:
             res0, msgs = _fit_sm(result.codes, rest, result.link, "nonrobust", None)
-            _check_fit(res0, rest, f"{result.formula} without {term}", msgs)
+            _check_fit(res0, rest, f"{result.formula} without {term}", msgs, result.codes,
+                       result.outcome_levels, result.link)  # fmt: skip
             ll0 = float(res0.llf)
         chi2 = max(2 * (result.loglik - ll0), 0.0)
         rows.append(
             {"term": term, "chi2": chi2, "df": len(cols), "p": stats.chi2.sf(chi2, len(cols))}
         )
     return pd.DataFrame(rows, columns=["term", "chi2", "df", "p"])
+
+
+def _profile_loglik(codes, X, k, b, J, start):
+    """Maximum log-likelihood with coefficient ``k`` fixed at ``b`` (and its arg max)."""
+    xk = X[:, k]
+    rest = np.delete(X, k, axis=1)
+    opt = optimize.minimize(
+        ppo_negloglik_grad,
+        start,
+        args=(codes, rest, np.zeros((len(codes), 0)), J, xk * b),
+        jac=True,
+        method="BFGS",
+        options={"gtol": 1e-9, "maxiter": 5000},
+    )
+    return -float(opt.fun), opt.x
+
+
+def profile_intervals(result: OrdinalResult, level: float = 0.95) -> pd.DataFrame:
+    """Profile-likelihood confidence intervals of every coefficient (log-odds scale).
+
+    An end is where twice the drop of the profile log-likelihood equals the chi-square(1)
+    quantile. It is bracketed by stepping out from the estimate (in steps of the standard
+    error, then in fractions of the room left up to ``|beta| x range(x) =
+    max(PROFILE_MAX_LOGIT, 4 |beta_hat| x range(x))``) and then found by Brent's method; each profile point is a BFGS
+    fit with the analytic gradient, started from its neighbour. An end not reached is
+    +/-inf (``closed_low`` / ``closed_high`` False).
+
+    Returns
+    -------
+    DataFrame
+        Indexed by term: ``estimate, low, high, closed_low, closed_high``.
+    """
+    if result.link != "logit":
+        raise ValueError("profile_intervals needs a logit-link fit")
+    X = result.exog.to_numpy(float)
+    codes = result.codes
+    J = result.n_levels
+    q = stats.chi2.ppf(level, 1)
+    theta = result.thresholds["estimate"].to_numpy()
+    beta = result.coef["estimate"].to_numpy()
+    full = optimize.minimize(
+        ppo_negloglik_grad,
+        np.concatenate([theta, beta]),
+        args=(codes, X, np.zeros((len(codes), 0)), J),
+        jac=True,
+        method="BFGS",
+        options={"gtol": 1e-9, "maxiter": 5000},
+    )
+    ll_hat = max(result.loglik, -float(full.fun))
+    rows = {}
+    for k, term in enumerate(result.coef.index):
+        bhat, se = beta[k], float(result.coef["se"].iloc[k])
+        xbar = X[:, k].mean()
+        rng_k = np.ptp(X[:, k])
+        span = max(PROFILE_MAX_LOGIT, 4 * abs(bhat) * rng_k) / rng_k
+        ends, closed = [], []
+        for sign in (-1.0, 1.0):
+            room = (sign * span - bhat) * sign
+            steps = [t * Z95 * se for t in (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)]
+            steps = sorted({d for d in steps if np.isfinite(d) and d < room} |
+                           {room * f for f in (0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.85, 1.0)})  # fmt: skip
+            start = np.concatenate([theta, np.delete(beta, k)])
+            prev_b, end, ok = bhat, sign * np.inf, False
+            for d in steps if room > 0 else []:
+                b = bhat + sign * d
+                # Shift the cut-points with the offset so the start stays near the optimum.
+                guess = start.copy()
+                guess[: J - 1] += (b - prev_b) * xbar
+                ll, x = _profile_loglik(codes, X, k, b, J, guess)
+                if not np.isfinite(ll):
+                    break
+                if 2 * (ll_hat - ll) >= q:
+
+                    def dev(bb, warm=start, b0=prev_b, k=k, xbar=xbar):
+                        g = warm.copy()
+                        g[: J - 1] += (bb - b0) * xbar
+                        return 2 * (ll_hat - _profile_loglik(codes, X, k, bb, J, g)[0]) - q
+
+                    end = optimize.brentq(dev, prev_b, b, xtol=1e-9, rtol=1e-12)
+                    ok = True
+                    break
+                prev_b, start = b, x
+            ends.append(end)
+            closed.append(ok)
+        rows[term] = {
+            "estimate": bhat,
+            "low": ends[0],
+            "high": ends[1],
+            "closed_low": closed[0],
+            "closed_high": closed[1],
+        }
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("term")

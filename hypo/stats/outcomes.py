@@ -26,16 +26,17 @@ from scipy import stats
 
 from ._design import build_design
 from .ordinal import (
-    SEPARATION_EFFECT_PER_SD,
     Z95,
     ConvergenceError,
     SeparationError,
     fit_proportional_odds,
 )
+from .separation import find_separation
 
 __all__ = ["CODINGS", "UTILITY_WEIGHTS_DEFUSE3", "OutcomeCoding", "code_outcome", "fit_outcome"]
 
-#: Utility weights for mRS 0..6 as used in DEFUSE 3.
+#: Utility weights for mRS 0..6 (Chaisinanunkul et al., Stroke 2015;46:2238-43; used by DAWN
+#: and DEFUSE 3). 1 = no symptoms, 0 = dead; mRS 5 is valued as death.
 UTILITY_WEIGHTS_DEFUSE3 = (1.0, 0.91, 0.76, 0.65, 0.33, 0.0, 0.0)
 
 
@@ -144,14 +145,12 @@ def _fit_glm(data, formula, model, weights, cov_type, groups):
         warnings.simplefilter("always")
         fit = sm.GLM(y, X, family=family, freq_weights=design.weights).fit(**kw)
     if model == "logistic":
-        sd = design.X.to_numpy(float).std(axis=0)
-        eff = np.abs(np.asarray(fit.params)[1:]) * sd
-        if any("separation" in str(w.message).lower() for w in caught) or np.any(
-            eff > SEPARATION_EFFECT_PER_SD
-        ):
+        # Exact check (a linear programme on the data), not a threshold on the effect size.
+        sep = find_separation(y.astype(int), design.X)
+        if any("separation" in str(w.message).lower() for w in caught) or sep is not None:
             raise SeparationError(
-                f"{formula!r}: (quasi-)complete separation in the logistic fit "
-                f"(|beta| x SD = {np.round(eff, 1).tolist()})"
+                f"{formula!r}: (quasi-)complete separation in the logistic fit"
+                + (f": {sep.describe()}" if sep is not None else "")
             )
         if not fit.converged:
             raise ConvergenceError(f"{formula!r}: logistic IRLS did not converge")
@@ -167,6 +166,7 @@ def fit_outcome(
     weights=None,
     cov_type: str = "nonrobust",
     groups=None,
+    ci: str = "wald",
 ) -> pd.DataFrame:
     """Code the outcome, fit the model that coding calls for and return a tidy table.
 
@@ -180,13 +180,17 @@ def fit_outcome(
         mRS column and one of :data:`CODINGS`.
     weights, cov_type, groups
         As in :func:`hypo.stats.fit_proportional_odds`.
+    ci : {"wald", "profile"}
+        Interval of a proportional-odds fit (profile likelihood: ``ci="profile"`` of
+        :func:`hypo.stats.fit_proportional_odds`); the other models use Wald (t for linear).
 
     Returns
     -------
     DataFrame
         One row per design column: ``term, estimate, se, p, OR, OR_low, OR_high, ci_low,
-        ci_high, n, model, coding, outcome, direction``. ``OR*`` are NaN for the linear
-        (utility) model; ``ci_*`` is the 95 % Wald interval of ``estimate``.
+        ci_high, n, model, coding, outcome, direction, ci_method, fit_warnings``. ``OR*``
+        are NaN for the linear (utility) model; ``ci_*`` is the 95 % interval of
+        ``estimate`` (``ci_method``); ``fit_warnings`` joins the fit's warnings with "; ".
     """
     if coding not in CODINGS:
         raise ValueError(f"coding {coding!r}: expected one of {list(CODINGS)}")
@@ -194,6 +198,8 @@ def fit_outcome(
         raise ValueError(
             f"outcome column {outcome_col!r} is not in the data; available: {list(data.columns)}"
         )
+    if ci not in ("wald", "profile"):
+        raise ValueError(f"ci {ci!r}: expected 'wald' or 'profile'")
     spec = CODINGS[coding]
     coded = code_outcome(data[outcome_col].rename(outcome_col), coding)
     ycol = coded.name
@@ -202,10 +208,11 @@ def fit_outcome(
     formula = f"{ycol} ~ {formula_rhs}"
     if spec.model == "proportional_odds":
         res = fit_proportional_odds(
-            frame, formula, weights=weights, cov_type=cov_type, groups=groups
+            frame, formula, weights=weights, cov_type=cov_type, groups=groups, ci=ci
         )
         est, se, p, n = res.coef["estimate"], res.coef["se"], res.coef["p"], res.n
         terms = res.coef.index
+        ci_method, fit_warnings = res.ci_method, "; ".join(res.fit_warnings)
     else:
         fit, _, n = _fit_glm(frame, formula, spec.model, weights, cov_type, groups)
         keep = [c for c in fit.params.index if c != "const"]
@@ -216,6 +223,7 @@ def fit_outcome(
         else:
             p = 2 * stats.norm.sf(np.abs(est / se))
         terms = pd.Index(keep)
+        ci_method, fit_warnings = ("t" if spec.model == "linear" else "wald"), ""
     est, se, p = (np.asarray(a, dtype=float) for a in (est, se, p))
     crit = stats.t.ppf(0.975, fit.df_resid) if spec.model == "linear" else Z95
     out = pd.DataFrame(
@@ -230,6 +238,13 @@ def fit_outcome(
     )
     if spec.model == "linear":
         out["OR"] = out["OR_low"] = out["OR_high"] = np.nan
+    elif ci_method == "profile":
+        out["OR"] = np.exp(est)
+        out["OR_low"], out["OR_high"] = (
+            res.coef["OR_low"].to_numpy(),
+            res.coef["OR_high"].to_numpy(),
+        )
+        out["ci_low"], out["ci_high"] = np.log(out["OR_low"]), np.log(out["OR_high"])
     else:
         out["OR"] = np.exp(est)
         out["OR_low"] = np.exp(out["ci_low"])
@@ -239,6 +254,8 @@ def fit_outcome(
     out["coding"] = coding
     out["outcome"] = outcome_col
     out["direction"] = [_direction(spec, t, e) for t, e in zip(out["term"], est)]
+    out["ci_method"] = ci_method
+    out["fit_warnings"] = fit_warnings
     return out[
         [
             "term",
@@ -255,5 +272,7 @@ def fit_outcome(
             "coding",
             "outcome",
             "direction",
+            "ci_method",
+            "fit_warnings",
         ]
     ]

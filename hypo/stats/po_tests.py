@@ -18,24 +18,45 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import statsmodels.api as sm
-from scipy import optimize, special, stats
+from scipy import optimize, stats
 from statsmodels.tools.numdiff import approx_fprime
 
+from ._cumlogit import ppo_negloglik_grad as _ppo_negloglik_grad
 from .ordinal import (
-    SEPARATION_EFFECT_PER_SD,
     Z95,
     ConvergenceError,
     OrdinalFitError,
     OrdinalResult,
     SeparationError,
 )
+from .separation import find_separation
 
 __all__ = [
     "PartialPOResult",
     "brant_test",
     "nominal_test",
     "partial_po_fit",
+    "partial_po_table",
     "per_cut_logistic",
+]
+
+#: Columns of :func:`partial_po_table`.
+PARTIAL_PO_COLUMNS = [
+    "term",
+    "column",
+    "cut",
+    "OR",
+    "OR_low",
+    "OR_high",
+    "p",
+    "po_OR",
+    "brant_p",
+    "nominal_p",
+    "lr_chi2",
+    "lr_df",
+    "lr_p",
+    "status",
+    "reason",
 ]
 
 
@@ -158,31 +179,6 @@ def brant_test(result: OrdinalResult) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------
 
 
-def _ppo_negloglik_grad(params, codes, X, Z, J):
-    """Negative log-likelihood and gradient of logit P(Y<=j) = a_j - x'b - z'g_j."""
-    n, k = X.shape
-    q = Z.shape[1]
-    a = params[: J - 1]
-    b = params[J - 1 : J - 1 + k]
-    g = params[J - 1 + k :].reshape(J - 1, q) if q else np.zeros((J - 1, 0))
-    eta = a[None, :] - (X @ b)[:, None] - Z @ g.T  # n x (J-1)
-    F = special.expit(eta)
-    Fpad = np.hstack([np.zeros((n, 1)), F, np.ones((n, 1))])
-    idx = np.arange(n)
-    p = Fpad[idx, codes + 1] - Fpad[idx, codes]
-    if np.any(p <= 0):
-        # Cut-specific effects crossed: the model gives a negative probability here.
-        return np.inf, np.zeros_like(params)
-    f = F * (1 - F)
-    G = np.zeros((n, J - 1))  # d log p_i / d eta_ij
-    up = codes < J - 1
-    G[idx[up], codes[up]] = f[idx[up], codes[up]] / p[up]
-    lo = codes > 0
-    G[idx[lo], codes[lo] - 1] = -f[idx[lo], codes[lo] - 1] / p[lo]
-    grad = np.concatenate([G.sum(0), -(X.T @ G.sum(1)), -(G.T @ Z).reshape(-1)])
-    return -float(np.sum(np.log(p))), -grad
-
-
 @dataclass
 class PartialPOResult:
     """A partial proportional-odds fit.
@@ -260,7 +256,12 @@ def partial_po_fit(result: OrdinalResult, terms: str | list[str]) -> PartialPORe
             rows.append((cut, c, opt.x[pos], se[pos]))
     coef = pd.DataFrame(rows, columns=["cut", "term", "estimate", "se"])
     coef = _add_wald(coef)
-    coef["note"] = [_separation_note(result, t, e) for t, e in zip(coef["term"], coef["estimate"])]
+    at_cut = _separated_at_cuts(result)
+    cut_index = {cut: j for j, cut in enumerate(cuts)}
+    coef["note"] = [
+        SEPARATION_NOTE if cut in cut_index and term in at_cut[cut_index[cut]] else ""
+        for cut, term in zip(coef["cut"], coef["term"])
+    ]
     thresholds = pd.DataFrame(
         {"estimate": opt.x[: J - 1], "se": se[: J - 1]}, index=pd.Index(cuts, name="cut")
     )
@@ -287,12 +288,18 @@ def _add_wald(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def _separation_note(result: OrdinalResult, column: str, estimate: float) -> str:
-    """Flag a cut-specific estimate that diverges (no events on one side of that cut)."""
-    sd = float(result.exog[column].std(ddof=0))
-    if abs(estimate) * sd > SEPARATION_EFFECT_PER_SD:
-        return "separation at this cut: estimate diverges, do not interpret"
-    return ""
+def _separated_at_cuts(result: OrdinalResult) -> dict[int, set]:
+    """Cut index -> design columns that separate ``Y > level_j`` from ``Y <= level_j``
+    (exact check of the binary split at each cut; a cut-specific estimate of such a
+    column diverges)."""
+    out = {}
+    for m in range(result.n_levels - 1):
+        sep = find_separation((result.codes > m).astype(int), result.exog)
+        out[m] = set(sep.columns) if sep is not None else set()
+    return out
+
+
+SEPARATION_NOTE = "separation at this cut: estimate diverges, do not interpret"
 
 
 def nominal_test(result: OrdinalResult) -> pd.DataFrame:
@@ -349,6 +356,7 @@ def per_cut_logistic(result: OrdinalResult) -> pd.DataFrame:
         per-cut estimates scatter around it.
     """
     X = sm.add_constant(result.exog, has_constant="add")
+    at_cut = _separated_at_cuts(result)
     rows = []
     for m in range(result.n_levels - 1):
         z = (result.codes > m).astype(float)
@@ -369,7 +377,7 @@ def per_cut_logistic(result: OrdinalResult) -> pd.DataFrame:
                     "note": "perfect separation"
                     if sep
                     else (
-                        _separation_note(result, c, fit.params[c])
+                        (SEPARATION_NOTE if c in at_cut[m] else "")
                         if fit.converged
                         else "not converged"
                     ),
@@ -392,3 +400,108 @@ def per_cut_logistic(result: OrdinalResult) -> pd.DataFrame:
             "note",
         ]
     ]
+
+
+def _crossing_patients(result: OrdinalResult, fit: PartialPOResult) -> int:
+    """Patients for whom the fitted cumulative probabilities decrease across some cut."""
+    J = result.n_levels
+    cuts = list(fit.thresholds.index)
+    eta = np.tile(fit.thresholds["estimate"].to_numpy(), (len(result.codes), 1))
+    for _, r in fit.coef.iterrows():
+        x = result.exog[r["term"]].to_numpy(float)
+        if r["cut"] == "all":
+            eta -= np.outer(x, np.ones(J - 1)) * r["estimate"]
+        else:
+            eta[:, cuts.index(r["cut"])] -= x * r["estimate"]
+    return int(np.sum(np.any(np.diff(eta, axis=1) <= 0, axis=1)))
+
+
+def partial_po_table(result: OrdinalResult, alpha: float = 0.05) -> pd.DataFrame:
+    """Per-cut odds ratios for every term whose proportional-odds check fails.
+
+    A term fails when its Brant test or its nominal (LR) test has p < ``alpha``. Each
+    failing term is refitted with cut-specific effects (:func:`partial_po_fit`, the other
+    terms keep a common effect) and reported cut by cut, with the likelihood-ratio test of
+    that partial model against the proportional-odds one. A secondary table: the common
+    OR of the proportional-odds fit stays the primary estimate.
+
+    A term whose partial fit does not converge, is singular, or gives crossing cumulative
+    probabilities (a negative probability of some level for some patient) gets one row with
+    ``status = "not estimable"`` and the reason; a single cut whose binary split is
+    separated by the column gets that status on its row.
+
+    Returns
+    -------
+    DataFrame
+        :data:`PARTIAL_PO_COLUMNS`: ``term`` (formula term), ``column`` (design column),
+        ``cut`` (``"2|3"``: OR for a level above 2 vs 2 or below), ``OR, OR_low, OR_high,
+        p`` (Wald, OR > 1 = worse), ``po_OR`` (the common OR), ``brant_p, nominal_p``,
+        ``lr_chi2, lr_df, lr_p`` (partial vs proportional odds), ``status`` (``estimated``
+        or ``not estimable``) and ``reason``. Empty when every term passes.
+    """
+    _require_logit(result, "partial_po_table")
+    try:
+        brant = brant_test(result).set_index("term")["p"]
+    except (OrdinalFitError, np.linalg.LinAlgError) as e:
+        brant = pd.Series(dtype=float)
+        brant_error = f"Brant test not available ({type(e).__name__}: {e})"
+    else:
+        brant_error = ""
+    nominal = nominal_test(result).set_index("term")
+    rows = []
+    for term, cols in result.design.term_columns.items():
+        bp = float(brant.get(term, np.nan))
+        npv = float(nominal.loc[term, "p"]) if term in nominal.index else np.nan
+        if not ((np.isfinite(bp) and bp < alpha) or (np.isfinite(npv) and npv < alpha)):
+            continue
+        base = {
+            "term": term,
+            "brant_p": bp,
+            "nominal_p": npv,
+            "lr_df": len(cols) * (result.n_levels - 2),
+        }
+        reason = ""
+        try:
+            fit = partial_po_fit(result, term)
+        except (OrdinalFitError, np.linalg.LinAlgError) as e:
+            reason = f"did not converge: {type(e).__name__}: {e}"
+        else:
+            n_cross = _crossing_patients(result, fit)
+            if n_cross:
+                reason = (
+                    f"crossing probabilities: the cut-specific effects give {n_cross} "
+                    f"patient(s) a negative probability of some level"
+                )
+        if reason:
+            rows.append({**base, "column": ", ".join(cols), "cut": "all",
+                         "status": "not estimable", "reason": reason + (f"; {brant_error}" if brant_error else "")})  # fmt: skip
+            continue
+        chi2 = max(2 * (fit.loglik - result.loglik), 0.0)
+        lr = {"lr_chi2": chi2, "lr_p": float(stats.chi2.sf(chi2, base["lr_df"]))}
+        for _, r in fit.coef[fit.coef["term"].isin(cols)].iterrows():
+            sep = bool(r["note"])
+            rows.append(
+                {
+                    **base,
+                    **lr,
+                    "column": r["term"],
+                    "cut": r["cut"],
+                    "OR": r["OR"],
+                    "OR_low": np.nan if sep else r["OR_low"],
+                    "OR_high": np.nan if sep else r["OR_high"],
+                    "p": np.nan if sep else r["p"],
+                    "po_OR": float(result.coef.loc[r["term"], "OR"]),
+                    "status": "not estimable" if sep else "estimated",
+                    "reason": "separation: no patient on one side of this cut at some "
+                    "value of the column, the estimate diverges"
+                    if sep
+                    else brant_error,
+                }
+            )
+    out = pd.DataFrame(rows)
+    for c in PARTIAL_PO_COLUMNS:
+        if c not in out.columns:
+            out[c] = pd.Series(
+                dtype=object if c in ("term", "column", "cut", "status", "reason") else float
+            )
+    return out[PARTIAL_PO_COLUMNS]

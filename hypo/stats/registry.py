@@ -19,6 +19,7 @@ A hypothesis is one TOML (or JSON) file in a folder (the project uses
     population = "all"             # or a pandas query, e.g. "side == 'left'"
     two_sided = true
     expected_direction = "more asymmetric relevance -> worse mRS"
+    ci = "wald"                    # optional: "profile" for profile-likelihood intervals
 
 Workflow: write the files, :func:`lock` them (hashes of each file's canonical content),
 *then* read outcomes and call :func:`test_hypotheses`, which refuses to run unless the
@@ -54,6 +55,7 @@ __all__ = [
 ]
 
 FEATURE_FORMS = ("raw", "log", "log1p", "zscore", "per_10")
+CI_METHODS = ("wald", "profile")
 MODELS = ("stroke", "mrs")
 LOCK_VERSION = 1
 
@@ -83,6 +85,7 @@ class Hypothesis:
     expected_direction: str
     column: str | None = None  # feature-table column, when it differs from ``feature``
     description: str = ""
+    ci: str = "wald"  # interval of the OR: "wald" or "profile" (profile likelihood)
     source: str = field(default="", compare=False)
 
     @classmethod
@@ -97,7 +100,7 @@ class Hypothesis:
         if unknown:
             raise ValueError(f"{source}: unknown field(s) {unknown}; allowed: {sorted(names)}")
         required = [
-            f.name for f in fields(cls) if f.name not in ("column", "description", "source")
+            f.name for f in fields(cls) if f.name not in ("column", "description", "ci", "source")
         ]
         missing = [k for k in required if k not in d]
         if missing:
@@ -124,6 +127,8 @@ class Hypothesis:
             raise ValueError(
                 f"{source}: outcome_coding {d['outcome_coding']!r}: expected one of {list(CODINGS)}"
             )
+        if d.get("ci", "wald") not in CI_METHODS:
+            raise ValueError(f"{source}: ci {d['ci']!r}: expected one of {CI_METHODS}")
         if d["two_sided"] is not True:
             raise ValueError(
                 f"{source}: two_sided must be true; one-sided tests are not supported "
@@ -135,6 +140,8 @@ class Hypothesis:
         """Content that the lock hashes (everything but where the file lives)."""
         d = asdict(self)
         d.pop("source")
+        if d["ci"] == "wald":
+            d.pop("ci")  # the default: files locked before the field existed keep their hash
         d["covariates"] = list(self.covariates)
         d["sensitivity_covariates"] = list(self.sensitivity_covariates)
         return d
@@ -314,7 +321,8 @@ def test_hypotheses(
     DataFrame
         One row per hypothesis (and analysis): ``hypothesis, family, analysis, model,
         feature, term, estimate, se, OR, OR_low, OR_high, p, q, n, direction, coding,
-        expected_direction, error``. A fit that fails keeps its row (NaN numbers and the
+        expected_direction, ci_method, fit_warnings, error`` (``ci_method``: the hypothesis'
+        ``ci``, Wald unless its file says ``ci = "profile"``). A fit that fails keeps its row (NaN numbers and the
         reason in ``error``) and counts as p = 1 in its family's BH correction.
     """
     folder = registry.folder if isinstance(registry, Registry) else Path(registry)
@@ -354,7 +362,7 @@ def test_hypotheses(
                 if analysis == "sensitivity":
                     covs += list(h.sensitivity_covariates)
                 rhs = " + ".join([term, *covs])
-                table = fit_outcome(df, rhs, outcome_col, h.outcome_coding)
+                table = fit_outcome(df, rhs, outcome_col, h.outcome_coding, ci=h.ci)
                 fit_row = table.loc[table["term"] == term].iloc[0]
                 row.update(
                     term=term,
@@ -369,6 +377,8 @@ def test_hypotheses(
                             "p",
                             "n",
                             "direction",
+                            "ci_method",
+                            "fit_warnings",
                         )
                     },
                 )
@@ -382,7 +392,8 @@ def test_hypotheses(
     for k in ("estimate", "se", "OR", "OR_low", "OR_high", "p", "n"):
         if k not in out:
             out[k] = np.nan
-    out["direction"] = out.get("direction", pd.Series(index=out.index, dtype=object)).fillna("")
+    for k in ("direction", "ci_method", "fit_warnings"):
+        out[k] = out.get(k, pd.Series(index=out.index, dtype=object)).fillna("")
     out["q"] = np.nan
     for _, idx in out.groupby(["family", "analysis"], sort=False).groups.items():
         out.loc[idx, "q"] = bh_qvalues(out.loc[idx, "p"].to_numpy(dtype=float))
@@ -404,6 +415,8 @@ def test_hypotheses(
         "direction",
         "coding",
         "expected_direction",
+        "ci_method",
+        "fit_warnings",
         "error",
     ]
     return out[cols]

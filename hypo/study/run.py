@@ -482,6 +482,13 @@ def _write_reports(res: StudyResult, out: Path) -> dict[str, Path]:
         for name, df in res.secondary.items()
         if len(df)
     ]
+    if not len(res.secondary.get("partial_po", [])):
+        text = (
+            "No term of a checked fit failed its proportional-odds check (p < 0.05), so no "
+            "partial fit was needed; fits that could not be checked have their error under Po "
+            "checks."
+        )
+        sections.append(Section("Partial po", [text]))
     if not len(res.secondary["mice"]):
         text = "No covariate is missing in the analysis population: no MICE sensitivity "
         sections.append(Section("Mice", [text + "analysis was needed."]))

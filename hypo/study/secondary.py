@@ -20,6 +20,7 @@ from hypo.stats import (
     fit_proportional_odds,
     mice_proportional_odds,
     nominal_test,
+    partial_po_table,
     partial_spearman,
 )
 from hypo.stats.multiplicity import bh_qvalues
@@ -52,6 +53,9 @@ CAPTIONS = {
     "discrimination": "Cross-validated C-indices: covariates only vs covariates + feature",
     "mice": "MICE sensitivity (Rubin-pooled OR per SD)",
     "outcome_groups": "mRS 0-2 vs 3-6 (Mann-Whitney U, BH within family)",
+    "partial_po": "Partial proportional odds (secondary, not primary): per-cut ORs (OR > 1 = "
+    "worse mRS above that cut) of every term whose Brant or nominal test has p < 0.05, with the "
+    "LR test against proportional odds; a 'not estimable' row says why",
 }
 
 
@@ -85,20 +89,22 @@ def bootstrap_row(d: pd.DataFrame, formula: str, n_boot: int, seed: int) -> dict
     }
 
 
-def po_check_row(d: pd.DataFrame, formula: str) -> dict:
-    """Brant (omnibus and feature) and the LR nominal test of proportional odds."""
+def po_check_row(d: pd.DataFrame, formula: str) -> tuple[dict, pd.DataFrame | None]:
+    """Brant (omnibus and feature) and the LR nominal test of proportional odds; and the
+    partial-PO table of every term that fails them (None when the fit failed)."""
     try:
         fit = fit_proportional_odds(d, formula)
         bt = brant_test(fit).set_index("term")
         nt = nominal_test(fit).set_index("term")
     except (ValueError, np.linalg.LinAlgError) as e:
-        return _error(e)
-    return {
+        return _error(e), None
+    row = {
         "brant_omnibus_p": bt.loc["omnibus", "p"],
         "brant_feature_p": bt.loc["z", "p"] if "z" in bt.index else np.nan,
         "nominal_feature_p": nt.loc["z", "p"] if "z" in nt.index else np.nan,
         "error": "",
     }
+    return row, partial_po_table(fit)
 
 
 def spearman_row(d: pd.DataFrame, covariates) -> dict:
@@ -189,6 +195,7 @@ def secondary_analyses(data: pd.DataFrame, reg, config) -> dict[str, pd.DataFram
     (a :class:`hypo.study.config.StudyConfig`).
     """
     rows = {name: [] for name in COLUMNS}
+    partial_po = []
     hyps = sorted(reg.hypotheses.values(), key=lambda h: h.id)
     bar = tqdm(hyps, desc="secondary analyses", disable=not config.progress, unit="hypothesis")
     for h in bar:
@@ -196,7 +203,10 @@ def secondary_analyses(data: pd.DataFrame, reg, config) -> dict[str, pd.DataFram
         d, formula = primary_frame(data, h, col)
         ident = {"hypothesis": h.id, "family": h.family, "model": h.model, "feature": h.feature}
         rows["bootstrap"].append({**ident, **bootstrap_row(d, formula, config.n_boot, config.seed)})
-        rows["po_checks"].append({**ident, **po_check_row(d, formula)})
+        po_row, partial = po_check_row(d, formula)
+        rows["po_checks"].append({**ident, **po_row})
+        if partial is not None and len(partial):
+            partial_po.append(partial.assign(**ident))  # terms failing PO, cut by cut
         rows["spearman"].append({**ident, **spearman_row(d, h.covariates)})
         disc = discrimination_rows(d, h, formula, config.cv_splits, config.seed)
         rows["discrimination"] += [{**ident, **r} for r in disc]
@@ -210,4 +220,5 @@ def secondary_analyses(data: pd.DataFrame, reg, config) -> dict[str, pd.DataFram
         for _, idx in sp.groupby("family").groups.items():
             sp.loc[idx, "q"] = bh_qvalues(sp.loc[idx, "p"].to_numpy(float))
     out["outcome_groups"] = outcome_group_table(data, reg)
+    out["partial_po"] = pd.concat(partial_po, ignore_index=True) if partial_po else pd.DataFrame()
     return out
