@@ -234,3 +234,55 @@ def negative_controls(
         cell_size=real.cell_size,
         provenance=prov,
     )
+
+
+def precision_effect(
+    model,
+    images,
+    layer: str | None = None,
+    methods: Sequence[str] = ("gradcam", "gradcampp"),
+    classes=None,
+    batch_size: int = 32,
+) -> tuple[pd.DataFrame, CamResult, CamResult]:
+    """How much the model's own (reduced) precision changes its maps.
+
+    Computes the maps twice, in the model's dtype policy (``precision="model"``, e.g.
+    bfloat16 for a ``mixed_bfloat16`` model) and in float32 (the default), and compares
+    each raw map with its float32 counterpart.
+
+    Returns
+    -------
+    table : DataFrame
+        One row per image x class x method: ``image``, ``class``, ``method``,
+        ``rel_max_diff`` (max |own - float32| / max float32 map; NaN for an all-zero float32
+        map), ``spearman`` (rank correlation of the two maps), ``logit_diff`` (|own -
+        float32| logit of that class).
+    own, float32 : CamResult
+        The two results (maps resized as by :func:`hypo.cam.compute`).
+    """
+    kw = dict(layer=layer, methods=methods, classes=classes, batch_size=batch_size)
+    own = compute(model, images, precision="model", **kw)
+    f32 = compute(model, images, **kw)
+    rows = []
+    n, k = f32.logits.shape[0], len(f32.classes)
+    for m in f32.methods:
+        a = own.raw[m].reshape(n, k, -1).astype(np.float64)
+        b = f32.raw[m].reshape(n, k, -1).astype(np.float64)
+        scale = b.max(axis=-1)
+        rel = np.divide(
+            np.abs(a - b).max(axis=-1), scale, out=np.full(scale.shape, np.nan), where=scale > 0
+        )
+        rho = spearman_per_map(a.reshape(n * k, -1), b.reshape(n * k, -1)).reshape(n, k)
+        for i in range(n):
+            for j, c in enumerate(f32.classes):
+                rows.append(
+                    {
+                        "image": i,
+                        "class": c,
+                        "method": m,
+                        "rel_max_diff": rel[i, j],
+                        "spearman": rho[i, j],
+                        "logit_diff": abs(float(own.logits[i, c]) - float(f32.logits[i, c])),
+                    }
+                )
+    return pd.DataFrame(rows), own, f32
