@@ -33,7 +33,8 @@ REGISTERED = (
     "edge_density_ratio",
     "ventricle_density_ratio",
 )
-HYPOTHESIS_CLASS = {"stroke": "stroke", "mrs": "mRS 3-6"}
+#: The class whose maps the registered hypotheses read (the first one the model has).
+HYPOTHESIS_CLASSES = ("mRS 3-6", "stroke")
 
 
 def main(argv=None) -> int:
@@ -69,7 +70,7 @@ def main(argv=None) -> int:
         anatomy = anatomy_for_store(inp.store, progress=False)
         labels = np.asarray(anatomy.labels[pick])
         lesion = inp.lesion_masks(pick)
-        c = names.index(HYPOTHESIS_CLASS[inp.card["architecture"]])
+        c = names.index(next(h for h in HYPOTHESIS_CLASSES if h in names))
         fa = map_features(own.class_maps("gradcam", c), labels, lesion=lesion,
                           on_empty_brain="nan")  # fmt: skip
         fb = map_features(f32.class_maps("gradcam", c), labels, lesion=lesion,

@@ -987,3 +987,50 @@ def score_gradients(
         acts.append(a.numpy())
         grads.append(g.numpy())
     return np.concatenate(acts), np.concatenate(grads)
+
+
+def predict_scores(
+    model,
+    images,
+    batch_size: int = 32,
+    *,
+    inputs=None,
+    image_input=None,
+    score_layer=None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The scores CAMs explain, from a forward pass in float32: ``(logits, probabilities)``,
+    each ``(n_images, n_classes)`` with classes as in :func:`compute` (negative and
+    positive for a single sigmoid unit)."""
+    check_functional(model)
+    images = _check_images(model, images, image_input)
+    arrays = _model_inputs(model, images, image_input, inputs)
+    score_layer = None if score_layer is None else _layer_key(model, score_layer)
+    float32_twin(model)
+    per_model = _CACHE.setdefault(model, {})
+    key = ("forward", score_layer, image_input)
+    if key not in per_model:
+        twin = float32_twin(model, sync=False)
+        score = _score_source(twin, score_layer)
+        graph = trace(twin)
+        probe = _Probe(
+            Extractor(graph.inputs, [score.tensor, graph.outputs[0]]),
+            score,
+            (),
+            (),
+            _image_index(model, image_input),
+        )
+
+        @tf.function(input_signature=_signature(probe))
+        def fwd(*xs):
+            outs = _call_extractor(probe, xs)
+            return _logits(outs[0], probe.score), tf.cast(outs[1], tf.float32)
+
+        per_model[key] = (probe, fwd)
+    probe, fwd = per_model[key]
+    logits, outs = [], []
+    for start in range(0, len(images), batch_size):
+        lg, out = fwd(*(a[start : start + batch_size] for a in arrays))
+        logits.append(lg.numpy())
+        outs.append(out.numpy())
+    logits, outs = np.concatenate(logits), np.concatenate(outs)
+    return logits, _probabilities(probe, logits, outs)
