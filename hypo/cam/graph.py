@@ -63,9 +63,9 @@ class LayerCall:
 
 @dataclass
 class Graph:
-    """A model's layers as one graph from its inputs (see :func:`trace`)."""
+    """A model's layers as one graph from its inputs (see :func:`trace`). It holds no
+    reference to the model itself, so caches keyed weakly by the model can release it."""
 
-    model: object
     inputs: list
     outputs: list
     calls: list[LayerCall]
@@ -156,7 +156,7 @@ def trace(model) -> Graph:
         nested = _needs_recall(model)
         inputs = list(model.inputs)
         outs = _walk(model, inputs, "", calls, nested, None, None)
-    g = Graph(model=model, inputs=inputs, outputs=list(outs), calls=calls, nested=nested)
+    g = Graph(inputs=inputs, outputs=list(outs), calls=calls, nested=nested)
     _TRACES[model] = g
     return g
 
