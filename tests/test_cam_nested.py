@@ -180,3 +180,50 @@ def test_mixed_precision_model_gives_float32_maps(tmp_path):
     ref2 = compute(f32, x, methods=("gradcam",), resize=False)
     assert _rel_diff(again.raw["gradcam"], ref2.raw["gradcam"]).max() <= 1e-5
     assert np.abs(again.raw["gradcam"] - res.raw["gradcam"]).max() > 0
+
+
+def _bag_model(policy):
+    """A bag model (TimeDistributed functional encoder) built under a dtype policy."""
+    keras.config.set_dtype_policy(policy)
+    try:
+        b_in = keras.Input((8, 8, 1))
+        y = keras.layers.Conv2D(4, 3, padding="same", name="c")(b_in)
+        body = keras.Model(b_in, keras.layers.ReLU(name="r")(y), name="body")
+        bag = keras.Input((3, 8, 8, 1))
+        f = keras.layers.TimeDistributed(body, name="td")(bag)
+        f = keras.layers.TimeDistributed(keras.layers.GlobalAveragePooling2D(), name="g")(f)
+        f = keras.layers.GlobalAveragePooling1D()(f)
+        return keras.Model(bag, keras.layers.Dense(2, name="logits", dtype="float32")(f))
+    finally:
+        keras.config.set_dtype_policy("float32")
+
+
+def test_mixed_precision_nested_bag_model_gives_float32_maps():
+    bf, f32 = _bag_model("mixed_bfloat16"), _bag_model("float32")
+    f32.set_weights(bf.get_weights())
+    assert bf.get_layer("td").layer.get_layer("c").dtype_policy.name == "mixed_bfloat16"
+    x = np.random.default_rng(5).normal(size=(2, 3, 8, 8, 1)).astype("float32")
+    res = compute(bf, x, methods=ALL, resize=False)
+    ref = compute(f32, x, methods=ALL, resize=False)
+    assert res.layer == "td/body/r"
+    for meth in ALL:
+        assert ref.raw[meth].max() > 0
+        assert _rel_diff(res.raw[meth], ref.raw[meth]).max() <= 1e-5, meth
+
+
+def test_cascading_randomisation_steps_into_nested_models():
+    from hypo.cam import cascading_randomisation
+
+    keras.utils.set_random_seed(6)
+    body = _body3d()
+    inp = keras.Input((8, 8, 4, 1))
+    x = keras.layers.GlobalAveragePooling3D()(body(inp))
+    m = keras.Model(inp, keras.layers.Dense(2, name="logits")(x))
+    before = [w.numpy().copy() for w in m.weights]
+    x_img = np.random.default_rng(7).normal(size=(2, 8, 8, 4, 1)).astype("float32")
+    df = cascading_randomisation(m, x_img, seed=1)
+    steps = list(df.drop_duplicates("step")["randomised_layer"])
+    assert steps == ["logits", "body3d/c2", "body3d/bn1", "body3d/c1"]
+    assert df["spearman_rho"].notna().any()
+    for w, b in zip(m.weights, before):
+        np.testing.assert_array_equal(w.numpy(), b)
