@@ -74,12 +74,15 @@ def _peak_rss_mib() -> float:
 
 def _interleaved_rates(fns: dict, n_images: int, reps: int) -> dict:
     """Images/s of each function from the median time of ``reps`` single calls, the calls
-    interleaved so that load from other processes on a shared CPU hits all alike."""
+    interleaved so that load from other processes on a shared CPU hits all alike, and their
+    order rotated every repeat so that no contender always runs first or last."""
     for fn in fns.values():
         fn()  # warm-up: tracing, allocation
     times = {k: [] for k in fns}
-    for _ in range(reps):
-        for k, fn in fns.items():
+    keys = list(fns)
+    for r in range(reps):
+        for k in keys[r % len(keys) :] + keys[: r % len(keys)]:
+            fn = fns[k]
             t0 = time.perf_counter()
             fn()
             times[k].append(time.perf_counter() - t0)
@@ -118,6 +121,7 @@ def speed(reps: int, tkv_reps: int, tkv: bool = True) -> dict:
             "forward": forward_of(model),
             "nested": cam_of(nested, "backbone/" + layer),
             "bf16": cam_of(bf16, layer),
+            "forward_bf16": forward_of(bf16),
         },
         BATCH,
         reps,
@@ -128,6 +132,7 @@ def speed(reps: int, tkv_reps: int, tkv: bool = True) -> dict:
         "forward": r["forward"],
         "nested": r["nested"],
         "bf16": r["bf16"],
+        "forward_bf16": r["forward_bf16"],
         "nested_max_rel_diff": same,
         "bf16_max_rel_diff": same_bf,
     }
@@ -233,6 +238,7 @@ def main(argv=None) -> None:
     if "tkv" in s:
         print(f"{'tf-keras-vis 0.8.7 (same)':34s}{s['tkv']:10.1f}")
     print(f"{'forward pass only (float32)':34s}{s['forward']:10.1f}")
+    print(f"{'forward pass, bf16 model (bf16)':34s}{s['forward_bf16']:10.1f}")
     if "tkv" in s:
         print(
             f"hypo / tf-keras-vis = {s['hypo_next_to_tkv'] / s['tkv']:.1f}x   (target >= 10x; "
@@ -245,7 +251,8 @@ def main(argv=None) -> None:
     )
     print(
         f"bf16 model / forward = {s['bf16'] / s['forward']:.2f}x  (float32 maps; equal to the "
-        f"float32 model's to {s['bf16_max_rel_diff']:.1e})"
+        f"float32 model's to {s['bf16_max_rel_diff']:.1e}); "
+        f"{s['bf16'] / s['forward_bf16']:.2f}x its own bf16 forward pass"
     )
     if args.no_stream:
         return
