@@ -7,6 +7,11 @@ layer's activation ``A`` and the logits, and inside one ``tf.function`` the grad
 backward pass only runs from the logits down to ``A``, a CAM costs little more than the
 forward pass.
 
+The extractor runs the graph traced by :mod:`hypo.cam.graph`, so ``A`` may be a layer
+inside a nested model (``"resnet50/conv5_block3_out"``) or inside a ``TimeDistributed``
+encoder (per-slice maps of a bag's score); other model inputs are fed unchanged. Maps are
+computed in float32: a mixed-precision model runs as its float32 twin (same weights).
+
 Notation: ``k`` channel, ``ij`` (``ijk`` in 3D) position, ``sum_ab`` a spatial sum.
 
 - ``gradcam`` (Selvaraju et al.): ``w_k = mean_ij g``; ``ReLU(sum_k w_k A_k)``.
@@ -269,14 +274,6 @@ def _resolve_layers(model, layers, score_layer=None, image_input=None) -> list:
     return out
 
 
-def _has_layer(container, name: str) -> bool:
-    try:
-        container.get_layer(name)
-        return True
-    except (ValueError, AttributeError):
-        return False
-
-
 @dataclass(frozen=True)
 class _Score:
     """Where the pre-activation score comes from.
@@ -353,10 +350,6 @@ def _score_input(call):
     """The (first) input tensor of a traced leaf call."""
     hist = call.outputs[0]._keras_history
     return hist[0]._inbound_nodes[hist[1]].input_tensors[0]
-
-
-def _final_is_probability(model) -> bool:
-    return _score_source(model).probability_output
 
 
 def model_hash(model, length: int = 16) -> str:

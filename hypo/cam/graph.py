@@ -314,21 +314,11 @@ def path_of(model, layer) -> str:
 
 
 def resolve_path(graph: Graph, original, name: str) -> str:
-    """Full path of ``name``: a path, a top-level name, or a name unique among nested layers."""
+    """Full path of ``name``: a path, a top-level name, or a name unique among the nested
+    layers. Raises ``ValueError`` for a layer hidden in a subclassed model or wrapper, or a
+    name that several nested models share; ``KeyError`` when there is no such layer."""
     if name in graph.by_path:
         return name
-    tree = layer_tree(original)
-    hidden = [(p, owner) for p, _, owner in tree if owner and (p == name or _leaf(p) == name)]
-    if hidden:
-        p, owner = hidden[0]
-        owner_layer = dict((q, la) for q, la, _ in tree)[owner]
-        kind = type(owner_layer).__name__
-        raise ValueError(
-            f"layer {p!r} of model {original.name!r} lives inside {kind} {owner!r}, whose "
-            "inner tensors hypo.cam cannot reach. Build that part with the functional API "
-            "(a keras.Model or keras.Sequential called as a layer), or choose a layer outside "
-            f"it (see hypo.cam.spatial_layers(model))"
-        )
     matches = sorted({c.path for c in graph.calls if _leaf(c.path) == name})
     if len(matches) == 1:
         return matches[0]
@@ -336,6 +326,17 @@ def resolve_path(graph: Graph, original, name: str) -> str:
         raise ValueError(
             f"layer name {name!r} occurs in several nested models of {original.name!r}: "
             f"{matches}; give the full path"
+        )
+    tree = layer_tree(original)
+    hidden = [(p, owner) for p, _, owner in tree if owner and (p == name or _leaf(p) == name)]
+    if hidden:
+        p, owner = hidden[0]
+        kind = type(dict((q, la) for q, la, _ in tree)[owner]).__name__
+        raise ValueError(
+            f"layer {p!r} of model {original.name!r} lives inside {kind} {owner!r}, whose "
+            "inner tensors hypo.cam cannot reach. Build that part with the functional API "
+            "(a keras.Model or keras.Sequential called as a layer), or choose a layer outside "
+            "it (see hypo.cam.spatial_layers(model))"
         )
     raise KeyError(name)
 
