@@ -171,3 +171,27 @@ def test_classes_by_name_from_the_card_and_ordinal_score_layer():
     r = compute(three, x_img, classes=["mRS 3-6", "no stroke"], resize=False)
     assert r.classes == (2, 0) and r.class_names[2] == "mRS 3-6"
     np.testing.assert_array_equal(r.class_maps("gradcam", "mRS 3-6"), r["gradcam"][:, 0])
+
+
+def test_softmax_head_inside_a_nested_model_is_split_into_logits():
+    inp = keras.Input((8, 8, 1))
+    a = keras.layers.Conv2D(3, 3, padding="same", activation="relu", name="conv")(inp)
+    head = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3, activation="softmax", name="out"),
+        ],
+        name="head",
+    )
+    m = _seeded(keras.Model(inp, head(a)), 9)
+    flat = keras.Model(inp, keras.layers.Dense(3, name="logits")(head.layers[0](a)))
+    flat.get_layer("logits").set_weights(head.get_layer("out").get_weights())
+    x = np.random.default_rng(10).normal(size=(2, 8, 8, 1)).astype("float32")
+    res = compute(m, x, methods=ALL, resize=False)
+    ref = compute(flat, x, methods=ALL, resize=False)
+    assert res.provenance["score_source"] == "pre-activation of final Dense layer 'head/out'"
+    np.testing.assert_allclose(res.logits, ref.logits, rtol=1e-5, atol=1e-6)
+    for meth in ALL:
+        assert ref[meth].max() > 0
+        np.testing.assert_allclose(res[meth], ref[meth], rtol=1e-5, atol=1e-7)
