@@ -27,6 +27,7 @@ import weakref
 from dataclasses import dataclass, field
 
 import keras
+import tensorflow as tf
 
 SEP = "/"
 _FLOAT_POLICIES = ("mixed_bfloat16", "mixed_float16", "bfloat16", "float16")
@@ -420,6 +421,24 @@ def float32_twin(model, sync: bool = True):
         _TWINS[model] = twin
         sync = True
     if sync:
-        for t, w in zip(twin.weights, model.weights):
-            t.assign(keras.ops.cast(w.value, t.dtype))
+        _copier(twin, model)()
     return twin
+
+
+_COPIERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _copier(twin, model):
+    """One compiled call that copies every weight of ``model`` into ``twin`` (a Python
+    loop of assigns took 9 ms per CAM call on the paper's GAP model)."""
+    fn = _COPIERS.get(twin)
+    if fn is None:
+        pairs = list(zip(twin.weights, model.weights))
+
+        @tf.function
+        def fn():
+            for t, w in pairs:
+                t.assign(tf.cast(w.value, t.dtype))
+
+        _COPIERS[twin] = fn
+    return fn
