@@ -12,7 +12,13 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from hypo.cam import compute, default_cam_layer, layer_sweep, spatial_layers  # noqa: E402
+from hypo.cam import (  # noqa: E402
+    compute,
+    default_cam_layer,
+    layer_sweep,
+    precision_effect,
+    spatial_layers,
+)
 from hypo.nets import build_model  # noqa: E402
 
 ALL = ("gradcam", "gradcampp", "hirescam", "layercam")
@@ -172,6 +178,10 @@ def test_mixed_precision_model_gives_float32_maps(tmp_path):
     np.testing.assert_allclose(res.logits, ref.logits, rtol=1e-5, atol=1e-5)
     # bfloat16 (8 bits of mantissa) moves the maps by far more than 1e-5
     assert _rel_diff(own.raw["gradcam"], ref.raw["gradcam"]).max() > 1e-3
+    table, own2, f32_2 = precision_effect(loaded, x, methods=("gradcam",))
+    assert len(table) == 4 * 3 and table["rel_max_diff"].max() > 1e-3
+    np.testing.assert_array_equal(f32_2.raw["gradcam"], res.raw["gradcam"])
+    assert (table["spearman"] > 0.5).all()
     # weights changed in place after the first call reach the float32 computation
     d = loaded.get_layer("logits")
     d.set_weights([w * 2 for w in d.get_weights()])
