@@ -41,7 +41,6 @@ from .graph import (
     Extractor,
     check_functional,
     float32_twin,
-    is_container,
     path_of,
     precision_policies,
     resolve_path,
@@ -154,8 +153,8 @@ def _input_ndim(model, image_input=None) -> int:
 
 
 def _is_spatial(call, nd: int) -> bool:
-    if call.container and call.wrapper is None and not is_container(call.layer):
-        return False  # a TimeDistributed wrapper: its inner layers give per-slice maps
+    if isinstance(call.layer, keras.layers.TimeDistributed):
+        return False  # its inner layers give per-slice maps
     shape = call.outputs[0].shape
     want = nd - 1 if call.time_steps else nd
     return len(shape) == want and any(s is not None and s > 1 for s in shape[1:-1])
