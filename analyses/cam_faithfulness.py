@@ -21,13 +21,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from analyses._experiment import open_inputs  # noqa: E402
 from hypo._util import rng_for  # noqa: E402
+from hypo.cam import faithfulness_table  # noqa: E402
 
 
 def main(argv=None) -> int:
-    from analyses._experiment import open_inputs
-    from hypo.cam import faithfulness_table
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", type=Path, default=Path("models/stroke-gap-128"))
     p.add_argument("--cohort", type=Path, default=None, help="default: the analysis cohort")

@@ -23,7 +23,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from analyses._experiment import open_inputs  # noqa: E402
 from hypo._util import rng_for  # noqa: E402
+from hypo.cam.sanity import precision_effect  # noqa: E402
+from hypo.features import anatomy_for_store  # noqa: E402
+from hypo.features.maps import map_features  # noqa: E402
 
 MODELS = ("models/stroke-gap-128", "models/mrs-gap-128")
 #: Features of the registered hypotheses (analyses/hypotheses/*.toml).
@@ -38,11 +42,6 @@ HYPOTHESIS_CLASSES = ("mRS 3-6", "stroke")
 
 
 def main(argv=None) -> int:
-    from analyses._experiment import open_inputs
-    from hypo.cam.sanity import precision_effect
-    from hypo.features import anatomy_for_store
-    from hypo.features.maps import map_features
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--models", nargs="+", type=Path, default=[Path(m) for m in MODELS])
     p.add_argument("--cohort", type=Path, default=None, help="default: the analysis cohort")
