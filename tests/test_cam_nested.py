@@ -237,3 +237,26 @@ def test_cascading_randomisation_steps_into_nested_models():
     assert df["spearman_rho"].notna().any()
     for w, b in zip(m.weights, before):
         np.testing.assert_array_equal(w.numpy(), b)
+
+
+def test_streamed_store_of_a_nested_model(tmp_path):
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from hypo.cam.stream import compute_store
+
+    keras.utils.set_random_seed(8)
+    inp = keras.Input((8, 8, 1))
+    x = keras.layers.GlobalAveragePooling2D()(gap_body("backbone")(inp))
+    m = keras.Model(inp, keras.layers.Dense(2, activation="softmax", name="out")(x))
+    images = np.random.default_rng(9).normal(size=(5, 8, 8)).astype("float32")
+    store = SimpleNamespace(images=images, table=pd.DataFrame({"participant_id": ["a"] * 5}))
+    cs = compute_store(m, store, tmp_path / "cams", chunk_size=2, progress=False)
+    assert cs.manifest["key"]["layer"] == "backbone/conv"
+    assert cs.manifest["key"]["maps_dtype"] == "float32"
+    direct = compute(m, images[..., None], resize=False)
+    stored = np.concatenate(
+        [np.load(p) for p in sorted((tmp_path / "cams").rglob("raw_gradcam.npy"))]
+    )
+    np.testing.assert_allclose(stored, direct.raw["gradcam"], rtol=1e-6, atol=1e-8)
