@@ -3,13 +3,20 @@
     python -m analyses.benchmark_cam            # speed + a 2,000-slice streamed store
     python -m analyses.benchmark_cam --slices 10000
     python -m analyses.benchmark_cam --quick    # short run
+    python -m analyses.benchmark_cam --no-stream --no-tkv   # speed ratios only
 
 Builds the paper's GAP architecture at 192 x 192 (3 classes, random weights, float32) and
 times, on one batch of 32 random images: hypo's Grad-CAM + Grad-CAM++ for all 3 classes at
 the ReLU after the last convolution, resized to the input; tf-keras-vis 0.8.7 doing the
 same (one call per class and method, on the logit output); and the compiled forward pass
-alone. Then streams CAMs of a synthetic memory-mapped slice store to disk in a fresh
-process and reports that process's peak resident memory.
+alone. It also times the same network with its convolutional body nested as a
+sub-model (``keras.Model`` called inside the outer model, as a transfer-learning model is
+built) against the flat network, and the bfloat16-saved network (explained in float32)
+against a forward pass at the same precision (float32). Every speed is the median of
+``--reps`` single calls (default 5), the contenders interleaved in one process, so that
+load from other processes on a shared CPU hits all alike. Then streams CAMs of a synthetic
+memory-mapped slice store to disk in a fresh process and reports that process's peak
+resident memory.
 """
 
 from __future__ import annotations
@@ -34,10 +41,23 @@ BATCH = 32
 METHODS = ("gradcam", "gradcampp")
 
 
-def _model():
+def _model(precision: str = "float32"):
     from hypo.nets import build_model
 
-    return build_model("gap", INPUT, N_CLASSES, seed=0)
+    return build_model("gap", INPUT, N_CLASSES, seed=0, precision=precision)
+
+
+def _nested(flat, body_end: str):
+    """The same layers with the body up to ``body_end`` as a nested functional model."""
+    import keras
+
+    body = keras.Model(flat.inputs, flat.get_layer(body_end).output, name="backbone")
+    inp = keras.Input(INPUT, name="image")
+    x = body(inp)
+    names = [la.name for la in flat.layers]
+    for la in flat.layers[names.index(body_end) + 1 :]:
+        x = la(x)
+    return keras.Model(inp, x, name="nested")
 
 
 def _peak_rss_mib() -> float:
@@ -54,19 +74,22 @@ def _peak_rss_mib() -> float:
 
 def _interleaved_rates(fns: dict, n_images: int, reps: int) -> dict:
     """Images/s of each function from the median time of ``reps`` single calls, the calls
-    interleaved so that load from other processes on a shared CPU hits all alike."""
+    interleaved so that load from other processes on a shared CPU hits all alike, and their
+    order rotated every repeat so that no contender always runs first or last."""
     for fn in fns.values():
         fn()  # warm-up: tracing, allocation
     times = {k: [] for k in fns}
-    for _ in range(reps):
-        for k, fn in fns.items():
+    keys = list(fns)
+    for r in range(reps):
+        for k in keys[r % len(keys) :] + keys[: r % len(keys)]:
+            fn = fns[k]
             t0 = time.perf_counter()
             fn()
             times[k].append(time.perf_counter() - t0)
     return {k: n_images / float(np.median(v)) for k, v in times.items()}
 
 
-def speed(reps: int, tkv_reps: int) -> dict:
+def speed(reps: int, tkv_reps: int, tkv: bool = True) -> dict:
     import keras
     import tensorflow as tf
 
@@ -75,16 +98,46 @@ def speed(reps: int, tkv_reps: int) -> dict:
     model = _model()
     layer = default_cam_layer(model)
     x = np.random.default_rng(0).normal(size=(BATCH, *INPUT)).astype(np.float32)
-
-    def hypo_cam():
-        return compute(model, x, layer=layer, methods=METHODS, batch_size=BATCH)
-
-    fwd = tf.function(lambda t: model(t, training=False))
     xt = tf.constant(x)
 
-    def forward():
-        return fwd(xt).numpy()
+    def cam_of(m, lay):
+        return lambda: compute(m, x, layer=lay, methods=METHODS, batch_size=BATCH)
 
+    def forward_of(m):
+        f = tf.function(lambda t: m(t, training=False))
+        return lambda: f(xt).numpy()
+
+    nested = _nested(model, layer)
+    bf16 = _model("mixed_bfloat16")
+    bf16.set_weights(model.get_weights())
+    a = cam_of(model, layer)()
+    b = cam_of(nested, "backbone/" + layer)()
+    c = cam_of(bf16, layer)()
+    same = max(float(np.abs(a[m] - b[m]).max() / max(a[m].max(), 1e-30)) for m in METHODS)
+    same_bf = max(float(np.abs(a[m] - c[m]).max() / max(a[m].max(), 1e-30)) for m in METHODS)
+    r = _interleaved_rates(
+        {
+            "hypo": cam_of(model, layer),
+            "forward": forward_of(model),
+            "nested": cam_of(nested, "backbone/" + layer),
+            "bf16": cam_of(bf16, layer),
+            "forward_bf16": forward_of(bf16),
+        },
+        BATCH,
+        reps,
+    )
+    out = {
+        "layer": layer,
+        "hypo": r["hypo"],
+        "forward": r["forward"],
+        "nested": r["nested"],
+        "bf16": r["bf16"],
+        "forward_bf16": r["forward_bf16"],
+        "nested_max_rel_diff": same,
+        "bf16_max_rel_diff": same_bf,
+    }
+    if not tkv:
+        return out
     from tf_keras_vis.gradcam import Gradcam
     from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
     from tf_keras_vis.utils.scores import CategoricalScore
@@ -94,21 +147,15 @@ def speed(reps: int, tkv_reps: int) -> dict:
     gc, gpp = Gradcam(logit_model, clone=False), GradcamPlusPlus(logit_model, clone=False)
     kw = dict(penultimate_layer=layer, seek_penultimate_conv_layer=False, normalize_cam=False)
 
-    def tkv():
-        for c in range(N_CLASSES):
-            score = CategoricalScore([c] * BATCH)
+    def tkv_fn():
+        for cl in range(N_CLASSES):
+            score = CategoricalScore([cl] * BATCH)
             gc(score, x, **kw)
             gpp(score, x, **kw)
 
-    r = _interleaved_rates({"hypo": hypo_cam, "forward": forward}, BATCH, reps)
-    r_tkv = _interleaved_rates({"tkv": tkv, "hypo": hypo_cam}, BATCH, tkv_reps)
-    return {
-        "layer": layer,
-        "hypo": r["hypo"],
-        "forward": r["forward"],
-        "tkv": r_tkv["tkv"],
-        "hypo_next_to_tkv": r_tkv["hypo"],
-    }
+    r_tkv = _interleaved_rates({"tkv": tkv_fn, "hypo": cam_of(model, layer)}, BATCH, tkv_reps)
+    out.update(tkv=r_tkv["tkv"], hypo_next_to_tkv=r_tkv["hypo"])
+    return out
 
 
 def stream_child(n_slices: int, chunk_size: int, workdir: str) -> None:
@@ -163,7 +210,9 @@ def main(argv=None) -> None:
     ap.add_argument("--quick", action="store_true", help="short run (fewer repeats, 256 slices)")
     ap.add_argument("--slices", type=int, default=None, help="slices in the streamed store")
     ap.add_argument("--chunk-size", type=int, default=256)
-    ap.add_argument("--reps", type=int, default=None, help="timed repeats (batches)")
+    ap.add_argument("--reps", type=int, default=None, help="timed repeats (batches; default 5)")
+    ap.add_argument("--no-tkv", action="store_true", help="skip the tf-keras-vis comparison")
+    ap.add_argument("--no-stream", action="store_true", help="skip the streamed store")
     ap.add_argument("--_stream-child", dest="child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--_workdir", dest="workdir", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -172,7 +221,7 @@ def main(argv=None) -> None:
         stream_child(n_slices, args.chunk_size, args.workdir)
         return
 
-    reps = args.reps if args.reps is not None else (3 if args.quick else 10)
+    reps = args.reps if args.reps is not None else (3 if args.quick else 5)
     tkv_reps = 1 if args.quick else 3
     import tensorflow as tf
 
@@ -180,17 +229,33 @@ def main(argv=None) -> None:
         f"CPU cores: {os.cpu_count()}; TensorFlow {tf.__version__}; batch {BATCH}; "
         f"input {INPUT}; classes {N_CLASSES}; methods {METHODS}"
     )
-    s = speed(reps, tkv_reps)
-    print(f"evaluation layer: {s['layer']}")
-    print(f"{'':28s}{'images/s':>10s}")
-    print(f"{'hypo.cam (GC + GC++, 3 cl.)':28s}{s['hypo']:10.1f}")
-    print(f"{'tf-keras-vis 0.8.7 (same)':28s}{s['tkv']:10.1f}")
-    print(f"{'forward pass only':28s}{s['forward']:10.1f}")
+    s = speed(reps, tkv_reps, tkv=not args.no_tkv)
+    print(f"evaluation layer: {s['layer']}; median of {reps} interleaved calls")
+    print(f"{'':34s}{'images/s':>10s}")
+    print(f"{'hypo.cam (GC + GC++, 3 cl.)':34s}{s['hypo']:10.1f}")
+    print(f"{'  same, body nested as sub-model':34s}{s['nested']:10.1f}")
+    print(f"{'  same, bf16-saved (float32 maps)':34s}{s['bf16']:10.1f}")
+    if "tkv" in s:
+        print(f"{'tf-keras-vis 0.8.7 (same)':34s}{s['tkv']:10.1f}")
+    print(f"{'forward pass only (float32)':34s}{s['forward']:10.1f}")
+    print(f"{'forward pass, bf16 model (bf16)':34s}{s['forward_bf16']:10.1f}")
+    if "tkv" in s:
+        print(
+            f"hypo / tf-keras-vis = {s['hypo_next_to_tkv'] / s['tkv']:.1f}x   (target >= 10x; "
+            f"hypo timed alternately with tf-keras-vis: {s['hypo_next_to_tkv']:.1f} images/s)"
+        )
+    print(f"hypo / forward      = {s['hypo'] / s['forward']:.2f}x  (target >= 0.85x)")
     print(
-        f"hypo / tf-keras-vis = {s['hypo_next_to_tkv'] / s['tkv']:.1f}x   (target >= 10x; "
-        f"hypo timed alternately with tf-keras-vis: {s['hypo_next_to_tkv']:.1f} images/s)"
+        f"nested / flat       = {s['nested'] / s['hypo']:.2f}x  (target >= 0.90x; maps equal "
+        f"to {s['nested_max_rel_diff']:.1e} of each method's max)"
     )
-    print(f"hypo / forward      = {s['hypo'] / s['forward']:.2f}x  (target >= 0.6x)")
+    print(
+        f"bf16 model / forward = {s['bf16'] / s['forward']:.2f}x  (float32 maps; equal to the "
+        f"float32 model's to {s['bf16_max_rel_diff']:.1e}); "
+        f"{s['bf16'] / s['forward_bf16']:.2f}x its own bf16 forward pass"
+    )
+    if args.no_stream:
+        return
 
     with tempfile.TemporaryDirectory(prefix="hypo-cam-bench-") as work:
         cmd = [

@@ -18,14 +18,6 @@ from hypo.cam.sweep import layer_sweep  # noqa: E402
 ALL = ("gradcam", "gradcampp", "hirescam", "layercam")
 
 
-def _set_random_weights(model, seed):
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        ws = layer.get_weights()
-        if ws:
-            layer.set_weights([rng.normal(0, 0.5, w.shape).astype("float32") for w in ws])
-
-
 def flatten_model(h=6, w=5, k=3, n_classes=3, seed=0):
     """conv(3x3, same) -> ReLU -> Flatten -> Dense logits -> Softmax: spatially varying
     gradients, so a wrong spatial reduction shows up."""
@@ -40,17 +32,38 @@ def flatten_model(h=6, w=5, k=3, n_classes=3, seed=0):
     return m
 
 
-def gap_model(shape=(8, 8, 1), n_classes=3, seed=1, softmax_dense=False, bias_shift=0.0):
+def gap_model(
+    shape=(8, 8, 1), n_classes=3, seed=1, softmax_dense=False, bias_shift=0.0, nesting="flat"
+):
+    """conv -> BN -> ReLU -> GAP -> logits -> softmax; with ``nesting`` "functional" or
+    "sequential" the conv block is a nested model named ``body``."""
     conv = keras.layers.Conv3D if len(shape) == 4 else keras.layers.Conv2D
     gap = (
         keras.layers.GlobalAveragePooling3D
         if len(shape) == 4
         else keras.layers.GlobalAveragePooling2D
     )
+    block = [
+        conv(4, 3, padding="same", name="block1_conv"),
+        keras.layers.BatchNormalization(name="block1_bn"),
+        keras.layers.ReLU(name="block1_relu"),
+    ]
     inp = keras.Input(shape)
-    x = conv(4, 3, padding="same", name="block1_conv")(inp)
-    x = keras.layers.BatchNormalization(name="block1_bn")(x)
-    x = keras.layers.ReLU(name="block1_relu")(x)
+    if nesting == "flat":
+        x = inp
+        for la in block:
+            x = la(x)
+        body = None
+    elif nesting == "sequential":
+        body = keras.Sequential([keras.Input(shape), *block], name="body")
+        x = body(inp)
+    else:
+        b_in = keras.Input(shape)
+        y = b_in
+        for la in block:
+            y = la(y)
+        body = keras.Model(b_in, y, name="body")
+        x = body(inp)
     x = gap(name="gap")(x)
     if softmax_dense:
         out = keras.layers.Dense(n_classes, activation="softmax", name="dense_out")(x)
@@ -59,7 +72,7 @@ def gap_model(shape=(8, 8, 1), n_classes=3, seed=1, softmax_dense=False, bias_sh
         out = keras.layers.Softmax(name="probabilities")(x)
     m = keras.Model(inp, out, name="gap_model")
     _set_random_weights(m, seed)
-    bn = m.get_layer("block1_bn")
+    bn = block[1]
     g, b, mu, var = bn.get_weights()
     bn.set_weights([g, b, mu, np.abs(var) + 0.5])
     if bias_shift:
@@ -67,6 +80,22 @@ def gap_model(shape=(8, 8, 1), n_classes=3, seed=1, softmax_dense=False, bias_sh
         kw, bw = d.get_weights()
         d.set_weights([kw, bw + bias_shift])
     return m
+
+
+def _set_random_weights(model, seed):
+    rng = np.random.default_rng(seed)
+    for layer in _leaf_layers(model):
+        ws = layer.get_weights()
+        if ws:
+            layer.set_weights([rng.normal(0, 0.5, w.shape).astype("float32") for w in ws])
+
+
+def _leaf_layers(model):
+    for la in model.layers:
+        if isinstance(la, keras.Model):
+            yield from _leaf_layers(la)
+        else:
+            yield la
 
 
 def _conv_same(x, kern, bias):
@@ -115,13 +144,15 @@ def test_flatten_model_matches_numpy_by_hand():
     assert any(res[meth].max() > 0 for meth in ALL)
 
 
+@pytest.mark.parametrize("nesting", ["flat", "functional", "sequential"])
 @pytest.mark.parametrize("shape", [(8, 8, 1), (6, 6, 4, 1)])
-def test_gap_model_matches_numpy_2d_and_3d(shape):
-    m = gap_model(shape)
+def test_gap_model_matches_numpy_2d_and_3d(shape, nesting):
+    m = gap_model(shape, nesting=nesting)
     x = np.random.default_rng(3).normal(size=(3, *shape)).astype("float32")
-    kern, bias = m.get_layer("block1_conv").get_weights()
-    gamma, beta, mu, var = m.get_layer("block1_bn").get_weights()
-    eps = m.get_layer("block1_bn").epsilon
+    body = m if nesting == "flat" else m.get_layer("body")
+    kern, bias = body.get_layer("block1_conv").get_weights()
+    gamma, beta, mu, var = body.get_layer("block1_bn").get_weights()
+    eps = body.get_layer("block1_bn").epsilon
     wd, _ = m.get_layer("logits").get_weights()
     z = _conv_same(x.astype(float), kern, bias)
     A = np.maximum((z - mu) / np.sqrt(var + eps) * gamma + beta, 0)
@@ -131,10 +162,18 @@ def test_gap_model_matches_numpy_2d_and_3d(shape):
     )
     ref = _cams_numpy(A, G)
     res = compute(m, x, methods=ALL, resize=False)
-    assert res.layer == "block1_relu"
+    prefix = "" if nesting == "flat" else "body/"
+    assert res.layer == prefix + "block1_relu"
+    assert res.provenance["layer_choice"].startswith("automatic")
     for meth in ALL:
+        assert res[meth].max() > 0
         np.testing.assert_allclose(res[meth], ref[meth], rtol=1e-4, atol=1e-6, err_msg=meth)
     assert res["gradcam"].shape == (3, 3, *shape[:-1])
+    if nesting != "flat":  # the inner layer by bare name and by object: the same maps
+        for key in ("block1_relu", body.get_layer("block1_relu")):
+            again = compute(m, x, layer=key, methods=("hirescam",), resize=False)
+            assert again.layer == "body/block1_relu"
+            np.testing.assert_array_equal(again["hirescam"], res["hirescam"])
 
 
 def test_gradients_match_finite_differences():

@@ -1,4 +1,5 @@
-"""Class activation maps: engine, layer sweep, cohort streaming, export, metrics, sanity.
+"""Class activation maps: engine, layer sweep, cohort streaming, export, metrics, sanity,
+faithfulness.
 
 The entry point is :func:`compute`::
 
@@ -16,12 +17,14 @@ from .engine import (
     compute_with_config,
     default_cam_layer,
     model_hash,
+    predict_scores,
     spatial_layers,
 )
 from .export import export_patient, maps_to_nifti
+from .faithfulness import FaithfulnessCurves, deletion_insertion, faithfulness_table, road
 from .metrics import localisation_table
 from .result import CamResult
-from .sanity import cascading_randomisation, negative_controls
+from .sanity import cascading_randomisation, negative_controls, precision_effect
 from .stream import CamStore, compute_store
 from .sweep import layer_sweep
 
@@ -31,8 +34,14 @@ __all__ = [
     "CamConfig",
     "CamResult",
     "CamStore",
+    "FaithfulnessCurves",
     "cascading_randomisation",
     "compute_store",
+    "deletion_insertion",
+    "faithfulness_table",
+    "precision_effect",
+    "predict_scores",
+    "road",
     "export_patient",
     "layer_sweep",
     "localisation_table",

@@ -7,6 +7,11 @@ layer's activation ``A`` and the logits, and inside one ``tf.function`` the grad
 backward pass only runs from the logits down to ``A``, a CAM costs little more than the
 forward pass.
 
+The extractor runs the graph traced by :mod:`hypo.cam.graph`, so ``A`` may be a layer
+inside a nested model (``"resnet50/conv5_block3_out"``) or inside a ``TimeDistributed``
+encoder (per-slice maps of a bag's score); other model inputs are fed unchanged. Maps are
+computed in float32: a mixed-precision model runs as its float32 twin (same weights).
+
 Notation: ``k`` channel, ``ij`` (``ijk`` in 3D) position, ``sum_ab`` a spatial sum.
 
 - ``gradcam`` (Selvaraju et al.): ``w_k = mean_ij g``; ``ReLU(sum_k w_k A_k)``.
@@ -27,12 +32,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import keras
 import numpy as np
+import tensorflow as tf
 
 from .._util import library_versions as _versions
+from .graph import (
+    SEP,
+    Extractor,
+    check_functional,
+    float32_twin,
+    path_of,
+    precision_policies,
+    resolve_path,
+    trace,
+)
 from .result import CamResult
 
 METHODS = ("gradcam", "gradcampp", "hirescam", "layercam")
+PRECISIONS = ("float32", "model")
 SCORE = "pre-softmax logit"
 _CONV_CLASSES = (
     "Conv1D",
@@ -72,6 +90,15 @@ class CamConfig:
         Divide Grad-CAM++ alphas by their spatial sum per channel (tf-keras-vis behaviour).
     batch_size : int
         Images per forward pass.
+    image_input : str or None
+        Name of the model input the images go to (multi-input models).
+    score_layer : str or None
+        Layer whose output is the score instead of the logits (e.g. an ordinal head's
+        linear predictor).
+    precision : {"float32", "model"}
+        ``"float32"``: maps in float32 whatever the model's dtype policy (a mixed-precision
+        model is run as a float32 clone with its weights). ``"model"``: in the model's own
+        policy, only to measure what reduced precision does to the maps.
     """
 
     layer: str | None = None
@@ -82,10 +109,13 @@ class CamConfig:
     interpolation: str = "bilinear"
     gradcampp_alpha_norm: bool = False
     batch_size: int = 32
+    image_input: str | None = None
+    score_layer: str | None = None
+    precision: str = "float32"
 
 
 # ---------------------------------------------------------------------------------------
-# Model inspection
+# Model inspection (the graph itself, nested models included, is read by .graph)
 # ---------------------------------------------------------------------------------------
 
 
@@ -98,134 +128,228 @@ def _activation_name(layer) -> str:
     return getattr(act, "__name__", "") if act is not None else ""
 
 
-def _input_ndim(model) -> int:
-    if len(model.inputs) != 1:
+def _image_index(model, image_input=None) -> int:
+    """Position of the image input among ``model.inputs``."""
+    check_functional(model)
+    names = [getattr(t, "name", f"input_{i}") for i, t in enumerate(model.inputs)]
+    if image_input is not None:
+        if image_input not in names:
+            raise ValueError(
+                f"model {model.name!r} has no input named {image_input!r}; its inputs are {names}"
+            )
+        return names.index(image_input)
+    if len(names) == 1:
+        return 0
+    spatial = [i for i, t in enumerate(model.inputs) if len(t.shape) >= 4]
+    if len(spatial) != 1:
         raise ValueError(
-            f"model {model.name!r} has {len(model.inputs)} inputs; hypo.cam needs exactly one"
+            f"model {model.name!r} has {len(names)} inputs {names}; name the image input to "
+            "explain with image_input= (the others are passed with inputs= and held fixed)"
         )
-    return len(model.inputs[0].shape)
+    return spatial[0]
 
 
-def spatial_layers(model) -> list[str]:
-    """Names of the layers whose output has spatial axes (the possible evaluation layers).
+def _input_ndim(model, image_input=None) -> int:
+    return len(model.inputs[_image_index(model, image_input)].shape)
 
-    A layer qualifies when its output has the input's rank (batch, spatial..., channels)
-    and at least one spatial axis longer than 1.
+
+def _is_spatial(call, nd: int) -> bool:
+    if isinstance(call.layer, keras.layers.TimeDistributed):
+        return False  # its inner layers give per-slice maps
+    shape = call.outputs[0].shape
+    want = nd - 1 if call.time_steps else nd
+    return len(shape) == want and any(s is not None and s > 1 for s in shape[1:-1])
+
+
+def _candidate_calls(model, score_layer=None, image_input=None) -> list:
+    graph = trace(model)
+    nd = _input_ndim(model, image_input)
+    score = _score_source(model, score_layer)
+    upstream = graph.upstream(score.tensor)
+    out, seen = [], set()
+    for c in graph.calls:
+        if _class_name(c.layer) == "InputLayer" or c.path in seen:
+            continue
+        if id(c.outputs[0]) in upstream and _is_spatial(c, nd):
+            seen.add(c.path)
+            out.append(c)
+    return out
+
+
+def spatial_layers(model, score_layer: str | None = None, image_input: str | None = None):
+    """Paths of the layers with spatial output on the way to the score (the possible
+    evaluation layers), nested models included (``"resnet50/conv5_block3_out"``).
+
+    A layer qualifies when its output has the image input's rank (batch, spatial...,
+    channels), one less inside a ``TimeDistributed`` encoder (per-slice maps), and at least
+    one spatial axis longer than 1.
     """
-    nd = _input_ndim(model)
-    names = []
-    for layer in model.layers:
-        if _class_name(layer) == "InputLayer":
-            continue
-        try:
-            shape = layer.output.shape
-        except (AttributeError, ValueError):
-            continue
-        if len(shape) == nd and any(s is not None and s > 1 for s in shape[1:-1]):
-            names.append(layer.name)
-    return names
+    return [c.path for c in _candidate_calls(model, score_layer, image_input)]
 
 
-def default_cam_layer(model) -> str:
-    """The model card's ``cam_layer`` if the model carries one, else the last activation
-    that directly follows the last convolution (through normalisation layers only)."""
-    card = getattr(model, "hypo_card", None)
-    if isinstance(card, dict) and card.get("cam_layer"):
-        return str(card["cam_layer"])
-    layers = list(model.layers)
-    conv_idx = [i for i, la in enumerate(layers) if _class_name(la) in _CONV_CLASSES]
+_PASS_THROUGH = _ELEMENTWISE_CLASSES + ("Add", "Concatenate")
+
+
+def _automatic_layer(model, score_layer=None, image_input=None) -> str:
+    cands = [c for c in _candidate_calls(model, score_layer, image_input) if not c.container]
+    conv_idx = [i for i, c in enumerate(cands) if _class_name(c.layer) in _CONV_CLASSES]
     if not conv_idx:
         raise ValueError(
-            f"model {model.name!r} has no convolution layer; name the evaluation layer "
-            f"(layers with spatial output: {spatial_layers(model)})"
+            f"model {model.name!r} has no convolution layer on the way to its score; name the "
+            f"evaluation layer (layers with spatial output: {[c.path for c in cands]})"
         )
     i = conv_idx[-1]
-    chosen = layers[i].name
-    for la in layers[i + 1 :]:
-        cls = _class_name(la)
+    chosen = cands[i].path
+    for c in cands[i + 1 :]:
+        cls = _class_name(c.layer)
         if cls in _ACTIVATION_CLASSES:
-            chosen = la.name
-        elif cls not in _ELEMENTWISE_CLASSES:
+            chosen = c.path
+        elif cls not in _PASS_THROUGH:
             break
     return chosen
 
 
-def _resolve_layers(model, layers: Sequence[str]) -> list:
-    candidates = spatial_layers(model)
-    out = []
-    for name in layers:
-        try:
-            layer = model.get_layer(name)
-        except ValueError:
-            nested = [
-                la.name for la in model.layers if hasattr(la, "layers") and _has_layer(la, name)
-            ]
-            hint = (
-                f" It lives inside the nested model(s) {nested}; hypo.cam works on the top "
-                "level only, so build the model flat (or call it on the nested model)."
-                if nested
-                else ""
-            )
-            raise ValueError(
-                f"model {model.name!r} has no layer {name!r}.{hint} "
-                f"Layers with spatial output: {candidates}"
-            ) from None
-        if name not in candidates:
-            raise ValueError(
-                f"layer {name!r} of model {model.name!r} has no spatial output "
-                f"(output shape {tuple(layer.output.shape)}); choose one of {candidates}"
-            )
-        out.append(layer)
-    return out
+def default_cam_layer(model, score_layer: str | None = None, image_input: str | None = None):
+    """The model card's ``cam_layer`` if the model carries one, else the last activation
+    that follows the last convolution on the way to the score (through normalisation,
+    residual additions and concatenations only), nested models included."""
+    card = getattr(model, "hypo_card", None)
+    if isinstance(card, dict) and card.get("cam_layer"):
+        return str(card["cam_layer"])
+    return _automatic_layer(model, score_layer, image_input)
 
 
-def _has_layer(container, name: str) -> bool:
-    try:
-        container.get_layer(name)
-        return True
-    except (ValueError, AttributeError):
-        return False
-
-
-def _producer(tensor):
-    hist = getattr(tensor, "_keras_history", None)
-    return hist[0] if hist is not None else None
-
-
-def _score_source(model):
-    """Find the pre-softmax score: ``(tensor, head, description)``.
-
-    ``head`` maps ``tensor`` to the logits; it is the identity except for a final
-    ``Dense(activation="softmax"/"sigmoid")``, whose pre-activation is recomputed from its
-    own kernel and bias (no copy of the model is made).
-    """
-    if len(model.outputs) != 1:
-        raise ValueError(f"model {model.name!r} has {len(model.outputs)} outputs; expected one")
-    if _has_layer(model, "logits"):
-        return model.get_layer("logits").output, None, "output of layer 'logits'"
-    out = model.outputs[0]
-    layer = _producer(out)
-    cls = _class_name(layer) if layer is not None else ""
-    act = _activation_name(layer) if layer is not None else ""
-    if cls == "Softmax" or (cls == "Activation" and act in ("softmax", "sigmoid")):
-        return layer.input, None, f"input of final {cls} layer {layer.name!r}"
-    if cls == "Dense" and act in ("softmax", "sigmoid"):
-        return layer.input, layer, f"pre-activation of final Dense layer {layer.name!r}"
-    if cls == "Dense" and act == "linear":
-        return out, None, f"output of final linear Dense layer {layer.name!r}"
-    raise ValueError(
-        f"cannot find the pre-softmax score of model {model.name!r}: its output layer "
-        f"{getattr(layer, 'name', '?')!r} ({cls}, activation {act!r}) is neither a layer named "
-        "'logits', a Softmax, nor a Dense layer; name the logit layer 'logits'"
+def _layer_choice(model, layer, score_layer, image_input) -> tuple[str, str]:
+    """``(layer path, how it was chosen)``."""
+    if layer is not None:
+        return _layer_key(model, layer), "given"
+    card = getattr(model, "hypo_card", None)
+    if isinstance(card, dict) and card.get("cam_layer"):
+        return str(card["cam_layer"]), "model card cam_layer"
+    return (
+        _automatic_layer(model, score_layer, image_input),
+        "automatic: last activation after the last convolution on the way to the score",
     )
 
 
-def _final_is_probability(model) -> bool:
-    layer = _producer(model.outputs[0])
-    if layer is None:
-        return False
-    cls = _class_name(layer)
-    return cls == "Softmax" or _activation_name(layer) in ("softmax", "sigmoid")
+def _layer_key(model, layer) -> str:
+    return layer if isinstance(layer, str) else path_of(model, layer)
+
+
+def _resolve_layers(model, layers, score_layer=None, image_input=None) -> list:
+    """The traced calls of ``layers`` (paths, names or layer objects) in ``model``."""
+    graph = trace(model)
+    cands = _candidate_calls(model, score_layer, image_input)
+    cand_paths = [c.path for c in cands]
+    out = []
+    for name in layers:
+        name = _layer_key(model, name)
+        try:
+            path = resolve_path(graph, model, name)
+        except KeyError:
+            raise ValueError(
+                f"model {model.name!r} has no layer {name!r}. Layers with spatial output: "
+                f"{cand_paths}"
+            ) from None
+        calls = graph.by_path[path]
+        if len({id(c.outputs[0]) for c in calls}) > 1:
+            raise ValueError(
+                f"layer {path!r} is called {len(calls)} times in model {model.name!r}; a CAM "
+                "at a shared layer is ambiguous: choose a layer that is called once"
+            )
+        call = calls[0]
+        if path not in cand_paths:
+            if isinstance(call.layer, keras.layers.TimeDistributed):
+                inner = [p for p in cand_paths if p.startswith(path + SEP)]
+                raise ValueError(
+                    f"layer {path!r} is a TimeDistributed wrapper; per-slice maps come from a "
+                    f"layer inside it: one of {inner}"
+                )
+            raise ValueError(
+                f"layer {path!r} of model {model.name!r} has no spatial output on the way to "
+                f"the score (output shape {tuple(call.outputs[0].shape)}); choose one of "
+                f"{cand_paths}"
+            )
+        out.append(call)
+    return out
+
+
+@dataclass(frozen=True)
+class _Score:
+    """Where the pre-activation score comes from.
+
+    ``head`` maps ``tensor`` to the logits; it is None except for a final
+    ``Dense(activation="softmax"/"sigmoid")``, whose pre-activation is recomputed from its
+    own kernel and bias (no copy of the model is made). ``binary``: a single sigmoid unit,
+    explained as two classes, negative (score ``-z``) and positive (``z``).
+    """
+
+    tensor: Any
+    head: Any
+    description: str
+    binary: bool
+    probability_output: bool
+    n_classes: int
+    from_score_layer: bool = False
+
+
+def _score_source(model, score_layer: str | None = None) -> _Score:
+    graph = trace(model)
+    if len(graph.outputs) != 1:
+        raise ValueError(f"model {model.name!r} has {len(graph.outputs)} outputs; expected one")
+    out = graph.outputs[0]
+    final = graph.producer.get(id(out))
+    layer = final.layer if final is not None else None
+    cls = _class_name(layer) if layer is not None else ""
+    act = _activation_name(layer) if layer is not None else ""
+    prob_out = cls == "Softmax" or act in ("softmax", "sigmoid")
+    if score_layer is not None:
+        try:
+            path = resolve_path(graph, model, _layer_key(model, score_layer))
+        except KeyError:
+            raise ValueError(
+                f"model {model.name!r} has no layer {score_layer!r} to take the score from"
+            ) from None
+        t = graph.by_path[path][0].outputs[0]
+        if len(t.shape) != 2:
+            raise ValueError(
+                f"score layer {path!r} has output shape {tuple(t.shape)}; a score layer "
+                "gives one vector per image, shape (batch, n_scores)"
+            )
+        desc = f"output of score layer {path!r}"
+        return _Score(t, None, desc, False, False, int(t.shape[-1]), from_score_layer=True)
+    logit_paths = [p for p in graph.by_path if p.rsplit(SEP, 1)[-1] == "logits"]
+    if "logits" in graph.by_path or len(logit_paths) == 1:
+        path = "logits" if "logits" in graph.by_path else logit_paths[0]
+        t = graph.by_path[path][0].outputs[0]
+        binary = int(t.shape[-1]) == 1 and act == "sigmoid"
+        n = 2 if binary else int(t.shape[-1])
+        return _Score(t, None, f"output of layer {path!r}", binary, prob_out, n)
+    if cls == "Softmax" or (cls == "Activation" and act in ("softmax", "sigmoid")):
+        t = _score_input(final)
+        binary = act == "sigmoid" and int(t.shape[-1]) == 1
+        desc = f"input of final {cls} layer {final.path!r}"
+        return _Score(t, None, desc, binary, True, 2 if binary else int(t.shape[-1]))
+    if cls == "Dense" and act in ("softmax", "sigmoid"):
+        t = _score_input(final)
+        binary = act == "sigmoid" and int(layer.units) == 1
+        desc = f"pre-activation of final Dense layer {final.path!r}"
+        return _Score(t, layer, desc, binary, True, 2 if binary else int(layer.units))
+    if cls == "Dense" and act == "linear":
+        desc = f"output of final linear Dense layer {final.path!r}"
+        return _Score(out, None, desc, False, False, int(out.shape[-1]))
+    raise ValueError(
+        f"cannot find the pre-softmax score of model {model.name!r}: its output layer "
+        f"{getattr(layer, 'name', '?')!r} ({cls}, activation {act!r}) is neither a layer named "
+        "'logits', a Softmax, nor a Dense layer; name the logit layer 'logits' or pass "
+        "score_layer= (e.g. an ordinal head's linear predictor)"
+    )
+
+
+def _score_input(call):
+    """The (first) input tensor of a traced leaf call."""
+    hist = call.outputs[0]._keras_history
+    return hist[0]._inbound_nodes[hist[1]].input_tensors[0]
 
 
 def model_hash(model, length: int = 16) -> str:
@@ -252,8 +376,6 @@ _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def _cam_maps(a, g, methods, alpha_norm):
     """Maps of one class at one layer; ``a``, ``g``: (batch, *spatial, channels)."""
-    import tensorflow as tf
-
     axes = list(range(1, len(a.shape) - 1))
     out = {}
     if "gradcam" in methods:
@@ -278,40 +400,83 @@ def _cam_maps(a, g, methods, alpha_norm):
     return out
 
 
-def _get_core(model, layer_names, classes, methods, alpha_norm):
-    import keras
-    import tensorflow as tf
+@dataclass(frozen=True)
+class _Probe:
+    """One functional model from the outer inputs to the evaluation layers' activations,
+    the score and the output, built on the model's float32 twin."""
 
+    extractor: Any
+    score: _Score
+    paths: tuple[str, ...]
+    time_steps: tuple[int | None, ...]
+    image_index: int
+
+
+def _probe(model, layer_keys, score_layer=None, image_input=None, precision="float32"):
     per_model = _CACHE.setdefault(model, {})
-    ext_key = ("extractor", tuple(layer_names))
-    if ext_key not in per_model:
-        layers = _resolve_layers(model, layer_names)
-        score_tensor, dense, score_desc = _score_source(model)
-        extractor = keras.Model(
-            model.inputs, [*(la.output for la in layers), score_tensor, model.outputs[0]]
-        )
-        per_model[ext_key] = (extractor, dense, score_desc)
-    extractor, dense, score_desc = per_model[ext_key]
-    key = ("fn", tuple(layer_names), tuple(classes), tuple(methods), bool(alpha_norm))
+    key = ("probe", tuple(layer_keys), score_layer, image_input, precision)
     if key not in per_model:
-        n_layers = len(layer_names)
-        spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32)
+        twin = float32_twin(model, sync=False) if precision == "float32" else model
+        calls = _resolve_layers(twin, layer_keys, score_layer, image_input)
+        score = _score_source(twin, score_layer)
+        graph = trace(twin)
+        extractor = Extractor(
+            graph.inputs, [*(c.outputs[0] for c in calls), score.tensor, graph.outputs[0]]
+        )
+        per_model[key] = _Probe(
+            extractor,
+            score,
+            tuple(c.path for c in calls),
+            tuple(c.time_steps for c in calls),
+            _image_index(model, image_input),
+        )
+    return per_model[key]
 
-        @tf.function(input_signature=[spec])
-        def core(x):
+
+def _logits(t, score: _Score):
+    """The class scores from the score tensor: pre-activation of a final Dense, and the
+    negative class of a single sigmoid unit as ``-z``."""
+    if score.head is not None:
+        t = tf.matmul(tf.cast(t, tf.float32), tf.cast(score.head.kernel, tf.float32))
+        if score.head.use_bias:
+            t = t + tf.cast(score.head.bias, tf.float32)
+    t = tf.cast(t, tf.float32)
+    if score.binary:
+        t = tf.concat([-t, t], axis=1)
+    return t
+
+
+def _signature(probe: _Probe):
+    return [
+        tf.TensorSpec((None, *t.shape[1:]), t.dtype, name=f"input_{i}")
+        for i, t in enumerate(probe.extractor.inputs)
+    ]
+
+
+def _call_extractor(probe: _Probe, xs):
+    return probe.extractor(list(xs), training=False)
+
+
+def _get_core(model, layer_keys, classes, methods, alpha_norm, score_layer, image_input, precision):
+    probe = _probe(model, layer_keys, score_layer, image_input, precision)
+    per_model = _CACHE[model]
+    key = ("fn", tuple(layer_keys), score_layer, image_input, tuple(classes), tuple(methods))
+    key = (*key, bool(alpha_norm), precision)
+    if key not in per_model:
+        n_layers = len(layer_keys)
+
+        @tf.function(input_signature=_signature(probe))
+        def core(*xs):
             with tf.GradientTape(persistent=True) as tape:
-                outs = extractor(x, training=False)
+                outs = _call_extractor(probe, xs)
                 acts = list(outs[:n_layers])
                 for a in acts:
                     tape.watch(a)
-                logits = outs[n_layers]
-                if dense is not None:
-                    logits = tf.matmul(logits, tf.cast(dense.kernel, logits.dtype))
-                    if dense.use_bias:
-                        logits = logits + tf.cast(dense.bias, logits.dtype)
+                logits = _logits(outs[n_layers], probe.score)
                 scores = [tf.reduce_sum(logits[:, c]) for c in classes]
             # Samples are independent (inference mode), so the gradient of the batch sum
-            # is each sample's own gradient.
+            # is each sample's own gradient (in a bag, each slice's gradient of its bag's
+            # score).
             per_layer = [{m: [] for m in methods} for _ in range(n_layers)]
             for s in scores:
                 grads = tape.gradient(s, acts)
@@ -321,14 +486,18 @@ def _get_core(model, layer_names, classes, methods, alpha_norm):
                     maps = _cam_maps(
                         tf.cast(a, tf.float32), tf.cast(g, tf.float32), methods, alpha_norm
                     )
+                    t = probe.time_steps[li]
                     for m in methods:
-                        per_layer[li][m].append(maps[m])
+                        mm = maps[m]
+                        if t:
+                            mm = tf.reshape(mm, (-1, t, *mm.shape[1:]))
+                        per_layer[li][m].append(mm)
             del tape
             stacked = [{m: tf.stack(v[m], axis=1) for m in methods} for v in per_layer]
-            return stacked, tf.cast(logits, tf.float32), tf.cast(outs[n_layers + 1], tf.float32)
+            return stacked, logits, tf.cast(outs[n_layers + 1], tf.float32)
 
         per_model[key] = core
-    return per_model[key], score_desc
+    return per_model[key], probe
 
 
 # ---------------------------------------------------------------------------------------
@@ -336,9 +505,10 @@ def _get_core(model, layer_names, classes, methods, alpha_norm):
 # ---------------------------------------------------------------------------------------
 
 
-def _check_images(model, images) -> np.ndarray:
+def _check_images(model, images, image_input=None) -> np.ndarray:
+    idx = _image_index(model, image_input)
     x = np.asarray(images)
-    want = tuple(model.inputs[0].shape[1:])
+    want = tuple(model.inputs[idx].shape[1:])
     if x.ndim != len(want) + 1 or any(w is not None and w != s for w, s in zip(want, x.shape[1:])):
         hint = ""
         if x.ndim == len(want) and want[-1] == 1:
@@ -360,6 +530,44 @@ def _check_images(model, images) -> np.ndarray:
     return x
 
 
+def _model_inputs(model, images, image_input=None, inputs=None) -> list[np.ndarray]:
+    """Every model input in model order: the images, and the other inputs held fixed."""
+    idx = _image_index(model, image_input)
+    names = [getattr(t, "name", f"input_{i}") for i, t in enumerate(model.inputs)]
+    others = [n for i, n in enumerate(names) if i != idx]
+    inputs = dict(inputs or {})
+    missing = [n for n in others if n not in inputs]
+    extra = [n for n in inputs if n not in others]
+    if missing or extra:
+        raise ValueError(
+            f"model {model.name!r} takes inputs {names}; the images go to {names[idx]!r}, so "
+            f"inputs= must give exactly {others} (missing {missing}, unexpected {extra})"
+        )
+    out = []
+    for i, (name, t) in enumerate(zip(names, model.inputs)):
+        if i == idx:
+            out.append(images)
+            continue
+        v = np.asarray(inputs[name])
+        want = tuple(t.shape[1:])
+        if (
+            v.ndim != len(want) + 1
+            or len(v) != len(images)
+            or any(w is not None and w != s for w, s in zip(want, v.shape[1:]))
+        ):
+            raise ValueError(
+                f"input {name!r} has shape {v.shape}; expected ({len(images)}, "
+                f"{', '.join(str(w) for w in want)}): one row per image"
+            )
+        if not np.issubdtype(v.dtype, np.number) and v.dtype != bool:
+            raise ValueError(f"input {name!r} has dtype {v.dtype}; expected a numeric array")
+        v = v.astype(keras.backend.standardize_dtype(t.dtype), copy=False)
+        if np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all():
+            raise ValueError(f"input {name!r} contains NaN or inf values")
+        out.append(v)
+    return out
+
+
 def _check_methods(methods) -> tuple[str, ...]:
     if isinstance(methods, str):
         methods = (methods,)
@@ -372,19 +580,45 @@ def _check_methods(methods) -> tuple[str, ...]:
     return methods
 
 
-def _n_classes(model) -> int:
-    score_tensor, dense, _ = _score_source(model)
-    return int(dense.units) if dense is not None else int(score_tensor.shape[-1])
+def _n_classes(model, score_layer=None) -> int:
+    return _score_source(model, score_layer).n_classes
 
 
-def _check_classes(model, classes) -> tuple[int, ...]:
-    n = _n_classes(model)
+def _class_names(model, class_names=None, score_layer=None) -> tuple[str, ...] | None:
+    """Names of the model's classes: ``class_names`` if given, else the model card's
+    ``classes``, else None. A single sigmoid unit has two classes, negative then positive."""
+    n = _n_classes(model, score_layer)
+    if class_names is not None:
+        names = tuple(str(c) for c in class_names)
+        if len(names) != n:
+            raise ValueError(
+                f"class_names {list(names)} name {len(names)} classes; model {model.name!r} "
+                f"has {n} (a single sigmoid unit has 2: negative, positive)"
+            )
+        return names
+    card = getattr(model, "hypo_card", None)
+    if isinstance(card, dict) and score_layer is None:
+        names = card.get("classes")
+        if names is not None and len(names) == n:
+            return tuple(str(c) for c in names)
+    return None
+
+
+def _check_classes(model, classes, score_layer=None, names=None) -> tuple[int, ...]:
+    n = _n_classes(model, score_layer)
     if classes is None:
         return tuple(range(n))
     if np.isscalar(classes):
         classes = [classes]
     out = []
     for c in classes:
+        if isinstance(c, str):
+            if names is None or c not in names:
+                raise ValueError(
+                    f"class {c!r}: model {model.name!r} has class names {names}; pass "
+                    "class_names= for a model without a card, or use class indices"
+                )
+            c = names.index(c)
         if not isinstance(c, (int, np.integer)) or isinstance(c, bool) or not 0 <= c < n:
             raise ValueError(
                 f"class index {c!r} is out of range: model {model.name!r} has {n} classes "
@@ -423,24 +657,53 @@ def _normalise(maps: np.ndarray, normalize, n_classes: int) -> tuple[np.ndarray,
     return out.astype(np.float32), {"divided_by_scale": scale.tolist()}
 
 
-def _run(model, images, layer_names, methods, classes, alpha_norm, batch_size):
-    """Raw maps per layer, logits and probabilities, batch by batch."""
-    core, score_desc = _get_core(model, layer_names, classes, methods, alpha_norm)
-    raws = [{m: [] for m in methods} for _ in layer_names]
+def _run(
+    model,
+    arrays,
+    layer_keys,
+    methods,
+    classes,
+    alpha_norm,
+    batch_size,
+    score_layer=None,
+    image_input=None,
+    precision="float32",
+):
+    """Raw maps per layer, logits and outputs, batch by batch; ``arrays`` are the model's
+    inputs in model order."""
+    _check_precision(precision)
+    if precision == "float32":
+        float32_twin(model)  # copies the current weights into a mixed-precision model's twin
+    core, probe = _get_core(
+        model, layer_keys, classes, methods, alpha_norm, score_layer, image_input, precision
+    )
+    raws = [{m: [] for m in methods} for _ in layer_keys]
     logits, outs = [], []
-    for start in range(0, len(images), batch_size):
-        stacked, lg, out = core(images[start : start + batch_size])
+    n = len(arrays[0])
+    for start in range(0, n, batch_size):
+        stacked, lg, out = core(*(a[start : start + batch_size] for a in arrays))
         for li, d in enumerate(stacked):
             for m in methods:
                 raws[li][m].append(d[m].numpy())
         logits.append(lg.numpy())
         outs.append(out.numpy())
     raws = [{m: np.concatenate(v[m]) for m in methods} for v in raws]
-    return raws, np.concatenate(logits), np.concatenate(outs), score_desc
+    return raws, np.concatenate(logits), np.concatenate(outs), probe
 
 
-def _probabilities(model, logits, outputs):
-    if _final_is_probability(model):
+def _check_precision(precision) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}; expected one of {PRECISIONS}")
+
+
+def _probabilities(probe: _Probe, logits, outputs):
+    """Softmax/sigmoid outputs of the model (two columns, negative and positive, for a
+    single sigmoid unit); the model's own output when the score is a named score layer."""
+    score = probe.score
+    if score.binary:
+        p = outputs[:, :1] if score.probability_output else 1 / (1 + np.exp(-logits[:, 1:]))
+        return np.concatenate([1 - p, p], axis=1).astype(np.float32)
+    if score.probability_output or score.from_score_layer:
         return outputs
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
@@ -448,38 +711,59 @@ def _probabilities(model, logits, outputs):
 
 
 def _assemble(
-    model, images, layer, raw, logits, probs, classes, methods, cfg, score_desc, mhash
+    model, images, layer, raw, logits, probs, classes, methods, cfg, probe, mhash, extra=None
 ) -> CamResult:
     from .resize import describe_interpolation, resize_maps
 
+    li = probe.paths.index(layer)
+    steps = probe.time_steps[li]
     in_spatial = tuple(int(s) for s in images.shape[1:-1])
     lay_spatial = tuple(int(s) for s in next(iter(raw.values())).shape[2:])
-    cell = tuple(float(i) / float(s) for i, s in zip(in_spatial, lay_spatial))
+    if steps:  # a bag: (slices, *in-plane); maps are resized in-plane, slice by slice
+        target = in_spatial[1:]
+        cell = (1.0, *(float(i) / float(s) for i, s in zip(target, lay_spatial[1:])))
+    else:
+        target = in_spatial
+        cell = tuple(float(i) / float(s) for i, s in zip(in_spatial, lay_spatial))
     maps = {}
     norm_desc = "none"
     for m in methods:
         r = raw[m]
         if cfg.resize:
-            r = resize_maps(r, in_spatial, cfg.interpolation)
+            r = resize_maps(r, target, cfg.interpolation)
         maps[m], norm_desc = _normalise(r, cfg.normalize, len(classes))
+    extra = dict(extra or {})
+    names = extra.pop("class_names", None)
     prov = {
         "model_hash": mhash,
         "model_name": model.name,
         "layer": layer,
+        "layer_choice": extra.pop("layer_choice", "given"),
         "methods": list(methods),
         "classes": list(classes),
-        "score": SCORE,
-        "score_source": score_desc,
+        "class_names": [names[c] for c in classes] if names else None,
+        "score": SCORE if cfg.score_layer is None else "named score layer",
+        "score_source": probe.score.description,
         "normalisation": norm_desc,
         "gradcampp_alpha_norm": bool(cfg.gradcampp_alpha_norm),
         "resized": bool(cfg.resize),
-        "interpolation": describe_interpolation(cfg.interpolation, len(in_spatial))
+        "interpolation": describe_interpolation(cfg.interpolation, len(target))
         if cfg.resize
         else "none (layer resolution)",
         "input_shape": list(images.shape[1:]),
         "layer_shape": list(lay_spatial),
+        "per_slice": bool(steps),
         "training": False,
+        "precision": {
+            "model": precision_policies(model),
+            "maps": (
+                "float32" + (" (float32 twin of the model)" if _twin_used(model) else "")
+                if cfg.precision == "float32"
+                else "the model's own dtype policy (precision='model')"
+            ),
+        },
         "versions": library_versions(),
+        **extra,
     }
     return CamResult(
         maps=maps,
@@ -490,39 +774,57 @@ def _assemble(
         layer=layer,
         cell_size=cell,
         provenance=prov,
+        class_names=tuple(names) if names else None,
     )
+
+
+def _twin_used(model) -> bool:
+    return float32_twin(model, sync=False) is not model
 
 
 def compute(
     model,
     images,
-    layer: str | None = None,
+    layer=None,
     methods: Sequence[str] = ("gradcam", "gradcampp"),
-    classes: Sequence[int] | None = None,
+    classes: Sequence[int | str] | None = None,
     resize: bool = True,
     normalize: Any = "none",
     interpolation: str = "bilinear",
     gradcampp_alpha_norm: bool = False,
     batch_size: int = 32,
+    *,
+    inputs: dict | None = None,
+    image_input: str | None = None,
+    class_names: Sequence[str] | None = None,
+    score_layer=None,
+    precision: str = "float32",
 ) -> CamResult:
     """Class activation maps of ``images`` for every selected class and method.
 
     Parameters
     ----------
     model : keras.Model
-        A functional model with one input and one output. The score is always the
-        pre-softmax logit: the output of a layer named ``logits`` if there is one, else the
-        input of a final Softmax, else the pre-activation of a final
-        ``Dense(activation="softmax")``, else a final linear Dense.
+        A functional or Sequential model with one output; it may hold nested functional or
+        Sequential models (a Keras Applications backbone under a new head) and
+        ``TimeDistributed`` encoders (bag models: per-slice maps). Maps are computed in
+        float32 whatever the model's dtype policy (a mixed-precision model is explained
+        through a float32 clone with its weights). The score is the pre-softmax logit: the
+        output of a layer named ``logits`` if there is one, else the input of a final
+        Softmax, else the pre-activation of a final ``Dense(activation="softmax")``, else a
+        final linear Dense; a single sigmoid unit ``z`` gives two classes, negative
+        (``-z``) and positive (``z``).
     images : ndarray, shape (n_images, *input_shape)
-        Batch first, channels last, e.g. ``(n, 192, 192, 1)`` or ``(n, 128, 128, 28, 1)``.
-    layer : str, optional
-        Evaluation layer (any layer with spatial output). Default: the model card's
-        ``cam_layer``, else the last activation after the last convolution.
+        Batch first, channels last, e.g. ``(n, 192, 192, 1)`` or ``(n, 128, 128, 28, 1)``;
+        a bag model takes ``(n_bags, n_slices, H, W, 1)``.
+    layer : str or keras.Layer, optional
+        Evaluation layer: a path (``"resnet50/conv5_block3_out"``), a layer name (unique
+        among nested models), or the layer object. Default: the model card's ``cam_layer``,
+        else the last activation after the last convolution on the way to the score.
     methods : sequence of str
         Any of ``"gradcam"``, ``"gradcampp"``, ``"hirescam"``, ``"layercam"``.
-    classes : sequence of int, optional
-        Class indices, in the order wanted on axis 1 of the maps; default all.
+    classes : sequence of int or str, optional
+        Class indices or names, in the order wanted on axis 1 of the maps; default all.
     resize : bool
         Resize maps to the input size (raw layer-resolution maps are kept in ``.raw``).
     normalize : "none" | "image" | float | array
@@ -534,14 +836,27 @@ def compute(
         off by default (eq. 19 as printed).
     batch_size : int
         Images per forward pass.
+    inputs : dict of str -> ndarray, optional
+        The model's other inputs by name (one row per image), passed through and held
+        fixed (e.g. clinical covariates).
+    image_input : str, optional
+        Name of the input the images go to (needed when several inputs are images).
+    class_names : sequence of str, optional
+        Names of the classes for a model without a card.
+    score_layer : str or keras.Layer, optional
+        Explain the output of this layer instead of the logits, e.g. an ordinal head's
+        linear predictor.
+    precision : {"float32", "model"}
+        See :class:`CamConfig`; keep the default.
 
     Returns
     -------
     CamResult
-        ``res[method]`` has shape ``(n_images, n_classes_selected, *spatial)``.
+        ``res[method]`` has shape ``(n_images, n_classes_selected, *spatial)``
+        (``(n_bags, n_classes_selected, n_slices, H, W)`` for a bag model).
     """
     cfg = CamConfig(
-        layer=layer,
+        layer=None if layer is None else _layer_key(model, layer),
         methods=_check_methods(methods),
         classes=None,
         resize=bool(resize),
@@ -549,81 +864,155 @@ def compute(
         interpolation=interpolation,
         gradcampp_alpha_norm=bool(gradcampp_alpha_norm),
         batch_size=int(batch_size),
+        image_input=image_input,
+        score_layer=None if score_layer is None else _layer_key(model, score_layer),
+        precision=precision,
     )
-    return compute_with_config(model, images, cfg, classes=classes)
+    return compute_with_config(model, images, cfg, classes, inputs=inputs, class_names=class_names)
 
 
-def compute_with_config(model, images, cfg: CamConfig, classes=None) -> CamResult:
+def compute_with_config(
+    model, images, cfg: CamConfig, classes=None, inputs=None, class_names=None
+) -> CamResult:
     """:func:`compute` driven by a :class:`CamConfig` (``classes`` overrides ``cfg.classes``)."""
     from .resize import canonical_interpolation
 
-    images = _check_images(model, images)
+    check_functional(model)
+    images = _check_images(model, images, cfg.image_input)
+    arrays = _model_inputs(model, images, cfg.image_input, inputs)
     methods = _check_methods(cfg.methods)
-    classes = _check_classes(model, cfg.classes if classes is None else classes)
+    names = _class_names(model, class_names, cfg.score_layer)
+    classes = _check_classes(
+        model, cfg.classes if classes is None else classes, cfg.score_layer, names
+    )
     canonical_interpolation(cfg.interpolation)
     if cfg.batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
-    layer = cfg.layer if cfg.layer is not None else default_cam_layer(model)
-    raws, logits, outs, score_desc = _run(
-        model, images, [layer], methods, classes, cfg.gradcampp_alpha_norm, cfg.batch_size
+    layer, choice = _layer_choice(model, cfg.layer, cfg.score_layer, cfg.image_input)
+    raws, logits, outs, probe = _run(
+        model,
+        arrays,
+        [layer],
+        methods,
+        classes,
+        cfg.gradcampp_alpha_norm,
+        cfg.batch_size,
+        cfg.score_layer,
+        cfg.image_input,
+        cfg.precision,
     )
-    probs = _probabilities(model, logits, outs)
+    probs = _probabilities(probe, logits, outs)
     return _assemble(
         model,
         images,
-        layer,
+        probe.paths[0],
         raws[0],
         logits,
         probs,
         classes,
         methods,
         cfg,
-        score_desc,
+        probe,
         model_hash(model),
+        {"layer_choice": choice, "class_names": names},
     )
 
 
-def score_gradients(model, images, layer: str | None = None, classes=None, batch_size: int = 32):
-    """Activation of ``layer`` and the gradient of each selected class's logit w.r.t. it.
+def score_gradients(
+    model,
+    images,
+    layer=None,
+    classes=None,
+    batch_size: int = 32,
+    *,
+    inputs=None,
+    image_input=None,
+    score_layer=None,
+):
+    """Activation of ``layer`` and the gradient of each selected class's score w.r.t. it.
 
     Returns
     -------
     activations : ndarray, shape (n_images, *layer_spatial, channels)
     gradients : ndarray, shape (n_images, n_selected_classes, *layer_spatial, channels)
-        ``dS_c / dA`` with ``S_c`` the pre-softmax logit.
+        ``dS_c / dA`` with ``S_c`` the pre-softmax logit (in float32). Inside a
+        ``TimeDistributed`` encoder the first axis runs over bag x slice.
     """
-    import tensorflow as tf
-
-    images = _check_images(model, images)
-    classes = _check_classes(model, classes)
-    layer = layer if layer is not None else default_cam_layer(model)
-    _get_core(model, [layer], classes, ("gradcam",), False)  # builds + caches the extractor
+    check_functional(model)
+    images = _check_images(model, images, image_input)
+    arrays = _model_inputs(model, images, image_input, inputs)
+    score_layer = None if score_layer is None else _layer_key(model, score_layer)
+    classes = _check_classes(model, classes, score_layer, _class_names(model, None, score_layer))
+    layer, _ = _layer_choice(model, layer, score_layer, image_input)
+    float32_twin(model)
+    probe = _probe(model, (layer,), score_layer, image_input, "float32")
     per_model = _CACHE[model]
-    extractor, dense, _ = per_model[("extractor", (layer,))]
-    key = ("grad", layer, classes)
+    key = ("grad", layer, score_layer, image_input, classes)
     if key not in per_model:
-        spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32)
 
-        @tf.function(input_signature=[spec])
-        def grad_fn(x):
+        @tf.function(input_signature=_signature(probe))
+        def grad_fn(*xs):
             with tf.GradientTape(persistent=True) as tape:
-                outs = extractor(x, training=False)
+                outs = _call_extractor(probe, xs)
                 a = outs[0]
                 tape.watch(a)
-                logits = outs[1]
-                if dense is not None:
-                    logits = tf.matmul(logits, dense.kernel)
-                    if dense.use_bias:
-                        logits = logits + dense.bias
+                logits = _logits(outs[1], probe.score)
                 scores = [tf.reduce_sum(logits[:, c]) for c in classes]
             gs = [tape.gradient(s, a) for s in scores]
             gs = [tf.zeros_like(a) if g is None else g for g in gs]
-            return a, tf.stack(gs, axis=1)
+            return tf.cast(a, tf.float32), tf.cast(tf.stack(gs, axis=1), tf.float32)
 
         per_model[key] = grad_fn
     acts, grads = [], []
     for start in range(0, len(images), batch_size):
-        a, g = per_model[key](images[start : start + batch_size])
+        a, g = per_model[key](*(x[start : start + batch_size] for x in arrays))
         acts.append(a.numpy())
         grads.append(g.numpy())
     return np.concatenate(acts), np.concatenate(grads)
+
+
+def predict_scores(
+    model,
+    images,
+    batch_size: int = 32,
+    *,
+    inputs=None,
+    image_input=None,
+    score_layer=None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The scores CAMs explain, from a forward pass in float32: ``(logits, probabilities)``,
+    each ``(n_images, n_classes)`` with classes as in :func:`compute` (negative and
+    positive for a single sigmoid unit)."""
+    check_functional(model)
+    images = _check_images(model, images, image_input)
+    arrays = _model_inputs(model, images, image_input, inputs)
+    score_layer = None if score_layer is None else _layer_key(model, score_layer)
+    float32_twin(model)
+    per_model = _CACHE.setdefault(model, {})
+    key = ("forward", score_layer, image_input)
+    if key not in per_model:
+        twin = float32_twin(model, sync=False)
+        score = _score_source(twin, score_layer)
+        graph = trace(twin)
+        probe = _Probe(
+            Extractor(graph.inputs, [score.tensor, graph.outputs[0]]),
+            score,
+            (),
+            (),
+            _image_index(model, image_input),
+        )
+
+        @tf.function(input_signature=_signature(probe))
+        def fwd(*xs):
+            outs = _call_extractor(probe, xs)
+            return _logits(outs[0], probe.score), tf.cast(outs[1], tf.float32)
+
+        per_model[key] = (probe, fwd)
+    probe, fwd = per_model[key]
+    logits, outs = [], []
+    for start in range(0, len(images), batch_size):
+        lg, out = fwd(*(a[start : start + batch_size] for a in arrays))
+        logits.append(lg.numpy())
+        outs.append(out.numpy())
+    logits, outs = np.concatenate(logits), np.concatenate(outs)
+    return logits, _probabilities(probe, logits, outs)

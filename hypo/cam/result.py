@@ -26,7 +26,8 @@ class CamResult(Mapping):
         Raw maps at layer resolution, ``(n_images, n_selected_classes, *layer_spatial)``, in
         the layer's activation units times logit-gradient units; never normalised.
     probabilities : ndarray, shape (n_images, n_classes)
-        Model output probabilities (softmax or sigmoid of the logits).
+        Model output probabilities (softmax or sigmoid of the logits; negative and positive
+        columns for a single sigmoid unit; the model's own output with a score layer).
     logits : ndarray, shape (n_images, n_classes)
         Pre-softmax scores; every map is computed from these.
     classes : tuple of int
@@ -36,8 +37,11 @@ class CamResult(Mapping):
     cell_size : tuple of float
         Input pixels per layer cell along each spatial axis.
     provenance : dict
-        Model hash (of the weights), layer, methods, score, normalisation, Grad-CAM++ alpha
-        option, interpolation, library versions.
+        Model hash (of the weights), layer (and how it was chosen), methods, score,
+        normalisation, Grad-CAM++ alpha option, interpolation, precision, library versions.
+    class_names : tuple of str or None
+        Names of all the model's classes (card or ``class_names=``), indexed like
+        ``classes``' entries.
     """
 
     maps: dict[str, np.ndarray]
@@ -48,6 +52,7 @@ class CamResult(Mapping):
     layer: str
     cell_size: tuple[float, ...]
     provenance: dict[str, Any] = field(default_factory=dict)
+    class_names: tuple[str, ...] | None = None
 
     def __getitem__(self, method: str) -> np.ndarray:
         try:
@@ -71,8 +76,13 @@ class CamResult(Mapping):
     def n_images(self) -> int:
         return int(self.logits.shape[0])
 
-    def class_maps(self, method: str, cls: int) -> np.ndarray:
-        """Maps of one class (by class index, not position), shape ``(n_images, *spatial)``."""
+    def class_maps(self, method: str, cls: int | str) -> np.ndarray:
+        """Maps of one class (by class index or name, not position), shape
+        ``(n_images, *spatial)``."""
+        if isinstance(cls, str):
+            if not self.class_names or cls not in self.class_names:
+                raise KeyError(f"no class named {cls!r}; class names are {self.class_names}")
+            cls = self.class_names.index(cls)
         if cls not in self.classes:
             raise KeyError(f"class {cls} was not computed; classes are {self.classes}")
         return self[method][:, self.classes.index(cls)]

@@ -15,12 +15,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 
+import keras
 import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
 from .._util import rng_for
 from .engine import _check_classes, _check_images, compute, default_cam_layer
+from .graph import is_container, layer_tree
 from .resize import resize_maps
 from .result import CamResult
 
@@ -28,8 +30,29 @@ CONTROLS = ("control_uniform", "control_intensity", "control_random_model")
 
 
 def weighted_layers(model) -> list:
-    """Layers with trainable weights, in model order (what randomisation re-draws)."""
+    """Top-level layers with trainable weights, in model order (a nested model counts as
+    one layer: randomising it re-draws all its weights)."""
     return [la for la in model.layers if la.trainable_weights]
+
+
+def weighted_layer_paths(model) -> list[str]:
+    """Paths of the leaf layers with trainable weights, nested models included, in model
+    order (``"resnet50/conv1_conv"``): the steps of a cascading randomisation."""
+    return [
+        path
+        for path, la, _ in layer_tree(model)
+        if not is_container(la)
+        and not isinstance(la, keras.layers.Wrapper)
+        and la.trainable_weights
+    ]
+
+
+def _layer_at(model, name: str):
+    """A layer by top-level name or path into nested models."""
+    for path, la, _ in layer_tree(model):
+        if path == name:
+            return la
+    return model.get_layer(name)  # raises Keras's error naming the layer
 
 
 _weighted_layers = weighted_layers
@@ -47,7 +70,7 @@ def randomised_weights(model, layers: Sequence[str], seed: int = 0) -> Iterator[
     saved = {}
     try:
         for name in layers:
-            layer = model.get_layer(name)
+            layer = _layer_at(model, name)
             saved[name] = [w.numpy().copy() for w in layer.trainable_weights]
             rng = rng_for(seed, name)
             for w, orig in zip(layer.trainable_weights, saved[name]):
@@ -56,7 +79,7 @@ def randomised_weights(model, layers: Sequence[str], seed: int = 0) -> Iterator[
         yield
     finally:
         for name, values in saved.items():
-            for w, v in zip(model.get_layer(name).trainable_weights, values):
+            for w, v in zip(_layer_at(model, name).trainable_weights, values):
                 w.assign(v)
 
 
@@ -99,8 +122,9 @@ def cascading_randomisation(
     methods, classes
         CAM methods and classes to test.
     layers : sequence of str, optional
-        Layers to randomise, top (output side) first; default every layer with trainable
-        weights, from the output down.
+        Layers (names or paths into nested models) to randomise, top (output side) first;
+        default every leaf layer with trainable weights, nested ones included, from the
+        output down.
     seed : int
         Seed of the random weights.
     resize : bool
@@ -115,11 +139,11 @@ def cascading_randomisation(
         is constant), ``model_hash`` of the randomised model.
     """
     layer = layer if layer is not None else default_cam_layer(model)
-    order = [la.name for la in reversed(weighted_layers(model))] if layers is None else list(layers)
+    order = list(reversed(weighted_layer_paths(model))) if layers is None else list(layers)
     if not order:
         raise ValueError(f"model {model.name!r} has no layer with trainable weights")
     for name in order:
-        model.get_layer(name)  # unknown names fail here, before any weight changes
+        _layer_at(model, name)  # unknown names fail here, before any weight changes
     kw = dict(layer=layer, methods=methods, classes=classes, resize=resize, batch_size=batch_size)
     original = compute(model, images, **kw)
     rows = []
@@ -234,3 +258,55 @@ def negative_controls(
         cell_size=real.cell_size,
         provenance=prov,
     )
+
+
+def precision_effect(
+    model,
+    images,
+    layer: str | None = None,
+    methods: Sequence[str] = ("gradcam", "gradcampp"),
+    classes=None,
+    batch_size: int = 32,
+) -> tuple[pd.DataFrame, CamResult, CamResult]:
+    """How much the model's own (reduced) precision changes its maps.
+
+    Computes the maps twice, in the model's dtype policy (``precision="model"``, e.g.
+    bfloat16 for a ``mixed_bfloat16`` model) and in float32 (the default), and compares
+    each raw map with its float32 counterpart.
+
+    Returns
+    -------
+    table : DataFrame
+        One row per image x class x method: ``image``, ``class``, ``method``,
+        ``rel_max_diff`` (max |own - float32| / max float32 map; NaN for an all-zero float32
+        map), ``spearman`` (rank correlation of the two maps), ``logit_diff`` (|own -
+        float32| logit of that class).
+    own, float32 : CamResult
+        The two results (maps resized as by :func:`hypo.cam.compute`).
+    """
+    kw = dict(layer=layer, methods=methods, classes=classes, batch_size=batch_size)
+    own = compute(model, images, precision="model", **kw)
+    f32 = compute(model, images, **kw)
+    rows = []
+    n, k = f32.logits.shape[0], len(f32.classes)
+    for m in f32.methods:
+        a = own.raw[m].reshape(n, k, -1).astype(np.float64)
+        b = f32.raw[m].reshape(n, k, -1).astype(np.float64)
+        scale = b.max(axis=-1)
+        rel = np.divide(
+            np.abs(a - b).max(axis=-1), scale, out=np.full(scale.shape, np.nan), where=scale > 0
+        )
+        rho = spearman_per_map(a.reshape(n * k, -1), b.reshape(n * k, -1)).reshape(n, k)
+        for i in range(n):
+            for j, c in enumerate(f32.classes):
+                rows.append(
+                    {
+                        "image": i,
+                        "class": c,
+                        "method": m,
+                        "rel_max_diff": rel[i, j],
+                        "spearman": rho[i, j],
+                        "logit_diff": abs(float(own.logits[i, c]) - float(f32.logits[i, c])),
+                    }
+                )
+    return pd.DataFrame(rows), own, f32

@@ -164,6 +164,8 @@ def compute_store(
         "interpolation": interpolation,
         "chunk_size": int(chunk_size),
         "score": "pre-softmax logit",
+        # maps of mixed-precision models were bfloat16 before float32 twins: never reuse them
+        "maps_dtype": "float32",
     }
     manifest_file = out_dir / MANIFEST
     if manifest_file.exists():

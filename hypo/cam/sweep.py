@@ -15,6 +15,9 @@ from .engine import (
     _check_classes,
     _check_images,
     _check_methods,
+    _class_names,
+    _layer_key,
+    _model_inputs,
     _probabilities,
     _run,
     model_hash,
@@ -27,7 +30,7 @@ from .result import CamResult
 def layer_sweep(
     model,
     images,
-    layers: Sequence[str] | None = None,
+    layers: Sequence | None = None,
     methods: Sequence[str] = ("gradcam",),
     classes: Sequence[int] | None = None,
     resize: bool = True,
@@ -35,6 +38,12 @@ def layer_sweep(
     interpolation: str = "bilinear",
     gradcampp_alpha_norm: bool = False,
     batch_size: int = 32,
+    *,
+    inputs: dict | None = None,
+    image_input: str | None = None,
+    class_names: Sequence[str] | None = None,
+    score_layer=None,
+    precision: str = "float32",
 ) -> dict[str, CamResult]:
     """CAMs of ``images`` at several layers at once.
 
@@ -43,9 +52,10 @@ def layer_sweep(
 
     Parameters
     ----------
-    layers : sequence of str, optional
-        Evaluation layers; default every layer with spatial output
-        (:func:`hypo.cam.spatial_layers`), in model order.
+    layers : sequence of str or keras.Layer, optional
+        Evaluation layers (paths into nested models allowed); default every layer with
+        spatial output on the way to the score (:func:`hypo.cam.spatial_layers`), in
+        model order.
     Other parameters
         As in :func:`hypo.cam.compute`.
 
@@ -54,11 +64,16 @@ def layer_sweep(
     dict of str -> CamResult
         One result per layer, in the order of ``layers``.
     """
-    images = _check_images(model, images)
+    images = _check_images(model, images, image_input)
+    arrays = _model_inputs(model, images, image_input, inputs)
     methods = _check_methods(methods)
-    classes = _check_classes(model, classes)
+    score_layer = None if score_layer is None else _layer_key(model, score_layer)
+    names = _class_names(model, class_names, score_layer)
+    classes = _check_classes(model, classes, score_layer, names)
     canonical_interpolation(interpolation)
-    layers = list(spatial_layers(model) if layers is None else layers)
+    if layers is None:
+        layers = spatial_layers(model, score_layer, image_input)
+    layers = [_layer_key(model, la) for la in layers]
     if not layers:
         raise ValueError(f"model {model.name!r} has no layer with spatial output")
     if len(set(layers)) != len(layers):
@@ -70,15 +85,28 @@ def layer_sweep(
         interpolation=interpolation,
         gradcampp_alpha_norm=gradcampp_alpha_norm,
         batch_size=batch_size,
+        image_input=image_input,
+        score_layer=score_layer,
+        precision=precision,
     )
-    raws, logits, outs, score_desc = _run(
-        model, images, layers, methods, classes, gradcampp_alpha_norm, batch_size
+    raws, logits, outs, probe = _run(
+        model,
+        arrays,
+        layers,
+        methods,
+        classes,
+        gradcampp_alpha_norm,
+        batch_size,
+        score_layer,
+        image_input,
+        precision,
     )
-    probs = _probabilities(model, logits, outs)
+    probs = _probabilities(probe, logits, outs)
     mhash = model_hash(model)
+    extra = {"layer_choice": "layer sweep", "class_names": names}
     return {
-        name: _assemble(
-            model, images, name, raw, logits, probs, classes, methods, cfg, score_desc, mhash
+        path: _assemble(
+            model, images, path, raw, logits, probs, classes, methods, cfg, probe, mhash, extra
         )
-        for name, raw in zip(layers, raws)
+        for path, raw in zip(probe.paths, raws)
     }

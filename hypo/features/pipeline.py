@@ -170,7 +170,9 @@ def run_features(
     # inputs in one folder, and a rebuilt store (new preprocessing) must not meet old maps.
     skey = stable_hash(store.path.name, 8)
     tag = "" if classes is None else "-c" + "_".join(str(int(c)) for c in classes)
-    cdir = cam_root / f"{layer or 'default'}{tag}-s{skey}"
+    # "-f32": maps are computed in float32 whatever the model's policy; caches of the
+    # bfloat16 era (other numbers) live in folders without it and are never reused.
+    cdir = cam_root / f"{layer or 'default'}{tag}-f32-s{skey}"
     stage(f"CAMs {methods} at layer {layer} -> {cdir}")
     kw = {} if classes is None else {"classes": tuple(int(c) for c in classes)}
     cams = [compute_store(model, store, cdir, layer=layer, methods=methods, progress=progress,
@@ -182,7 +184,7 @@ def run_features(
         names = [la.name for la in sanity.weighted_layers(model)]
         rsel = classes if random_classes is None else random_classes
         rtag = "" if rsel is None else "-c" + "_".join(str(int(c)) for c in rsel)
-        rdir = cam_root / f"{layer or 'default'}-random-s{seed}{rtag}-s{skey}"
+        rdir = cam_root / f"{layer or 'default'}-random-s{seed}{rtag}-f32-s{skey}"
         stage(f"randomised-weights control -> {rdir}")
         rkw = kw if random_classes is None else {"classes": tuple(int(c) for c in random_classes)}
         with sanity.randomised_weights(model, names, seed=seed):
