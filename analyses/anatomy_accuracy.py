@@ -113,6 +113,7 @@ def midline_errors(anatomy, store, hemi=None) -> pd.DataFrame:
                 "slice": store.table["slice"].iat[i],
                 "rows": int(ok.sum()),
                 "midline_error_px": float(np.mean(np.abs(est[ok] - tb[ok]))),
+                "midline_error_mm": float(np.mean(np.abs(est[ok] - tb[ok]))) * float(pc),
                 # + when the estimate lies towards higher columns (the patient's left).
                 "midline_signed_px": float(np.median(est[ok] - tb[ok])),
                 "midline_angle_deg": ang,
@@ -135,6 +136,10 @@ def per_patient(anatomy, store, truth: pd.DataFrame, masks=None) -> pd.DataFrame
         ven = (lab & 8) > 0
         tl = np.asarray(masks["truth_lesion"][idx]) > 0
         tv = np.asarray(masks["truth_ventricles"][idx]) > 0
+        tb = np.asarray(masks["truth_brain"][idx]) > 0 if "truth_brain" in masks else None
+        th = np.asarray(masks["truth_hemisphere"][idx])
+        hemi = np.where((lab & 2) > 0, 1, np.where((lab & 4) > 0, 2, 0))
+        both = (th > 0) & ((lab & 1) > 0)
         vox = (area[idx] * thick[idx])[:, None, None] / 1000.0
 
         def dice(a, b):
@@ -146,6 +151,12 @@ def per_patient(anatomy, store, truth: pd.DataFrame, masks=None) -> pd.DataFrame
                 "participant_id": pid,
                 "lesion_dice": dice(les, tl),
                 "ventricle_dice": dice(ven, tv),
+                "brain_dice": dice((lab & 1) > 0, tb) if tb is not None else np.nan,
+                # Share of the brain pixels given the truth's hemisphere
+                # (over the pixels both call brain: the brain mask has its own number).
+                "hemisphere_agreement": float((hemi[both] == th[both]).mean())
+                if both.any()
+                else np.nan,
                 "lesion_image_ml": float((les * vox).sum()),
                 "lesion_truthmask_ml": float((tl * vox).sum()),
                 "lesion_truth_ml": float(truth.loc[pid, "lesion_volume_ml"]),
@@ -183,10 +194,10 @@ def main(argv=None) -> dict:
     if truth is None or not cohort.is_synthetic:
         raise SystemExit(f"{cohort_dir}: not a synthetic cohort with derivatives/truth/truth.tsv")
     store = build_slice_store(cohort, PreprocessConfig(size=args.size), progress=False)
-    for m in ("truth_lesion", "truth_ventricles", "truth_hemisphere"):
+    for m in ("truth_lesion", "truth_ventricles", "truth_hemisphere", "truth_brain"):
         if m not in store.masks:
             raise SystemExit(f"slice store {store.path} lacks the {m} mask")
-    anatomy = anatomy_for_store(store, progress=False)
+    anatomy = anatomy_for_store(store, progress=False, cohort=cohort)
     centred = {m: centred_truth(cohort, store, m.removeprefix("truth_")) for m in TRUTHS}
     out = {"store_masks": {}, "centred_truth": {}}
     tables = {}
@@ -231,7 +242,7 @@ def main(argv=None) -> dict:
     return summary
 
 
-TRUTHS = ("truth_lesion", "truth_ventricles", "truth_hemisphere")
+TRUTHS = ("truth_lesion", "truth_ventricles", "truth_hemisphere", "truth_brain")
 VOLUME_BINS_ML = (0.0, 1.0, 5.0, 20.0, 50.0, np.inf)
 
 
@@ -273,6 +284,16 @@ def _summary(pp: pd.DataFrame, ml: pd.DataFrame, size: int) -> dict:
             "mean": float(les1["lesion_dice"].mean()),
             "target": 0.8,
         },
+        "brain_dice": {
+            "median": float(pp["brain_dice"].median()),
+            "min": float(pp["brain_dice"].min()),
+            "target": 0.95,
+        },
+        "hemisphere_agreement": {
+            "median": float(pp["hemisphere_agreement"].median()),
+            "min": float(pp["hemisphere_agreement"].min()),
+            "target": 0.99,
+        },
         "ventricle_dice": {
             "n": int(pp["ventricle_dice"].notna().sum()),
             "median": float(pp["ventricle_dice"].median()),
@@ -289,6 +310,8 @@ def _summary(pp: pd.DataFrame, ml: pd.DataFrame, size: int) -> dict:
             "median_large": float(ml.loc[big, "midline_error_px"].median()),
             "mean_large": float(ml.loc[big, "midline_error_px"].mean()),
             "p90_large": float(ml.loc[big, "midline_error_px"].quantile(0.9)),
+            "median_all_mm": float(ml["midline_error_mm"].median()),
+            "mean_all_mm": float(ml["midline_error_mm"].mean()),
             "target": 2.0,
         },
         "lesion_volume_rel_error_ge5ml": {

@@ -76,6 +76,7 @@ def synthesize_patient(
     params: SynthParams | None = None,
     mode: str = "default",
     n_patients: int = 1,
+    rotation_deg: tuple[float, float, float] | None = None,
 ) -> PatientResult:
     """Synthesize patient ``index`` of the cohort ``seed`` in memory.
 
@@ -83,6 +84,10 @@ def synthesize_patient(
     for demographics, lesion, clinical course, anatomy, contrast and noise), so results do
     not depend on other patients or on worker processes, and switching the mass effect off
     leaves the anatomy of the same patient unchanged.
+
+    ``rotation_deg`` (pitch, roll, yaw about the scanner's x, y, z axes, degrees) replaces
+    the drawn head rotation, to test anatomy on a known tilt; every random draw is made as
+    without it, so the rest of the patient is unchanged.
     """
     p = params or SynthParams()
     if mode not in MODES:
@@ -96,6 +101,9 @@ def synthesize_patient(
     plan = clinical.draw_lesion_plan(r_les, p, demo["group"])
     grid = imaging.draw_grid(r_anat, p)
     pose = imaging.draw_pose(r_anat, p)
+    if rotation_deg is not None:
+        rot = imaging._rotation(np.asarray(rotation_deg, float))
+        pose = imaging.Pose(rot, pose.translation_mm, pose.scale)
     deform = imaging.draw_deformation(r_anat, p)
     age_k = p.ventricle_expansion_per_decade * (demo["age"] - 50) / 10 + r_anat.normal(
         0, p.ventricle_expansion_sd
