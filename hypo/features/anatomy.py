@@ -59,7 +59,7 @@ from hypo._util import stable_hash, write_json_atomic
 BRAIN, LEFT, RIGHT, VENTRICLE, EDGE, LESION = 1, 2, 4, 8, 16, 32
 #: Hemisphere codes, as in the synthetic truth masks.
 HEMI_LEFT, HEMI_RIGHT = 1, 2
-ANATOMY_VERSION = 6
+ANATOMY_VERSION = 7
 
 
 @dataclass(frozen=True)
@@ -210,7 +210,10 @@ class Anatomy:
         ((L - R)/(L + R) of ventricle areas, NaN without ventricles), ``septum_shift_mm``
         (signed distance of the septum, the gap between the lateral ventricles, from the
         midline, positive towards the patient's left; NaN where not found),
-        ``lesion_image_area_mm2``, ``pixel_mm_row``, ``pixel_mm_col``.
+        ``lesion_image_area_mm2``, ``plane_residual_mm`` (distance, mm, at the centre row
+        between the slice's midline and the midsagittal plane's line; 0 where no fissure
+        moved it, NaN on slices without the plane: the per-slice method, or no brain),
+        ``pixel_mm_row``, ``pixel_mm_col``.
     path : Path or None
         Cache folder when loaded from / written to disk.
     patients : DataFrame or None
@@ -630,6 +633,7 @@ def compute_anatomy(
             "ventricle_asymmetry": np.nan,
             "septum_shift_mm": np.nan,
             "lesion_image_area_mm2": 0.0,
+            "plane_residual_mm": np.nan,
             "pixel_mm_row": pr,
             "pixel_mm_col": pc,
         }
@@ -661,6 +665,13 @@ def compute_anatomy(
                 (x0, y0), (x1, y1) = _line_points(th, col, centre, aspect, canvas)
             if config.fissure_refine:
                 (x0, y0), (x1, y1) = _fissure_line(r, b, (x0, y0), (x1, y1), pr, pc, config)
+            if plane_pts is not None:
+                # Departure of the slice's midline from the plane's, at the centre row (mm).
+                yc0 = (H - 1) / 2.0
+                (px0, py0), (px1, py1) = plane_pts
+                at_plane = px0 + (yc0 - py0) * (px1 - px0) / (py1 - py0)
+                at_line = x0 + (yc0 - y0) * (x1 - x0) / (y1 - y0)
+                rec["plane_residual_mm"] = float(abs(at_line - at_plane) * pc)
             mirror = _mirror_image(r, (x0, y0), (x1 - x0, y1 - y0), pr, pc, 0.0)
         lab[_lesion(r, b, mirror, pr, pc, config)] |= LESION
         rec["lesion_image_area_mm2"] = float(((lab & LESION) > 0).sum() * pr * pc)
