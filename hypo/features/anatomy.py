@@ -689,7 +689,7 @@ def compute_anatomy(
                     side = -side
                 if mirror is not None:
                     m = np.isfinite(mirror) & b
-                    if m.sum() > 16:
+                    if m.sum() > 16 and r[m].std() > 0 and mirror[m].std() > 0:
                         score = float(np.corrcoef(r[m], mirror[m])[0, 1])
             lab[b & (side > 0)] |= LEFT
             lab[b & (side <= 0)] |= RIGHT
