@@ -1051,26 +1051,31 @@ def _patient_volume_anatomy(cohort, rows: pd.DataFrame, config: AnatomyConfig):
         project_patient,
         slice_shear_deg,
     )
+    from hypo.cohort.io import read_image, read_voxels
     from hypo.preprocess import SliceTransform
 
     pid = str(rows["participant_id"].iat[0])
-    vol = cohort.dwi(pid)
-    affine = deshear_affine(vol.affine)
-    brain = brain_mask_3d(vol.data, affine, opening_mm=config.brain_opening_mm)
-    plane = fit_midsagittal_plane(vol.data, affine, brain, smooth_mm=config.plane_smooth_mm)
+    # The raw voxels, not the windowed 0-255 volume: the window clips the background, the
+    # scalp and some CSF to 0, and the mask's threshold reads the noise floor.
+    path = cohort.dwi_path(pid)
+    data, raw_affine, zooms = read_voxels(read_image(path), path)
+    data = np.asarray(data, np.float32)
+    affine = deshear_affine(raw_affine)
+    brain = brain_mask_3d(data, affine, opening_mm=config.brain_opening_mm)
+    plane = fit_midsagittal_plane(data, affine, brain, smooth_mm=config.plane_smooth_mm)
     transforms = [SliceTransform.from_row(r) for _, r in rows.iterrows()]
     brains, planes = project_patient(brain, plane, affine, rows["slice"].to_numpy(), transforms)
-    vox_ml = float(abs(np.linalg.det(vol.affine[:3, :3]))) / 1000.0
+    vox_ml = float(abs(np.linalg.det(raw_affine[:3, :3]))) / 1000.0
     rec = {
         "participant_id": pid,
-        "source": str(vol.source),
-        "n_slices_volume": int(vol.data.shape[2]),
+        "source": str(path),
+        "n_slices_volume": int(data.shape[2]),
         "n_slices_with_brain": int(brain.any(axis=(0, 1)).sum()),
         "brain_volume_ml": float(brain.sum() * vox_ml),
-        "voxel_mm_x": float(vol.zooms[0]),
-        "voxel_mm_y": float(vol.zooms[1]),
-        "voxel_mm_z": float(vol.zooms[2]),
-        "affine_shear_deg": slice_shear_deg(vol.affine),
+        "voxel_mm_x": float(zooms[0]),
+        "voxel_mm_y": float(zooms[1]),
+        "voxel_mm_z": float(zooms[2]),
+        "affine_shear_deg": slice_shear_deg(raw_affine),
         "plane_normal_x": np.nan,
         "plane_normal_y": np.nan,
         "plane_normal_z": np.nan,
