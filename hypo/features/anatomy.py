@@ -1044,6 +1044,7 @@ def _store_cohort(store, cohort):
 
 def _patient_volume_anatomy(cohort, rows: pd.DataFrame, config: AnatomyConfig):
     """One patient's 3D brain mask and plane, and both projected into its store slices."""
+    from hypo.cohort.io import read_image, read_voxels
     from hypo.features.brain3d import (
         brain_mask_3d,
         deshear_affine,
@@ -1051,7 +1052,6 @@ def _patient_volume_anatomy(cohort, rows: pd.DataFrame, config: AnatomyConfig):
         project_patient,
         slice_shear_deg,
     )
-    from hypo.cohort.io import read_image, read_voxels
     from hypo.preprocess import SliceTransform
 
     pid = str(rows["participant_id"].iat[0])
