@@ -4,10 +4,10 @@ Both are computed once per patient on the canonical (RAS+) volume, in world mill
 through its affine, and then projected into the slice store through each slice's
 :class:`hypo.preprocess.SliceTransform` (see :func:`project_patient`):
 
-* :func:`brain_mask_3d` -- the head's foreground by the lowest threshold of a three-class Otsu split
-  of the *log* intensities, a morphological opening in mm (anisotropic voxels: the structuring element
-  is an ellipsoid in mm, so a 6 mm slice is never eroded away along z), the largest 3D
-  component, a closing and per-slice hole filling. It does not depend on which tissue is
+* :func:`brain_mask_3d` -- the head's foreground by an Otsu split of the *log*
+  intensities, an in-plane morphological opening in mm (anisotropic voxels: the ellipse
+  is in mm, and 3-6 mm slices are not eroded along z), the largest 3D component, a
+  closing and per-slice hole filling. It does not depend on which tissue is
   bright: DWI b1000 (CSF dark, infarct bright), b0 / T2 / ADC (CSF bright), FLAIR and EPI
   all have a brain far brighter than the air around the head.
 * :func:`fit_midsagittal_plane` -- the plane about which the brain is most mirror
@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from scipy import ndimage as ndi
 from scipy import optimize
@@ -82,11 +83,22 @@ def deshear_affine(affine: np.ndarray, tolerance_deg: float = 1.0) -> np.ndarray
     return A
 
 
-def _ellipsoid(zooms: np.ndarray, radius_mm: float) -> np.ndarray:
-    """Ball of ``radius_mm`` on a voxel grid of spacing ``zooms`` (an ellipsoid in voxels)."""
-    half = [max(int(math.floor(radius_mm / z)), 0) for z in zooms]
-    g = np.mgrid[tuple(slice(-k, k + 1) for k in half)]
-    return sum((gi * z / radius_mm) ** 2 for gi, z in zip(g, zooms)) <= 1.0
+def _morph2d(mask: np.ndarray, zooms, radius_mm: float, op: int) -> np.ndarray:
+    """In-plane (per axial slice) morphology with an ellipse of ``radius_mm`` (OpenCV).
+
+    In the slice plane only: through-plane spacing is 3-6 mm on clinical DWI, as wide as
+    the radius itself, and OpenCV's 2D morphology is ~100 times faster than scipy's 3D.
+    Slices are padded by the radius with their edge values (``BORDER_REPLICATE``), so a
+    brain cut by the field of view keeps its cut face.
+    """
+    rx = max(int(round(radius_mm / zooms[0])), 1)
+    ry = max(int(round(radius_mm / zooms[1])), 1)
+    ker = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * ry + 1, 2 * rx + 1))
+    out = np.empty(mask.shape, bool)
+    m8 = mask.astype(np.uint8)
+    for k in range(mask.shape[2]):
+        out[:, :, k] = cv2.morphologyEx(m8[:, :, k], op, ker, borderType=cv2.BORDER_REPLICATE) > 0
+    return out
 
 
 def _otsu(values: np.ndarray, bins: int = 256) -> float:
@@ -176,8 +188,8 @@ def brain_mask_3d(
     if sample.size > 200_000:
         sample = sample[:: sample.size // 200_000 + 1]
     fg = logx > (_otsu3_low(sample) if zeroed else _otsu(sample))
-    ball = _ellipsoid(zooms, opening_mm)
-    fg = ndi.binary_opening(fg, ball)
+    # Opening and closing in the slice plane, with an ellipse of ``opening_mm`` in mm.
+    fg = _morph2d(fg, zooms, opening_mm, cv2.MORPH_OPEN)
     lab, n = ndi.label(fg)
     if n == 0:
         return np.zeros(x.shape, bool)
@@ -186,19 +198,19 @@ def brain_mask_3d(
     brain = lab == int(np.argmax(sizes))
     if brain.sum() * float(np.prod(zooms)) / 1000.0 < min_volume_ml:
         return np.zeros(x.shape, bool)
-    # The closing is padded so that the brain's faces at the slab's ends stay closed.
-    pad = [(k, k) for k in (s // 2 for s in ball.shape)]
-    brain = (
-        ndi.binary_closing(np.pad(brain, pad), ball)[
-            tuple(slice(p, p + s) for (p, _), s in zip(pad, x.shape))
-        ]
-        | brain
-    )
+    brain = _morph2d(brain, zooms, opening_mm, cv2.MORPH_CLOSE) | brain
     brain = ndi.binary_fill_holes(brain)
-    for k in range(brain.shape[2]):
-        sl = brain[:, :, k]
-        if sl.any():
-            brain[:, :, k] = ndi.binary_fill_holes(sl)
+    # Per-slice holes in one labelling: background components connected within a slice
+    # only (no z neighbours) that do not reach the slice's border are holes.
+    within_slice = np.zeros((3, 3, 3), bool)
+    within_slice[:, :, 1] = ndi.generate_binary_structure(2, 1)
+    lab, n = ndi.label(~brain, within_slice)
+    if n:
+        edge = np.zeros(n + 1, bool)
+        for face in (lab[0], lab[-1], lab[:, 0], lab[:, -1]):
+            edge[np.unique(face)] = True
+        edge[0] = True
+        brain |= ~edge[lab]
     return brain
 
 
@@ -255,7 +267,7 @@ def fit_midsagittal_plane(
     brain: np.ndarray,
     *,
     smooth_mm: float = 3.0,
-    n_points: int = 6000,
+    n_points: int = 4000,
     max_tilt_deg: float = 25.0,
     seed: int = 0,
 ) -> MidsagittalPlane | None:
@@ -289,8 +301,8 @@ def fit_midsagittal_plane(
     -----
     The start is the voxel grid's own sagittal plane (spanned by the anterior and the
     slice directions of the affine) through the brain's centroid; the search is a
-    Nelder-Mead over two tilt angles and the offset, started from three yaw angles
-    (-12, 0, +12 degrees) to stay clear of a local optimum. Intensities are capped at the
+    Nelder-Mead over two tilt angles and the offset, started from the best yaw of a 4-degree
+    grid over +-20 degrees to stay clear of a local optimum. Intensities are capped at the
     brain's median + 2 MAD (a bright infarct counts as tissue) and set to 0 outside the
     brain, so the brain's outline takes part; mirror points outside the covered slab
     (partial coverage) are left out of the mean.
@@ -330,31 +342,34 @@ def fit_midsagittal_plane(
     centroid = pts.mean(axis=0)
     lim = math.radians(max_tilt_deg)
 
-    def loss(theta):
+    stride = max(len(pts) // 1500, 1)  # the yaw grid's subsample
+
+    def loss(theta, coarse=False):
         a, b, d = theta
         if abs(a) > lim or abs(b) > lim:
             return 10.0 + abs(a) + abs(b)
         n = _normal_from_angles(base, u, v, a, b)
-        s = pts @ n - (centroid @ n + d)
-        q = pts - 2.0 * s[:, None] * n
+        p, fv = (pts[::stride], fp[::stride]) if coarse else (pts, fp)
+        s = p @ n - (centroid @ n + d)
+        q = p - 2.0 * s[:, None] * n
         vox = q @ inv[:3, :3].T + inv[:3, 3]
         inside = (vox[:, 2] > -0.5) & (vox[:, 2] < nz - 0.5)
-        if inside.sum() < 0.3 * len(pts):
+        if inside.sum() < 0.3 * len(p):
             return 10.0
         fq = ndi.map_coordinates(f, vox[inside].T, order=1, mode="constant", cval=0.0)
-        return float(np.mean(np.abs(fp[inside] - fq)))
+        return float(np.mean(np.abs(fv[inside] - fq)))
 
-    best = None
-    for yaw in (-12.0, 0.0, 12.0):
-        res = optimize.minimize(
-            loss,
-            x0=[math.radians(yaw), 0.0, 0.0],
-            method="Nelder-Mead",
-            options={"xatol": 1e-3, "fatol": 1e-5, "maxiter": 200,
-                     "initial_simplex": _simplex(math.radians(yaw))},
-        )  # fmt: skip
-        if best is None or res.fun < best.fun:
-            best = res
+    # Yaw first, on a coarse grid (the head's in-plane rotation is the largest unknown and
+    # the one with local optima), then one Nelder-Mead from the best over tilt and offset.
+    yaws = np.radians(np.arange(-20.0, 20.1, 4.0))
+    start = yaws[int(np.argmin([loss((y, 0.0, 0.0), coarse=True) for y in yaws]))]
+    best = optimize.minimize(
+        loss,
+        x0=[start, 0.0, 0.0],
+        method="Nelder-Mead",
+        options={"xatol": 2e-3, "fatol": 1e-5, "maxiter": 120,
+                 "initial_simplex": _simplex(float(start))},
+    )  # fmt: skip
     a, b, d = best.x
     n = _normal_from_angles(base, u, v, a, b)
     offset = float(centroid @ n + d)
