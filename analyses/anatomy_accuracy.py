@@ -1,6 +1,7 @@
 """Image-derived anatomy against the synthetic ground truth.
 
     python -m analyses.anatomy_accuracy [--cohort DIR] [--quick] [--size 192] [--out DIR]
+                                        [--seed 1] [--contrast b1000|b0|adc]
 
 Generates (or reuses) a small synthetic cohort, builds its slice store, computes the
 image-derived anatomy (:mod:`hypo.features.anatomy`, which never sees the truth) and
@@ -172,6 +173,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--patients", type=int, default=30)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="8 patients at 128 px")
+    ap.add_argument(
+        "--contrast",
+        choices=("b1000", "b0", "adc"),
+        default="b1000",
+        help="contrast of the generated cohort (the same patients and truth in each)",
+    )
     ap.add_argument("--size", type=int, default=192)
     ap.add_argument("--out", type=Path, default=Path("reports/anatomy_accuracy"))
     args = ap.parse_args(argv)
@@ -187,8 +194,10 @@ def main(argv=None) -> dict:
         from hypo.cohort.synthetic import generate_cohort
         from hypo.paths import cache_dir
 
-        cohort_dir = cache_dir() / "anatomy_accuracy" / f"syn{args.patients}-s{args.seed}"
-        generate_cohort(cohort_dir, args.patients, seed=args.seed, workers=2, progress=False)
+        tag = "" if args.contrast == "b1000" else f"-{args.contrast}"
+        cohort_dir = cache_dir() / "anatomy_accuracy" / f"syn{args.patients}-s{args.seed}{tag}"
+        generate_cohort(cohort_dir, args.patients, seed=args.seed, workers=2, progress=False,
+                        contrast=args.contrast)  # fmt: skip
     cohort = hc.load(cohort_dir)
     truth = cohort.truth()
     if truth is None or not cohort.is_synthetic:
@@ -211,6 +220,7 @@ def main(argv=None) -> dict:
         "cohort_id": cohort.cohort_id,
         "synthetic": True,
         "seed": args.seed if args.cohort is None else None,
+        "contrast": args.contrast if args.cohort is None else None,
         "size_px": args.size,
         "n_patients": int(len(tables["store_masks"][0])),
         "n_slices": int(len(store)),

@@ -103,6 +103,8 @@ class AnalysisConfig:
         Registry folder and its lock file.
     progress : bool
         Progress bars and stage lines on stderr.
+    max_qc_fail_fraction : float or None
+        The features stage stops when more patients fail the anatomy QC (default 0.2).
     """
 
     cohort: Path | None = None
@@ -122,6 +124,7 @@ class AnalysisConfig:
     hypotheses: Path = HYPOTHESES_DIR
     lock: Path = LOCK_FILE
     progress: bool = True
+    max_qc_fail_fraction: float | None = None
     extra: dict = field(default_factory=dict)
 
     def effective(self) -> AnalysisConfig:
@@ -812,6 +815,7 @@ def run_analysis(cfg: AnalysisConfig) -> dict:
             progress=cfg.progress,
             seed=cfg.seed,
             stage=stage,
+            max_qc_fail_fraction=cfg.max_qc_fail_fraction,
         )
         timings[f"features_{k}_s"] = round(time.perf_counter() - t, 1)
     sources = ["cam", "control_uniform", "control_intensity"]
@@ -1041,6 +1045,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--hypotheses", type=Path, default=d.hypotheses)
     p.add_argument("--lock", type=Path, default=d.lock)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--max-qc-fail-fraction", type=float, default=None,
+                   help="stop when more patients fail the anatomy QC (default 0.2)")  # fmt: skip
     return p
 
 
@@ -1062,13 +1068,15 @@ def main(argv: list[str] | None = None) -> int:
         hypotheses=args.hypotheses,
         lock=args.lock,
         progress=not args.quiet,
+        max_qc_fail_fraction=args.max_qc_fail_fraction,
     )
+    from hypo.features.anatomy_qc import AnatomyQCError
     from hypo.features.join import LeakageError
     from hypo.stats.registry import RegistryLockError
 
     try:
         res = run_analysis(cfg)
-    except (AnalysisError, LeakageError, RegistryLockError) as e:
+    except (AnalysisError, LeakageError, RegistryLockError, AnatomyQCError) as e:
         print(f"asymmetry_vs_mrs: refused: {e}", file=sys.stderr, flush=True)
         return 2
     tm = res["timings"]

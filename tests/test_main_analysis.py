@@ -234,7 +234,12 @@ def test_own_cohort_warns_when_models_were_trained_on_synthetic_data(run, tmp_pa
     argv = list(run["argv"])
     argv[argv.index("--cohort") + 1] = str(cohort)
     argv[argv.index("--out") + 1] = str(tmp_path / "out")
-    assert av.main(argv) == 0
+    # The toy volumes hold no brain-sized head: the anatomy QC refuses them, loudly ...
+    assert av.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "anatomy QC failed for 6 of 6 patients" in err and "no brain found" in err
+    # ... unless told to go on.
+    assert av.main(argv + ["--max-qc-fail-fraction", "1"]) == 0
     assert "trained on a synthetic cohort" in capsys.readouterr().err
     md = (tmp_path / "out" / "report.md").read_text()
     assert "trained on a synthetic cohort" in md

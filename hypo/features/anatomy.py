@@ -55,10 +55,12 @@ from scipy import ndimage
 
 import hypo.cohort as hc
 from hypo._util import stable_hash, write_json_atomic
+from hypo.cohort.contrast import DETECTED, csf_polarity, lesion_polarity
 from hypo.cohort.io import read_image, read_voxels
 from hypo.features.brain3d import (
     brain_mask_3d,
     deshear_affine,
+    detect_csf_polarity,
     fit_midsagittal_plane,
     project_patient,
     slice_shear_deg,
@@ -69,7 +71,7 @@ from hypo.preprocess import SliceTransform
 BRAIN, LEFT, RIGHT, VENTRICLE, EDGE, LESION = 1, 2, 4, 8, 16, 32
 #: Hemisphere codes, as in the synthetic truth masks.
 HEMI_LEFT, HEMI_RIGHT = 1, 2
-ANATOMY_VERSION = 7
+ANATOMY_VERSION = 8
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,11 @@ class AnatomyConfig:
     brain_min_solidity : float
         A slice whose brain candidate is less solid (area / convex hull) gets no brain
         (per-slice method only).
+    ventricle_bright_level, ventricle_bright_open_level : float
+        Where CSF is bright (b0, T2, ADC): a brain pixel is CSF above this fraction of the
+        way from the local tissue level to the slice's CSF level (its brain's 99.5th
+        percentile), and openness to the outside is judged above the second fraction (set
+        on seed 1 of ``analyses.anatomy_accuracy --contrast b0/adc``).
     volume : bool
         Brain mask and midsagittal plane from each patient's whole volume
         (:mod:`hypo.features.brain3d`, default), projected into the slices; False finds
@@ -190,6 +197,8 @@ class AnatomyConfig:
     per_patient_angle: bool = True
     min_brain_area_px: int = 64
     brain_min_solidity: float = 0.85
+    ventricle_bright_level: float = 0.6
+    ventricle_bright_open_level: float = 0.3
     volume: bool = True
     brain_opening_mm: float = 4.0
     plane_smooth_mm: float = 1.5
@@ -230,7 +239,9 @@ class Anatomy:
         With the volume method, one row per patient: ``brain_volume_ml``, slices with
         brain, voxel size, the midsagittal plane (``plane_normal_x/y/z``,
         ``plane_offset_mm``, ``plane_tilt_deg``) and its ``plane_symmetry`` (0-1) and
-        ``plane_asymmetry`` (mean |image - mirror| / brain median).
+        ``plane_asymmetry`` (mean |image - mirror| / brain median), ``contrast`` and
+        ``contrast_source`` ("declared" by the cohort, or "detected": then only the CSF's
+        polarity, ``detected-csf-dark`` / ``detected-csf-bright``).
     """
 
     labels: np.ndarray
@@ -527,6 +538,7 @@ def compute_anatomy(
     config: AnatomyConfig | None = None,
     brains: np.ndarray | None = None,
     planes: list | None = None,
+    contrast: str = "b1000",
 ) -> Anatomy:
     """Brain, midline, hemispheres, ventricles, cortical edge and lesion of each slice.
 
@@ -550,6 +562,11 @@ def compute_anatomy(
         fissure where the slice shows one) and the plane's sign says which side is the
         patient's left. Without them the midline is searched on each slice (the symmetry
         line of the 2D method).
+    contrast : str
+        The images' contrast (:mod:`hypo.cohort.contrast`): CSF dark (b1000, FLAIR) or
+        bright (b0, T2, ADC, EPI) decides how ventricles and the fissure are sought; the
+        infarct is sought only where it is a hyperintensity (b1000, FLAIR, T2); on ADC, b0
+        and EPI ``lesion_image_area_mm2`` is NaN (not sought).
 
     Returns
     -------
@@ -570,6 +587,8 @@ def compute_anatomy(
     )
     labels = np.zeros((n, H, W), np.uint8)
     given_brains, given_planes = brains, planes
+    csf_bright = csf_polarity(contrast) == "bright"
+    les_pol = lesion_polarity(contrast)
     if given_brains is not None and np.shape(given_brains) != (n, H, W):
         raise ValueError(f"brains have shape {np.shape(given_brains)}; images have {(n, H, W)}")
     if given_planes is not None and len(given_planes) != n:
@@ -657,7 +676,7 @@ def compute_anatomy(
         bg = float(np.median(outside)) if outside.size > 16 else float(np.percentile(img, 1))
         r = _bias_corrected(img - bg, b, config.bias_sigma_mm / pr, config.bias_sigma_mm / pc)
         if rec["ventricle_level"]:
-            vent = _ventricles(r, b, depth, pr, pc, config)
+            vent = _ventricles(r, b, depth, pr, pc, config, csf_bright=csf_bright)
         else:
             vent = np.zeros_like(b)
         lab[vent] |= VENTRICLE
@@ -674,7 +693,10 @@ def compute_anatomy(
                 th, col, score, centre, aspect = fit
                 (x0, y0), (x1, y1) = _line_points(th, col, centre, aspect, canvas)
             if config.fissure_refine:
-                (x0, y0), (x1, y1) = _fissure_line(r, b, (x0, y0), (x1, y1), pr, pc, config)
+                # The fissure is a CSF valley; where CSF is bright, a ridge (2 - r turns it
+                # into a valley about the tissue level 1).
+                rf = np.where(b, np.maximum(2.0 - r, 0.0), 0.0) if csf_bright else r
+                (x0, y0), (x1, y1) = _fissure_line(rf, b, (x0, y0), (x1, y1), pr, pc, config)
             if plane_pts is not None:
                 # Departure of the slice's midline from the plane's, at the centre row (mm).
                 yc0 = (H - 1) / 2.0
@@ -682,9 +704,17 @@ def compute_anatomy(
                 at_plane = px0 + (yc0 - py0) * (px1 - px0) / (py1 - py0)
                 at_line = x0 + (yc0 - y0) * (x1 - x0) / (y1 - y0)
                 rec["plane_residual_mm"] = float(abs(at_line - at_plane) * pc)
-            mirror = _mirror_image(r, (x0, y0), (x1 - x0, y1 - y0), pr, pc, 0.0)
-        lab[_lesion(r, b, mirror, pr, pc, config)] |= LESION
-        rec["lesion_image_area_mm2"] = float(((lab & LESION) > 0).sum() * pr * pc)
+        # The infarct is sought where it is a hyperintensity (b1000, FLAIR, T2) only: the
+        # detector's levels are set on b1000 infarcts; on ADC (dark infarct) and b0 or EPI
+        # (barely visible) it is not sought and the table says NaN.
+        rl = r
+        if has_line:
+            mirror = _mirror_image(rl, (x0, y0), (x1 - x0, y1 - y0), pr, pc, 0.0)
+        if les_pol != "bright":
+            rec["lesion_image_area_mm2"] = np.nan
+        else:
+            lab[_lesion(rl, b, mirror, pr, pc, config)] |= LESION
+            rec["lesion_image_area_mm2"] = float(((lab & LESION) > 0).sum() * pr * pc)
         if has_line:
             d = np.array([x1 - x0, y1 - y0])
             if d[1] < 0:
@@ -894,12 +924,19 @@ def _lesion(r, brain, mirror, pr, pc, config: AnatomyConfig) -> np.ndarray:
     return _keep_components(out.astype(np.uint8), min_px)
 
 
-def _ventricles(r, brain, depth, pr, pc, config: AnatomyConfig) -> np.ndarray:
-    """Dark CSF components enclosed by tissue, deep and central in the brain (bool)."""
-    dark = brain & (r < config.ventricle_level)
-    # Openness is judged on a laxer level: a thin, partial-volumed CSF channel joins a
-    # cistern or the fissure to the outside even where no pixel of it is fully dark.
-    lax = (brain & (r < config.ventricle_open_level)) | ~brain
+def _ventricles(r, brain, depth, pr, pc, config: AnatomyConfig, csf_bright=False) -> np.ndarray:
+    """CSF components enclosed by tissue, deep and central in the brain (bool)."""
+    if csf_bright:
+        # Bright CSF's level varies with the contrast (b0 2-3x tissue, ADC ~4x): the levels
+        # are fractions of the way from tissue (1) to the slice's CSF, its brightest 0.5 %.
+        q = max(float(np.percentile(r[brain], 99.5)), 1.0)
+        dark = brain & (r > 1.0 + config.ventricle_bright_level * (q - 1.0))
+        lax = (brain & (r > 1.0 + config.ventricle_bright_open_level * (q - 1.0))) | ~brain
+    else:
+        dark = brain & (r < config.ventricle_level)
+        # Openness is judged on a laxer level: a thin, partial-volumed CSF channel joins a
+        # cistern or the fissure to the outside even where no pixel of it is fully dark.
+        lax = (brain & (r < config.ventricle_open_level)) | ~brain
     # 4-connectivity: a diagonal touch of two dark pixels is not an open CSF channel.
     n, lab = cv2.connectedComponents(lax.astype(np.uint8), connectivity=4)
     if n <= 1:
@@ -1008,7 +1045,7 @@ def anatomy_for_store(
             if config.volume:
                 rec, brains, planes = _patient_volume_anatomy(cohort, table.iloc[a:b], config)
                 patients.append(rec)
-                kw = {"brains": brains, "planes": planes}
+                kw = {"brains": brains, "planes": planes, "contrast": rec["contrast"]}
             res = compute_anatomy(imgs, pmm_all[a:b], groups=pids[a:b], config=config, **kw)
             labels[a:b] = res.labels
             parts.append(res.table)
@@ -1074,6 +1111,14 @@ def _patient_volume_anatomy(cohort, rows: pd.DataFrame, config: AnatomyConfig):
     affine = deshear_affine(raw_affine)
     brain = brain_mask_3d(data, affine, opening_mm=config.brain_opening_mm)
     plane = fit_midsagittal_plane(data, affine, brain, smooth_mm=config.plane_smooth_mm)
+    contrast, source = cohort.contrast_of(pid), "declared"
+    if contrast is None and brain.sum() >= 1000:
+        contrast = DETECTED[detect_csf_polarity(data, affine, brain, plane)]
+        source = "detected"
+    elif contrast is None:
+        # Nothing to detect it from; no slice has a brain, so no contrast is used (the QC
+        # fails the patient: no brain).
+        contrast, source = DETECTED["dark"], "none: no brain to detect it from"
     transforms = [SliceTransform.from_row(r) for _, r in rows.iterrows()]
     brains, planes = project_patient(brain, plane, affine, rows["slice"].to_numpy(), transforms)
     vox_ml = float(abs(np.linalg.det(raw_affine[:3, :3]))) / 1000.0
@@ -1087,6 +1132,8 @@ def _patient_volume_anatomy(cohort, rows: pd.DataFrame, config: AnatomyConfig):
         "voxel_mm_y": float(zooms[1]),
         "voxel_mm_z": float(zooms[2]),
         "affine_shear_deg": slice_shear_deg(raw_affine),
+        "contrast": contrast,
+        "contrast_source": source,
         "plane_normal_x": np.nan,
         "plane_normal_y": np.nan,
         "plane_normal_z": np.nan,

@@ -42,6 +42,7 @@ from hypo.cohort.orientation import axial_slices
 
 __all__ = [
     "MidsagittalPlane",
+    "detect_csf_polarity",
     "brain_mask_3d",
     "deshear_affine",
     "fit_midsagittal_plane",
@@ -182,12 +183,22 @@ def brain_mask_3d(
     # zeroed background (windowed, or masked by the scanner: many voxels exactly 0) those
     # voxels stay out of the histogram and the lowest of three classes of the rest is the
     # faint halo and scalp around the brain (two classes would split the tissue from a
-    # large bright infarct). A subsample is enough for the histogram.
+    # large bright infarct, or from bright CSF). A subsample is enough for the histogram.
     zeroed = float(np.mean(x <= 0)) >= 0.2
     sample = (logx[x > 0] if zeroed else logx).ravel()
     if sample.size > 200_000:
         sample = sample[:: sample.size // 200_000 + 1]
-    fg = logx > (_otsu3_low(sample) if zeroed else _otsu(sample))
+    if zeroed:
+        # At least a quarter of the tissue level (the histogram's mode): the lowest Otsu
+        # class can take in a faint scalp ring (ADC maps), and no brain tissue -- not an
+        # ADC infarct at ~0.5 -- is darker; dark CSF inside is recovered by hole filling.
+        hist, edges = np.histogram(sample, 128)
+        k = int(np.argmax(hist))
+        tissue = 0.5 * (edges[k] + edges[k + 1])
+        t = max(_otsu3_low(sample), tissue + math.log(0.25))
+    else:
+        t = _otsu(sample)
+    fg = logx > t
     # Opening and closing in the slice plane, with an ellipse of ``opening_mm`` in mm.
     fg = _morph2d(fg, zooms, opening_mm, cv2.MORPH_OPEN)
     lab, n = ndi.label(fg)
@@ -229,7 +240,8 @@ class MidsagittalPlane:
     offset_mm : float
     symmetry : float
         Correlation (0-1) between the brain's capped intensities and their mirror image
-        about the plane, over the sampled brain points.
+        about the plane, over the sampled brain points but the 15 % that differ most (a
+        one-sided infarct).
     asymmetry_mad : float
         Mean absolute difference of those intensities, in units of the brain's median
         (the minimised objective; a one-sided infarct raises it).
@@ -303,8 +315,9 @@ def fit_midsagittal_plane(
     slice directions of the affine) through the brain's centroid; the search is a
     Nelder-Mead over two tilt angles and the offset, started from the best yaw of a 4-degree
     grid over +-20 degrees to stay clear of a local optimum. Intensities are capped at the
-    brain's median + 2 MAD (a bright infarct counts as tissue) and set to 0 outside the
-    brain, so the brain's outline takes part; mirror points outside the covered slab
+    brain's median + 2 MAD (a bright infarct counts as tissue; dark CSF, the fissure's
+    included, keeps its contrast, and the L1 loss out-votes a dark ADC infarct) and set
+    to 0 outside the brain, so the brain's outline takes part; mirror points outside the covered slab
     (partial coverage) are left out of the mean.
     """
     brain = np.asarray(brain, bool)
@@ -378,7 +391,14 @@ def fit_midsagittal_plane(
     vox = q @ inv[:3, :3].T + inv[:3, 3]
     inside = (vox[:, 2] > -0.5) & (vox[:, 2] < nz - 0.5)
     fq = ndi.map_coordinates(f, vox[inside].T, order=1, mode="constant", cval=0.0)
-    sym = float(np.corrcoef(fp[inside], fq)[0, 1]) if inside.sum() > 2 else float("nan")
+    sym = float("nan")
+    if inside.sum() > 20:
+        # Trimmed: the 15 % of points that differ most from their mirror image are left
+        # out, so a one-sided infarct (any polarity) does not count as a failed fit.
+        a, m = fp[inside], fq
+        keep = np.abs(a - m) <= np.quantile(np.abs(a - m), 0.85)
+        if a[keep].std() > 0 and m[keep].std() > 0:
+            sym = float(np.corrcoef(a[keep], m[keep])[0, 1])
     tilt = math.degrees(math.acos(min(1.0, abs(float(n @ base)))))
     return MidsagittalPlane(n, offset, sym, float(best.fun), tilt, int(len(pts)))
 
@@ -463,3 +483,43 @@ def project_patient(
             (float(g.d_row @ n), float(g.d_col @ n), float(g.origin @ n - plane.offset_mm))
         )
     return np.stack(out) if out else np.zeros((0, 0, 0), bool), lines
+
+
+def detect_csf_polarity(
+    data: np.ndarray,
+    affine: np.ndarray,
+    brain: np.ndarray,
+    plane: MidsagittalPlane | None,
+    n_points: int = 20000,
+) -> str:
+    """``"dark"`` or ``"bright"``: whether the brain's CSF is darker or brighter than tissue.
+
+    Counts brain voxels (more than 5 mm inside the brain's outline, where partial volume
+    with the air stops) below 0.4 times the tissue level (the histogram's mode), and those
+    above 1.5 times it, keeping only those whose mirror image about the midsagittal plane
+    is as extreme: CSF (ventricles, fissure, sulci) is bilateral and differs from tissue by
+    a factor of 1.5-8 in every contrast hypo knows, an infarct is one-sided. Used only when
+    the cohort declares no contrast; the anatomy writes what it found.
+    """
+    x = np.nan_to_num(np.asarray(data, np.float32))
+    zooms = voxel_sizes(affine)
+    inner = ~_morph2d(~np.asarray(brain, bool), zooms, 5.0, cv2.MORPH_DILATE)
+    idx = np.argwhere(inner & (x > 0))
+    if len(idx) < 100:
+        raise ValueError("too few brain voxels to tell the contrast")
+    if len(idx) > n_points:
+        idx = idx[:: len(idx) // n_points + 1]
+    v = x[tuple(idx.T)]
+    hist, edges = np.histogram(np.log(v), 128)
+    k = int(np.argmax(hist))
+    tissue = float(np.exp(0.5 * (edges[k] + edges[k + 1])))
+    if plane is not None:
+        A = np.asarray(affine, float)
+        q = plane.reflect(idx @ A[:3, :3].T + A[:3, 3])
+        inv = np.linalg.inv(A)
+        vm = ndi.map_coordinates(x, (q @ inv[:3, :3].T + inv[:3, 3]).T, order=1, cval=np.nan)
+    else:
+        vm = v
+    dark = float(np.mean((v < 0.4 * tissue) & (vm < 0.4 * tissue)))
+    bright = float(np.mean((v > 1.5 * tissue) & (vm > 1.5 * tissue)))
+    return "bright" if bright > dark else "dark"
