@@ -16,13 +16,14 @@ import pandas as pd
 import pytest
 
 from hypo.cohort.orientation import axial_slices
-from hypo.features.anatomy import compute_anatomy
+from hypo.features.anatomy import HEMI_LEFT, HEMI_RIGHT, compute_anatomy
 from hypo.features.brain3d import (
     brain_mask_3d,
     deshear_affine,
     fit_midsagittal_plane,
     project_patient,
     slice_shear_deg,
+    voxel_sizes,
 )
 from hypo.preprocess import SliceTransform
 
@@ -76,8 +77,8 @@ def test_sheared_header_is_desheared_keeping_left_and_right():
     np.testing.assert_allclose(fixed[:3, :2], affine[:3, :2])
 
 
-@pytest.mark.parametrize("name", ["S0_10slices", "example4d"])
-def test_real_midline_near_hand_placed_landmarks(name):
+@pytest.mark.parametrize("name, contrast", [("S0_10slices", "b0"), ("example4d", "epi")])
+def test_real_midline_near_hand_placed_landmarks(name, contrast):
     data, affine = _real(name)
     affine = deshear_affine(affine)
     brain = brain_mask_3d(data, affine)
@@ -85,15 +86,27 @@ def test_real_midline_near_hand_placed_landmarks(name):
     lm = pd.read_csv(LANDMARKS, comment="#")
     lm = lm[lm["volume"] == name]
     assert len(lm) >= 2
-    _, lines = project_patient(brain, plane, affine, lm["k"], _identity_transforms(data.shape))
-    col_mm = float(np.linalg.norm(affine[:3, 0]))
-    err = [
-        abs(-(a * r + e) / b - c) * col_mm for (a, b, e), r, c in zip(lines, lm["row"], lm["col"])
-    ]
-    # Target max(2 mm, one voxel); measured 0.3-3.1 mm (the plane sits ~1 px towards the
-    # patient's left of the deep midline structures on both heads): asserted at 3.5 mm.
-    assert max(err) <= 3.5, err
-    assert np.median(err) <= 2.5, err
+    sl = axial_slices(data)
+    nz = sl.shape[0]
+    brains, planes = project_patient(
+        brain, plane, affine, range(nz), _identity_transforms(data.shape)
+    )
+    imgs = (sl - sl.mean(axis=(1, 2), keepdims=True)) / (sl.std(axis=(1, 2), keepdims=True) + 1e-6)
+    zx, zy = voxel_sizes(affine)[:2]
+    an = compute_anatomy(imgs, (zy, zx), groups=["p"] * nz, brains=brains, planes=planes,
+                         contrast=contrast)  # fmt: skip
+    err = []
+    for k, r, c in zip(lm["k"], lm["row"], lm["col"]):
+        h = an.hemisphere[int(k), int(r)]
+        boundary = 0.5 * (
+            np.flatnonzero(h == HEMI_RIGHT).max() + np.flatnonzero(h == HEMI_LEFT).min()
+        )
+        err.append(abs(boundary - c) * zx)
+    # Target max(2 mm, one voxel) = 2 mm. Measured: S0 0.2-1.6 mm (the plane alone:
+    # 0.4-3.6 mm; the fissure, a bright ridge on b0, moves each slice's line onto it);
+    # example4d 0.0 and 2.4 mm (its slice 9 shows no fissure the search accepts).
+    assert np.median(err) <= 1.5, err
+    assert max(err) <= 2.5, err
 
 
 def _synthetic(index, rotation):
