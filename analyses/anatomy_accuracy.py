@@ -147,10 +147,12 @@ def per_patient(anatomy, store, truth: pd.DataFrame, masks=None) -> pd.DataFrame
             s = a.sum() + b.sum()
             return 2 * (a & b).sum() / s if s else np.nan
 
+        # Not sought (b0, ADC: the table says NaN): no lesion numbers rather than zeros.
+        sought = bool(np.isfinite(anatomy.table["lesion_image_area_mm2"].to_numpy()[idx]).any())
         recs.append(
             {
                 "participant_id": pid,
-                "lesion_dice": dice(les, tl),
+                "lesion_dice": dice(les, tl) if sought else np.nan,
                 "ventricle_dice": dice(ven, tv),
                 "brain_dice": dice((lab & 1) > 0, tb) if tb is not None else np.nan,
                 # Share of the brain pixels given the truth's hemisphere
@@ -158,7 +160,7 @@ def per_patient(anatomy, store, truth: pd.DataFrame, masks=None) -> pd.DataFrame
                 "hemisphere_agreement": float((hemi[both] == th[both]).mean())
                 if both.any()
                 else np.nan,
-                "lesion_image_ml": float((les * vox).sum()),
+                "lesion_image_ml": float((les * vox).sum()) if sought else np.nan,
                 "lesion_truthmask_ml": float((tl * vox).sum()),
                 "lesion_truth_ml": float(truth.loc[pid, "lesion_volume_ml"]),
                 "side": truth.loc[pid, "side"] if "side" in truth else None,
