@@ -1,5 +1,13 @@
 """Anatomy of every slice, from the image alone.
 
+By default (:func:`anatomy_for_store`, ``AnatomyConfig.volume``) the **brain mask** and
+the **midline** come from each patient's whole volume (:mod:`hypo.features.brain3d`: a
+contrast-agnostic 3D mask and a midsagittal plane fitted in world mm), projected into the
+store's slices through their transforms; the per-slice steps below then find the
+fissure, hemispheres, ventricles, edge band and lesion, according to the cohort's
+declared (or detected) contrast (:mod:`hypo.cohort.contrast`). The per-slice brain mask
+and symmetry search described next remain for bare stacks of slices without volumes.
+
 For each preprocessed axial slice (radiological view: column 0 = patient's RIGHT) this
 module estimates, without any ground truth:
 
