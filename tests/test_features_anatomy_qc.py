@@ -66,7 +66,7 @@ def test_failures_have_reasons_and_a_run_stops_naming_the_files():
     an, store = _fixture([5365.0, 1100.0, 1200.0], brain_on_lesion_slice=False)
     qc = anatomy_qc(an, store).set_index("participant_id")
     assert not qc.at["sub-1", "qc_pass"]
-    assert "above 2200 mL" in qc.at["sub-1", "qc_reason"]
+    assert "above 2500 mL" in qc.at["sub-1", "qc_reason"]
     assert "lesion slices have a brain mask" in qc.at["sub-1", "qc_reason"]
     assert qc.loc[["sub-2", "sub-3"], "qc_pass"].all()
     with pytest.raises(AnatomyQCError, match=r"sub-1 \(/data/sub-1_dwi.nii.gz\)"):
