@@ -13,7 +13,13 @@ compares it with the truth masks carried through the same preprocessing:
   the mean over rows of |estimated line column - truth boundary column|, the truth
   boundary being where the truth hemisphere mask changes from right (2) to left (1);
 * lesion volume error for lesions >= 5 mL (target within 20 %), against the truth table's
-  volume and against the truth mask as resampled into the store.
+  volume and against the truth mask as resampled into the store;
+* brain Dice (per patient; target >= 0.95) and hemisphere agreement (share of the pixels
+  both call brain given the truth's hemisphere; target >= 0.99); the midline error also
+  in mm.
+
+``--contrast b0|adc`` generates the same patients in another contrast (the infarct is not
+sought there: lesion numbers are NaN).
 
 Each number is given twice: against the truth masks as the slice store carries them, and
 against the truth resampled here with centre-aligned nearest neighbour
