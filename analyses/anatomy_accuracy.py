@@ -1,6 +1,7 @@
 """Image-derived anatomy against the synthetic ground truth.
 
     python -m analyses.anatomy_accuracy [--cohort DIR] [--quick] [--size 192] [--out DIR]
+                                        [--seed 1] [--contrast b1000|b0|adc]
 
 Generates (or reuses) a small synthetic cohort, builds its slice store, computes the
 image-derived anatomy (:mod:`hypo.features.anatomy`, which never sees the truth) and
@@ -12,7 +13,13 @@ compares it with the truth masks carried through the same preprocessing:
   the mean over rows of |estimated line column - truth boundary column|, the truth
   boundary being where the truth hemisphere mask changes from right (2) to left (1);
 * lesion volume error for lesions >= 5 mL (target within 20 %), against the truth table's
-  volume and against the truth mask as resampled into the store.
+  volume and against the truth mask as resampled into the store;
+* brain Dice (per patient; target >= 0.95) and hemisphere agreement (share of the pixels
+  both call brain given the truth's hemisphere; target >= 0.99); the midline error also
+  in mm.
+
+``--contrast b0|adc`` generates the same patients in another contrast (the infarct is not
+sought there: lesion numbers are NaN).
 
 Each number is given twice: against the truth masks as the slice store carries them, and
 against the truth resampled here with centre-aligned nearest neighbour
@@ -113,6 +120,7 @@ def midline_errors(anatomy, store, hemi=None) -> pd.DataFrame:
                 "slice": store.table["slice"].iat[i],
                 "rows": int(ok.sum()),
                 "midline_error_px": float(np.mean(np.abs(est[ok] - tb[ok]))),
+                "midline_error_mm": float(np.mean(np.abs(est[ok] - tb[ok]))) * float(pc),
                 # + when the estimate lies towards higher columns (the patient's left).
                 "midline_signed_px": float(np.median(est[ok] - tb[ok])),
                 "midline_angle_deg": ang,
@@ -135,18 +143,30 @@ def per_patient(anatomy, store, truth: pd.DataFrame, masks=None) -> pd.DataFrame
         ven = (lab & 8) > 0
         tl = np.asarray(masks["truth_lesion"][idx]) > 0
         tv = np.asarray(masks["truth_ventricles"][idx]) > 0
+        tb = np.asarray(masks["truth_brain"][idx]) > 0 if "truth_brain" in masks else None
+        th = np.asarray(masks["truth_hemisphere"][idx])
+        hemi = np.where((lab & 2) > 0, 1, np.where((lab & 4) > 0, 2, 0))
+        both = (th > 0) & ((lab & 1) > 0)
         vox = (area[idx] * thick[idx])[:, None, None] / 1000.0
 
         def dice(a, b):
             s = a.sum() + b.sum()
             return 2 * (a & b).sum() / s if s else np.nan
 
+        # Not sought (b0, ADC: the table says NaN): no lesion numbers rather than zeros.
+        sought = bool(np.isfinite(anatomy.table["lesion_image_area_mm2"].to_numpy()[idx]).any())
         recs.append(
             {
                 "participant_id": pid,
-                "lesion_dice": dice(les, tl),
+                "lesion_dice": dice(les, tl) if sought else np.nan,
                 "ventricle_dice": dice(ven, tv),
-                "lesion_image_ml": float((les * vox).sum()),
+                "brain_dice": dice((lab & 1) > 0, tb) if tb is not None else np.nan,
+                # Share of the brain pixels given the truth's hemisphere
+                # (over the pixels both call brain: the brain mask has its own number).
+                "hemisphere_agreement": float((hemi[both] == th[both]).mean())
+                if both.any()
+                else np.nan,
+                "lesion_image_ml": float((les * vox).sum()) if sought else np.nan,
                 "lesion_truthmask_ml": float((tl * vox).sum()),
                 "lesion_truth_ml": float(truth.loc[pid, "lesion_volume_ml"]),
                 "side": truth.loc[pid, "side"] if "side" in truth else None,
@@ -161,6 +181,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--patients", type=int, default=30)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="8 patients at 128 px")
+    ap.add_argument(
+        "--contrast",
+        choices=("b1000", "b0", "adc"),
+        default="b1000",
+        help="contrast of the generated cohort (the same patients and truth in each)",
+    )
     ap.add_argument("--size", type=int, default=192)
     ap.add_argument("--out", type=Path, default=Path("reports/anatomy_accuracy"))
     args = ap.parse_args(argv)
@@ -176,17 +202,19 @@ def main(argv=None) -> dict:
         from hypo.cohort.synthetic import generate_cohort
         from hypo.paths import cache_dir
 
-        cohort_dir = cache_dir() / "anatomy_accuracy" / f"syn{args.patients}-s{args.seed}"
-        generate_cohort(cohort_dir, args.patients, seed=args.seed, workers=2, progress=False)
+        tag = "" if args.contrast == "b1000" else f"-{args.contrast}"
+        cohort_dir = cache_dir() / "anatomy_accuracy" / f"syn{args.patients}-s{args.seed}{tag}"
+        generate_cohort(cohort_dir, args.patients, seed=args.seed, workers=2, progress=False,
+                        contrast=args.contrast)  # fmt: skip
     cohort = hc.load(cohort_dir)
     truth = cohort.truth()
     if truth is None or not cohort.is_synthetic:
         raise SystemExit(f"{cohort_dir}: not a synthetic cohort with derivatives/truth/truth.tsv")
     store = build_slice_store(cohort, PreprocessConfig(size=args.size), progress=False)
-    for m in ("truth_lesion", "truth_ventricles", "truth_hemisphere"):
+    for m in ("truth_lesion", "truth_ventricles", "truth_hemisphere", "truth_brain"):
         if m not in store.masks:
             raise SystemExit(f"slice store {store.path} lacks the {m} mask")
-    anatomy = anatomy_for_store(store, progress=False)
+    anatomy = anatomy_for_store(store, progress=False, cohort=cohort)
     centred = {m: centred_truth(cohort, store, m.removeprefix("truth_")) for m in TRUTHS}
     out = {"store_masks": {}, "centred_truth": {}}
     tables = {}
@@ -200,6 +228,7 @@ def main(argv=None) -> dict:
         "cohort_id": cohort.cohort_id,
         "synthetic": True,
         "seed": args.seed if args.cohort is None else None,
+        "contrast": args.contrast if args.cohort is None else None,
         "size_px": args.size,
         "n_patients": int(len(tables["store_masks"][0])),
         "n_slices": int(len(store)),
@@ -231,7 +260,7 @@ def main(argv=None) -> dict:
     return summary
 
 
-TRUTHS = ("truth_lesion", "truth_ventricles", "truth_hemisphere")
+TRUTHS = ("truth_lesion", "truth_ventricles", "truth_hemisphere", "truth_brain")
 VOLUME_BINS_ML = (0.0, 1.0, 5.0, 20.0, 50.0, np.inf)
 
 
@@ -273,6 +302,16 @@ def _summary(pp: pd.DataFrame, ml: pd.DataFrame, size: int) -> dict:
             "mean": float(les1["lesion_dice"].mean()),
             "target": 0.8,
         },
+        "brain_dice": {
+            "median": float(pp["brain_dice"].median()),
+            "min": float(pp["brain_dice"].min()),
+            "target": 0.95,
+        },
+        "hemisphere_agreement": {
+            "median": float(pp["hemisphere_agreement"].median()),
+            "min": float(pp["hemisphere_agreement"].min()),
+            "target": 0.99,
+        },
         "ventricle_dice": {
             "n": int(pp["ventricle_dice"].notna().sum()),
             "median": float(pp["ventricle_dice"].median()),
@@ -289,6 +328,8 @@ def _summary(pp: pd.DataFrame, ml: pd.DataFrame, size: int) -> dict:
             "median_large": float(ml.loc[big, "midline_error_px"].median()),
             "mean_large": float(ml.loc[big, "midline_error_px"].mean()),
             "p90_large": float(ml.loc[big, "midline_error_px"].quantile(0.9)),
+            "median_all_mm": float(ml["midline_error_mm"].median()),
+            "mean_all_mm": float(ml["midline_error_mm"].mean()),
             "target": 2.0,
         },
         "lesion_volume_rel_error_ge5ml": {

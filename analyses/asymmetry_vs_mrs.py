@@ -32,6 +32,7 @@ from pathlib import Path
 from analyses._cli import column_pairs, run_logged
 from hypo.cohort import CohortError
 from hypo.cohort.requirements import format_problems, preflight
+from hypo.features.anatomy_qc import AnatomyQCError
 from hypo.features.join import LeakageError
 from hypo.stats.registry import RegistryLockError
 from hypo.study.config import REQUIREMENTS, StudyConfig, StudyError
@@ -71,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
         "--column mrs_3months=mRS_90d (repeatable; or a hypo_columns.json sidecar)",
     )
     p.add_argument(
+        "--max-qc-fail-fraction",
+        type=float,
+        default=None,
+        help="stop when a larger share of patients fail the anatomy QC (default 0.2)",
+    )
+    p.add_argument(
         "--check",
         action="store_true",
         help="only check that --cohort has what the analysis needs (seconds; no model)",
@@ -96,6 +103,7 @@ def config_from_args(args) -> StudyConfig:
         lock=args.lock,
         progress=not args.quiet,
         columns=column_pairs(args.column),
+        max_qc_fail_fraction=args.max_qc_fail_fraction,
     )
 
 
@@ -162,7 +170,7 @@ def _main(args, log) -> int:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = _parser().parse_args(argv)
-    refusals = (StudyError, LeakageError, RegistryLockError, CohortError)
+    refusals = (StudyError, LeakageError, RegistryLockError, CohortError, AnatomyQCError)
     return run_logged("asymmetry_vs_mrs", lambda log: _main(args, log), refusals)
 
 

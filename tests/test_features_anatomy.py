@@ -160,7 +160,8 @@ def test_per_patient_angle_and_store_cache(tmp_path):
 
     Store.images = images
     Store.path.mkdir()
-    a = anatomy_for_store(Store, batch_size=2, progress=False)
+    flat = AnatomyConfig(volume=False)  # a bare stack of slices: the per-slice method
+    a = anatomy_for_store(Store, flat, batch_size=2, progress=False)
     angles = a.table.groupby("participant_id")["midline_angle_deg"]
     assert (angles.max() - angles.min()).max() < 1e-6  # one angle per patient
     assert abs(angles.mean()["sub-1"] - 8) < 2 and abs(angles.mean()["sub-2"] + 6) < 2
@@ -170,7 +171,7 @@ def test_per_patient_angle_and_store_cache(tmp_path):
         images, Store.table[["pixel_mm_row", "pixel_mm_col"]].to_numpy(), groups=pids
     )
     np.testing.assert_array_equal(direct.labels, np.asarray(a.labels))
-    assert anatomy_for_store(Store, progress=False).path == a.path  # cached
+    assert anatomy_for_store(Store, flat, progress=False).path == a.path  # cached
 
 
 def test_ventricles_only_on_the_patients_ventricle_levels():

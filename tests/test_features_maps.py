@@ -205,7 +205,7 @@ def test_features_for_store_with_controls(tmp_path):
             imgs.append(img)
             les.append(tr["lesion"].astype(np.uint8))
             pids.append(p)
-    from hypo.features.anatomy import anatomy_for_store
+    from hypo.features.anatomy import AnatomyConfig, anatomy_for_store
 
     class Store:
         path = tmp_path
@@ -221,7 +221,8 @@ def test_features_for_store_with_controls(tmp_path):
             }
         )
 
-    an = anatomy_for_store(Store, progress=False)
+    # A bare stack of phantom slices has no volumes: the per-slice method.
+    an = anatomy_for_store(Store, AnatomyConfig(volume=False), progress=False)
     f = features_for_store(Store, an, progress=False)
     assert len(f) == 8 and set(f["map_source"]) == {"control_uniform", "control_intensity"}
     u = f[f["map_source"] == "control_uniform"].set_index("participant_id")

@@ -200,7 +200,7 @@ def usable_run(tmp_path_factory):
     pids = sorted(p.name for p in root.glob("sub-*"))
     _rezoom(root, pids[1], (1.5, 1.5, 4.0))
     _rezoom(root, pids[2], (2.5, 2.5, 6.0))
-    cohort = {"id": "elsewhere", "generator_hash": ""}
+    cohort = {"id": "elsewhere", "generator_hash": "synthetic"}  # trained on synthetic data
     models = {
         "stroke": tiny_model("gap", ("no stroke", "stroke"), tmp / "m" / "s", cohort),
         "mrs": tiny_model("mrs", ("no stroke", "mRS 0-2", "mRS 3-6"), tmp / "m" / "m", cohort),
@@ -246,4 +246,8 @@ def test_every_n_is_explained_by_the_flow_per_hypothesis(usable_run):
     feats = pd.read_csv(out / "features.csv")
     n_pop = int(feats["analysis_population"].sum())
     assert (flow.loc[flow["step"] == "analysis population", "n_remaining"] == n_pop).all()
-    assert "Patients per registered test" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "Patients per registered test" in md
+    assert "trained on a synthetic cohort" in md  # models of synthetic data on own scans
+    res = pd.read_csv(out / "results.csv")
+    assert "truth" not in set(res["hypothesis"])  # no generator, no coverage rows

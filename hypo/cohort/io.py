@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from hypo.cohort import layout
+from hypo.cohort.contrast import normalise_contrast
 from hypo.cohort.orientation import to_canonical
 
 #: A BIDS subject label: ``sub-`` followed by letters and digits only.
@@ -613,6 +614,27 @@ class Cohort:
         if not path.is_file():
             return None
         return type_columns(read_table(path)).set_index("participant_id", drop=True)
+
+    def contrast_of(self, pid: str) -> str | None:
+        """The declared contrast of a patient's volume (:mod:`hypo.cohort.contrast`), or None.
+
+        From the ``contrast`` column of participants.tsv, else from generator.json (a
+        synthetic cohort; ``b1000`` when it does not say). An unknown value raises
+        ``ValueError`` naming the file, the patient and the accepted names.
+        """
+        self._check_pid(pid)
+        if "contrast" in self.participants.columns:
+            v = self.participants.at[pid, "contrast"]
+            if isinstance(v, str) and v.strip():
+                return normalise_contrast(
+                    v, f"{self.root / layout.PARTICIPANTS}, column 'contrast', {pid}"
+                )
+        gen = self.generator()
+        if gen is not None:
+            return normalise_contrast(
+                gen.get("contrast", "b1000"), f"{self.root / layout.GENERATOR}, 'contrast'"
+            )
+        return None
 
     def generator(self) -> dict | None:
         """The parameters in generator.json, or ``None`` for a cohort that was not generated."""

@@ -3,6 +3,7 @@
 Pipeline (each stage cached; ``python -m hypo.features`` runs them all)::
 
     anatomy = anatomy_for_store(store)                   # image-derived, cached beside it
+    qc = anatomy_qc(anatomy, store); check_anatomy_qc(qc)  # per patient; stops when many fail
     slices = features_for_store(store, anatomy, cams)    # one row per slice x map
     patients = aggregate_patients(slices, cohort_id)     # map-mass-weighted means
     joined = join_participants(patients, cohort.participants, cohort_id=...,
@@ -21,6 +22,7 @@ from hypo.features.aggregate import (
     write_patient_tables,
 )
 from hypo.features.anatomy import Anatomy, AnatomyConfig, anatomy_for_store, compute_anatomy
+from hypo.features.anatomy_qc import AnatomyQCConfig, AnatomyQCError, anatomy_qc, check_anatomy_qc
 from hypo.features.join import (
     JoinError,
     JoinResult,
@@ -47,12 +49,16 @@ __all__ = [
     "PATIENT_DICTIONARY",
     "Anatomy",
     "AnatomyConfig",
+    "AnatomyQCConfig",
+    "AnatomyQCError",
     "FeatureConfig",
     "JoinError",
     "JoinResult",
     "LeakageError",
     "aggregate_patients",
     "anatomy_for_store",
+    "anatomy_qc",
+    "check_anatomy_qc",
     "compute_anatomy",
     "control_maps",
     "data_dictionary",

@@ -34,6 +34,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of the randomised control")
     ap.add_argument("--allow-training-patients", action="store_true")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--max-qc-fail-fraction", type=float, default=None,
+                    help="stop when more patients fail the anatomy QC (default 0.2)")  # fmt: skip
     args = ap.parse_args(argv)
 
     from hypo.features.pipeline import DEFAULT_METHODS, run_features
@@ -51,6 +53,7 @@ def main(argv=None) -> int:
         seed=args.seed,
         allow_training_patients=args.allow_training_patients,
         run_info={"argv": sys.argv if argv is None else list(argv)},
+        max_qc_fail_fraction=args.max_qc_fail_fraction,
     )
     return 0
 

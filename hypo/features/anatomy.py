@@ -1,5 +1,13 @@
 """Anatomy of every slice, from the image alone.
 
+By default (:func:`anatomy_for_store`, ``AnatomyConfig.volume``) the **brain mask** and
+the **midline** come from each patient's whole volume (:mod:`hypo.features.brain3d`: a
+contrast-agnostic 3D mask and a midsagittal plane fitted in world mm), projected into the
+store's slices through their transforms; the per-slice steps below then find the
+fissure, hemispheres, ventricles, edge band and lesion, according to the cohort's
+declared (or detected) contrast (:mod:`hypo.cohort.contrast`). The per-slice brain mask
+and symmetry search described next remain for bare stacks of slices without volumes.
+
 For each preprocessed axial slice (radiological view: column 0 = patient's RIGHT) this
 module estimates, without any ground truth:
 
@@ -53,13 +61,25 @@ import pandas as pd
 from scipy import fft as sp_fft
 from scipy import ndimage
 
+import hypo.cohort as hc
 from hypo._util import stable_hash, write_json_atomic
+from hypo.cohort.contrast import DETECTED, csf_polarity, lesion_polarity
+from hypo.cohort.io import read_image, read_voxels
+from hypo.features.brain3d import (
+    brain_mask_3d,
+    deshear_affine,
+    detect_csf_polarity,
+    fit_midsagittal_plane,
+    project_patient,
+    slice_shear_deg,
+)
+from hypo.preprocess import SliceTransform
 
 #: Bit flags of the packed label image.
 BRAIN, LEFT, RIGHT, VENTRICLE, EDGE, LESION = 1, 2, 4, 8, 16, 32
 #: Hemisphere codes, as in the synthetic truth masks.
 HEMI_LEFT, HEMI_RIGHT = 1, 2
-ANATOMY_VERSION = 5
+ANATOMY_VERSION = 8
 
 
 @dataclass(frozen=True)
@@ -140,7 +160,21 @@ class AnatomyConfig:
     min_brain_area_px : int
         A slice with a smaller brain gets no midline (NaN) and no hemispheres.
     brain_min_solidity : float
-        A slice whose brain candidate is less solid (area / convex hull) gets no brain.
+        A slice whose brain candidate is less solid (area / convex hull) gets no brain
+        (per-slice method only).
+    ventricle_bright_level, ventricle_bright_open_level : float
+        Where CSF is bright (b0, T2, ADC): a brain pixel is CSF above this fraction of the
+        way from the local tissue level to the slice's CSF level (its brain's 99.5th
+        percentile), and openness to the outside is judged above the second fraction (set
+        on seed 1 of ``analyses.anatomy_accuracy --contrast b0/adc``).
+    volume : bool
+        Brain mask and midsagittal plane from each patient's whole volume
+        (:mod:`hypo.features.brain3d`, default), projected into the slices; False finds
+        both on each slice alone (the 2D method, for bare stacks of slices).
+    brain_opening_mm : float
+        Radius (mm) of the 3D mask's opening and closing (``brain3d.brain_mask_3d``).
+    plane_smooth_mm : float
+        Gaussian sigma (mm) of the image the plane is fitted to.
     """
 
     edge_width_mm: float = 5.0
@@ -171,6 +205,11 @@ class AnatomyConfig:
     per_patient_angle: bool = True
     min_brain_area_px: int = 64
     brain_min_solidity: float = 0.85
+    ventricle_bright_level: float = 0.6
+    ventricle_bright_open_level: float = 0.3
+    volume: bool = True
+    brain_opening_mm: float = 4.0
+    plane_smooth_mm: float = 1.5
 
     def key(self) -> str:
         """Cache key: a hash of every setting and of ``ANATOMY_VERSION`` (bumped whenever
@@ -198,14 +237,25 @@ class Anatomy:
         ((L - R)/(L + R) of ventricle areas, NaN without ventricles), ``septum_shift_mm``
         (signed distance of the septum, the gap between the lateral ventricles, from the
         midline, positive towards the patient's left; NaN where not found),
-        ``lesion_image_area_mm2``, ``pixel_mm_row``, ``pixel_mm_col``.
+        ``lesion_image_area_mm2``, ``plane_residual_mm`` (distance, mm, at the centre row
+        between the slice's midline and the midsagittal plane's line; 0 where no fissure
+        moved it, NaN on slices without the plane: the per-slice method, or no brain),
+        ``pixel_mm_row``, ``pixel_mm_col``.
     path : Path or None
         Cache folder when loaded from / written to disk.
+    patients : DataFrame or None
+        With the volume method, one row per patient: ``brain_volume_ml``, slices with
+        brain, voxel size, the midsagittal plane (``plane_normal_x/y/z``,
+        ``plane_offset_mm``, ``plane_tilt_deg``) and its ``plane_symmetry`` (0-1) and
+        ``plane_asymmetry`` (mean |image - mirror| / brain median), ``contrast`` and
+        ``contrast_source`` ("declared" by the cohort, or "detected": then only the CSF's
+        polarity, ``detected-csf-dark`` / ``detected-csf-bright``).
     """
 
     labels: np.ndarray
     table: pd.DataFrame
     path: Path | None = None
+    patients: pd.DataFrame | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -251,7 +301,9 @@ class Anatomy:
             raise FileNotFoundError(f"{path}: not an anatomy cache (no meta.json)")
         labels = np.load(path / "labels.npy", mmap_mode=mmap_mode)
         table = pd.read_parquet(path / "anatomy.parquet")
-        return cls(labels, table, path)
+        pfile = path / "patients.parquet"
+        patients = pd.read_parquet(pfile) if pfile.exists() else None
+        return cls(labels, table, path, patients)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -492,6 +544,9 @@ def compute_anatomy(
     *,
     groups=None,
     config: AnatomyConfig | None = None,
+    brains: np.ndarray | None = None,
+    planes: list | None = None,
+    contrast: str = "b1000",
 ) -> Anatomy:
     """Brain, midline, hemispheres, ventricles, cortical edge and lesion of each slice.
 
@@ -505,6 +560,21 @@ def compute_anatomy(
     groups : sequence of length n, optional
         Patient id of each slice; enables ``config.per_patient_angle``.
     config : AnatomyConfig, optional
+    brains : ndarray of bool (n, H, W), optional
+        Brain masks from the whole volume (:func:`hypo.features.brain3d.project_patient`);
+        without them each slice's brain is found on the slice alone (:func:`brain_mask`).
+    planes : list of (coef_r, coef_c, const) or None, optional
+        Per slice, the midsagittal plane's signed distance (mm, negative = patient's left)
+        as an affine function of the pixel's (row, col) (:func:`hypo.features.brain3d.
+        project_patient`); the slice's midline is its zero line (then moved onto the
+        fissure where the slice shows one) and the plane's sign says which side is the
+        patient's left. Without them the midline is searched on each slice (the symmetry
+        line of the 2D method).
+    contrast : str
+        The images' contrast (:mod:`hypo.cohort.contrast`): CSF dark (b1000, FLAIR) or
+        bright (b0, T2, ADC, EPI) decides how ventricles and the fissure are sought; the
+        infarct is sought only where it is a hyperintensity (b1000, FLAIR, T2); on ADC, b0
+        and EPI ``lesion_image_area_mm2`` is NaN (not sought).
 
     Returns
     -------
@@ -524,11 +594,25 @@ def compute_anatomy(
         -config.max_angle_deg, config.max_angle_deg + 1e-9, config.coarse_step_deg, dtype=float
     )
     labels = np.zeros((n, H, W), np.uint8)
+    given_brains, given_planes = brains, planes
+    csf_bright = csf_polarity(contrast) == "bright"
+    les_pol = lesion_polarity(contrast)
+    if given_brains is not None and np.shape(given_brains) != (n, H, W):
+        raise ValueError(f"brains have shape {np.shape(given_brains)}; images have {(n, H, W)}")
+    if given_planes is not None and len(given_planes) != n:
+        raise ValueError(f"planes has {len(given_planes)} entries; images have {n} slices")
     brains, fits, weights = [], [], []
     for i in range(n):
         img = np.asarray(images[i], dtype=np.float32)
-        b = brain_mask(img, config.brain_min_solidity, float(min(pmm[i])))
+        if given_brains is not None:
+            b = np.asarray(given_brains[i], bool)
+        else:
+            b = brain_mask(img, config.brain_min_solidity, float(min(pmm[i])))
         brains.append(b)
+        if given_planes is not None:
+            fits.append(None)
+            weights.append(None)
+            continue
         if b.sum() < config.min_brain_area_px:
             fits.append(None)
             weights.append(None)
@@ -548,7 +632,7 @@ def compute_anatomy(
         weights.append(f)
     # In mm^2: the crop is per slice, so pixel sizes differ between a patient's slices.
     area = np.array([b.sum() for b in brains], float) * pmm[:, 0] * pmm[:, 1]
-    if groups is not None and config.per_patient_angle:
+    if groups is not None and config.per_patient_angle and given_planes is None:
         g = np.asarray(groups)
         for pid in pd.unique(g):
             idx = [i for i in np.flatnonzero(g == pid) if fits[i] is not None]
@@ -586,6 +670,7 @@ def compute_anatomy(
             "ventricle_asymmetry": np.nan,
             "septum_shift_mm": np.nan,
             "lesion_image_area_mm2": 0.0,
+            "plane_residual_mm": np.nan,
             "pixel_mm_row": pr,
             "pixel_mm_col": pc,
         }
@@ -599,27 +684,61 @@ def compute_anatomy(
         bg = float(np.median(outside)) if outside.size > 16 else float(np.percentile(img, 1))
         r = _bias_corrected(img - bg, b, config.bias_sigma_mm / pr, config.bias_sigma_mm / pc)
         if rec["ventricle_level"]:
-            vent = _ventricles(r, b, depth, pr, pc, config)
+            vent = _ventricles(r, b, depth, pr, pc, config, csf_bright=csf_bright)
         else:
             vent = np.zeros_like(b)
         lab[vent] |= VENTRICLE
         fit = fits[i]
-        has_line = fit is not None and np.isfinite(fit[1])
+        plane = given_planes[i] if given_planes is not None else None
+        plane_pts = _plane_line(plane, H) if b.sum() >= config.min_brain_area_px else None
+        has_line = plane_pts is not None or (fit is not None and np.isfinite(fit[1]))
         mirror = None
+        score = np.nan
         if has_line:
-            th, col, score, centre, aspect = fit
-            (x0, y0), (x1, y1) = _line_points(th, col, centre, aspect, canvas)
+            if plane_pts is not None:
+                (x0, y0), (x1, y1) = plane_pts
+            else:
+                th, col, score, centre, aspect = fit
+                (x0, y0), (x1, y1) = _line_points(th, col, centre, aspect, canvas)
             if config.fissure_refine:
-                (x0, y0), (x1, y1) = _fissure_line(r, b, (x0, y0), (x1, y1), pr, pc, config)
-            mirror = _mirror_image(r, (x0, y0), (x1 - x0, y1 - y0), pr, pc, 0.0)
-        lab[_lesion(r, b, mirror, pr, pc, config)] |= LESION
-        rec["lesion_image_area_mm2"] = float(((lab & LESION) > 0).sum() * pr * pc)
+                # The fissure is a CSF valley; where CSF is bright, a ridge (2 - r turns it
+                # into a valley about the tissue level 1).
+                rf = np.where(b, np.maximum(2.0 - r, 0.0), 0.0) if csf_bright else r
+                (x0, y0), (x1, y1) = _fissure_line(rf, b, (x0, y0), (x1, y1), pr, pc, config)
+            if plane_pts is not None:
+                # Departure of the slice's midline from the plane's, at the centre row (mm).
+                yc0 = (H - 1) / 2.0
+                (px0, py0), (px1, py1) = plane_pts
+                at_plane = px0 + (yc0 - py0) * (px1 - px0) / (py1 - py0)
+                at_line = x0 + (yc0 - y0) * (x1 - x0) / (y1 - y0)
+                rec["plane_residual_mm"] = float(abs(at_line - at_plane) * pc)
+        # The infarct is sought where it is a hyperintensity (b1000, FLAIR, T2) only: the
+        # detector's levels are set on b1000 infarcts; on ADC (dark infarct) and b0 or EPI
+        # (barely visible) it is not sought and the table says NaN.
+        rl = r
+        if has_line:
+            mirror = _mirror_image(rl, (x0, y0), (x1 - x0, y1 - y0), pr, pc, 0.0)
+        if les_pol != "bright":
+            rec["lesion_image_area_mm2"] = np.nan
+        else:
+            lab[_lesion(rl, b, mirror, pr, pc, config)] |= LESION
+            rec["lesion_image_area_mm2"] = float(((lab & LESION) > 0).sum() * pr * pc)
         if has_line:
             d = np.array([x1 - x0, y1 - y0])
             if d[1] < 0:
                 d = -d
             # Column of the line at each row; the high-column side is the patient's left.
             side = (cc_grid - x0) * d[1] - (rr_grid - y0) * d[0]
+            if plane is not None:
+                # The plane's sign (through the affine) says which side is the patient's
+                # left; in a radiological slice that is the high-column side.
+                s_plane = plane[0] * rr_grid[b] + plane[1] * cc_grid[b] + plane[2]
+                if np.sum((side[b] > 0) == (s_plane < 0)) < 0.5 * b.sum():
+                    side = -side
+                if mirror is not None:
+                    m = np.isfinite(mirror) & b
+                    if m.sum() > 16 and r[m].std() > 0 and mirror[m].std() > 0:
+                        score = float(np.corrcoef(r[m], mirror[m])[0, 1])
             lab[b & (side > 0)] |= LEFT
             lab[b & (side <= 0)] |= RIGHT
             yc = (H - 1) / 2.0
@@ -641,6 +760,26 @@ def compute_anatomy(
         rows.append(rec)
     table = pd.DataFrame(rows)
     return Anatomy(labels, table)
+
+
+def _plane_line(plane, H: int):
+    """Two points (x=col, y=row) of a plane's zero line on a slice, or None.
+
+    ``plane`` is ``(coef_r, coef_c, const)``: the signed distance (mm) of pixel (r, c). A
+    slice that the plane crosses nearly along its rows (a head tilted beyond any scan's)
+    has no usable midline.
+    """
+    if plane is None:
+        return None
+    a, b, e = plane
+    if (
+        not (np.isfinite(a) and np.isfinite(b) and np.isfinite(e))
+        or abs(b) < 1e-6
+        or abs(a / b) > 1.0
+    ):
+        return None
+    ya, yb = 0.0, float(H - 1)
+    return (-(a * ya + e) / b, ya), (-(a * yb + e) / b, yb)
 
 
 def _mirror_image(img, p0, d, pr, pc, fill) -> np.ndarray:
@@ -670,9 +809,22 @@ def _bias_corrected(x: np.ndarray, brain: np.ndarray, sig_r: float, sig_c: float
     w = (brain & (np.abs(x - med) <= 2 * mad)).astype(np.float32)
     if w.sum() < 16 or med <= 0:
         return np.where(brain, x / max(med, 1e-6), 0.0).astype(np.float32)
+    # The field varies over ~10 cm: it is computed on a grid coarser by a quarter of its
+    # width (block means) and interpolated back, at a fraction of the full blur's cost.
+    f = max(1, int(min(sig_r, sig_c) / 4))
+    H, W = x.shape
+    num_in, den_in = x.astype(np.float32) * w, w
+    if f > 1:
+        small = (max(W // f, 1), max(H // f, 1))
+        num_in = cv2.resize(num_in, small, interpolation=cv2.INTER_AREA)
+        den_in = cv2.resize(den_in, small, interpolation=cv2.INTER_AREA)
+        sig_r, sig_c = sig_r * small[1] / H, sig_c * small[0] / W
     blur = dict(ksize=(0, 0), sigmaX=sig_c, sigmaY=sig_r, borderType=cv2.BORDER_CONSTANT)
-    num = cv2.GaussianBlur(x.astype(np.float32) * w, **blur)
-    den = cv2.GaussianBlur(w, **blur)
+    num = cv2.GaussianBlur(num_in, **blur)
+    den = cv2.GaussianBlur(den_in, **blur)
+    if f > 1:
+        num = cv2.resize(num, (W, H), interpolation=cv2.INTER_LINEAR)
+        den = cv2.resize(den, (W, H), interpolation=cv2.INTER_LINEAR)
     field = np.where(den > 1e-3, num / np.maximum(den, 1e-3), med)
     field = np.maximum(field, 0.25 * med)
     return np.where(brain, x / field, 0.0).astype(np.float32)
@@ -780,12 +932,19 @@ def _lesion(r, brain, mirror, pr, pc, config: AnatomyConfig) -> np.ndarray:
     return _keep_components(out.astype(np.uint8), min_px)
 
 
-def _ventricles(r, brain, depth, pr, pc, config: AnatomyConfig) -> np.ndarray:
-    """Dark CSF components enclosed by tissue, deep and central in the brain (bool)."""
-    dark = brain & (r < config.ventricle_level)
-    # Openness is judged on a laxer level: a thin, partial-volumed CSF channel joins a
-    # cistern or the fissure to the outside even where no pixel of it is fully dark.
-    lax = (brain & (r < config.ventricle_open_level)) | ~brain
+def _ventricles(r, brain, depth, pr, pc, config: AnatomyConfig, csf_bright=False) -> np.ndarray:
+    """CSF components enclosed by tissue, deep and central in the brain (bool)."""
+    if csf_bright:
+        # Bright CSF's level varies with the contrast (b0 2-3x tissue, ADC ~4x): the levels
+        # are fractions of the way from tissue (1) to the slice's CSF, its brightest 0.5 %.
+        q = max(float(np.percentile(r[brain], 99.5)), 1.0)
+        dark = brain & (r > 1.0 + config.ventricle_bright_level * (q - 1.0))
+        lax = (brain & (r > 1.0 + config.ventricle_bright_open_level * (q - 1.0))) | ~brain
+    else:
+        dark = brain & (r < config.ventricle_level)
+        # Openness is judged on a laxer level: a thin, partial-volumed CSF channel joins a
+        # cistern or the fissure to the outside even where no pixel of it is fully dark.
+        lax = (brain & (r < config.ventricle_open_level)) | ~brain
     # 4-connectivity: a diagonal touch of two dark pixels is not an open CSF channel.
     n, lab = cv2.connectedComponents(lax.astype(np.uint8), connectivity=4)
     if n <= 1:
@@ -843,12 +1002,20 @@ def anatomy_for_store(
     config: AnatomyConfig | None = None,
     batch_size: int = 256,
     progress: bool = True,
+    cohort=None,
 ) -> Anatomy:
     """Anatomy of every slice of a slice store, computed once and cached beside it.
 
-    Memory is bounded by ``batch_size`` slices; the labels are written into a memory map
-    in a private folder that is published by rename, so a half-finished run leaves no
-    cache behind and a rerun starts afresh.
+    With ``config.volume`` (the default) each patient's brain mask and midsagittal plane
+    are computed on the patient's whole volume (:mod:`hypo.features.brain3d`) and projected
+    into the store's slices through their transforms; the volumes are read from ``cohort``
+    (default: the cohort folder the store was built from, ``store.meta["cohort_root"]``,
+    which must still hold the same files). Per-patient measures (brain volume, the plane
+    and its symmetry) are kept in ``Anatomy.patients``.
+
+    Memory is bounded by one patient (or ``batch_size`` slices on the per-slice path); the
+    labels are written into a memory map in a private folder that is published by rename,
+    so a half-finished run leaves no cache behind and a rerun starts afresh.
     """
     from tqdm.auto import tqdm
 
@@ -865,19 +1032,29 @@ def anatomy_for_store(
     n = len(table)
     _, H, W = store.images.shape
     pids = table["participant_id"].astype(str).to_numpy()
-    # Batches end on patient boundaries so the per-patient midline angle sees all slices.
-    bounds = _patient_batches(pids, batch_size)
+    if config.volume:
+        cohort = _store_cohort(store, cohort)
+        starts = np.flatnonzero(np.r_[True, pids[1:] != pids[:-1]])
+        bounds = list(zip(starts, np.r_[starts[1:], len(pids)]))
+    else:
+        # Batches end on patient boundaries so the per-patient midline angle sees all slices.
+        bounds = _patient_batches(pids, batch_size)
+    pmm_all = table[["pixel_mm_row", "pixel_mm_col"]].to_numpy()
     with atomic_path(path) as tmp:
         tmp.mkdir()
         labels = np.lib.format.open_memmap(
             tmp / "labels.npy", mode="w+", dtype=np.uint8, shape=(n, H, W)
         )
-        parts = []
-        for a, b in tqdm(bounds, desc="anatomy", unit="batch", disable=not progress):
-            pmm = table[["pixel_mm_row", "pixel_mm_col"]].to_numpy()[a:b]
-            res = compute_anatomy(
-                np.asarray(store.images[a:b]), pmm, groups=pids[a:b], config=config
-            )
+        parts, patients = [], []
+        for a, b in tqdm(bounds, desc="anatomy", unit="patient" if config.volume else "batch",
+                         disable=not progress):  # fmt: skip
+            imgs = np.asarray(store.images[a:b])
+            kw = {}
+            if config.volume:
+                rec, brains, planes = _patient_volume_anatomy(cohort, table.iloc[a:b], config)
+                patients.append(rec)
+                kw = {"brains": brains, "planes": planes, "contrast": rec["contrast"]}
+            res = compute_anatomy(imgs, pmm_all[a:b], groups=pids[a:b], config=config, **kw)
             labels[a:b] = res.labels
             parts.append(res.table)
         labels.flush()
@@ -887,6 +1064,8 @@ def anatomy_for_store(
         for j, k in enumerate(c for c in keys if c in table.columns):
             tab.insert(j, k, table[k].to_numpy())
         tab.to_parquet(tmp / "anatomy.parquet", index=False)
+        if patients:
+            pd.DataFrame(patients).to_parquet(tmp / "patients.parquet", index=False)
         write_json_atomic(
             tmp / "meta.json",
             {
@@ -894,6 +1073,7 @@ def anatomy_for_store(
                 "config": asdict(config),
                 "config_key": config.key(),
                 "store": str(store.path),
+                "cohort_root": str(cohort.root) if config.volume else None,
                 "n_slices": n,
                 "bits": {
                     "brain": BRAIN,
@@ -906,6 +1086,81 @@ def anatomy_for_store(
             },
         )
     return Anatomy.open(path)
+
+
+def _store_cohort(store, cohort):
+    """The cohort a store was built from, checked to hold the same files."""
+    if cohort is None:
+        root = store.meta.get("cohort_root")
+        if not root or not Path(root).is_dir():
+            raise FileNotFoundError(
+                f"slice store {store.path}: its cohort folder {root!r} is gone; the volume "
+                "anatomy reads each patient's whole volume (pass cohort=, or "
+                "AnatomyConfig(volume=False) for the per-slice method)"
+            )
+        cohort = hc.load(root)
+    want = store.meta.get("cohort_hash")
+    if want is not None and cohort.content_hash() != want:
+        raise ValueError(
+            f"slice store {store.path} was built from other files than cohort {cohort.root} "
+            "holds now (content hashes differ); rebuild the store"
+        )
+    return cohort
+
+
+def _patient_volume_anatomy(cohort, rows: pd.DataFrame, config: AnatomyConfig):
+    """One patient's 3D brain mask and plane, and both projected into its store slices."""
+    pid = str(rows["participant_id"].iat[0])
+    # The raw voxels, not the windowed 0-255 volume: the window clips the background, the
+    # scalp and some CSF to 0, and the mask's threshold reads the noise floor.
+    path = cohort.dwi_path(pid)
+    data, raw_affine, zooms = read_voxels(read_image(path), path)
+    data = np.asarray(data, np.float32)
+    affine = deshear_affine(raw_affine)
+    brain = brain_mask_3d(data, affine, opening_mm=config.brain_opening_mm)
+    plane = fit_midsagittal_plane(data, affine, brain, smooth_mm=config.plane_smooth_mm)
+    contrast, source = cohort.contrast_of(pid), "declared"
+    if contrast is None and brain.sum() >= 1000:
+        contrast = DETECTED[detect_csf_polarity(data, affine, brain, plane)]
+        source = "detected"
+    elif contrast is None:
+        # Nothing to detect it from; no slice has a brain, so no contrast is used (the QC
+        # fails the patient: no brain).
+        contrast, source = DETECTED["dark"], "none: no brain to detect it from"
+    transforms = [SliceTransform.from_row(r) for _, r in rows.iterrows()]
+    brains, planes = project_patient(brain, plane, affine, rows["slice"].to_numpy(), transforms)
+    vox_ml = float(abs(np.linalg.det(raw_affine[:3, :3]))) / 1000.0
+    rec = {
+        "participant_id": pid,
+        "source": str(path),
+        "n_slices_volume": int(data.shape[2]),
+        "n_slices_with_brain": int(brain.any(axis=(0, 1)).sum()),
+        "brain_volume_ml": float(brain.sum() * vox_ml),
+        "voxel_mm_x": float(zooms[0]),
+        "voxel_mm_y": float(zooms[1]),
+        "voxel_mm_z": float(zooms[2]),
+        "affine_shear_deg": slice_shear_deg(raw_affine),
+        "contrast": contrast,
+        "contrast_source": source,
+        "plane_normal_x": np.nan,
+        "plane_normal_y": np.nan,
+        "plane_normal_z": np.nan,
+        "plane_offset_mm": np.nan,
+        "plane_tilt_deg": np.nan,
+        "plane_symmetry": np.nan,
+        "plane_asymmetry": np.nan,
+    }
+    if plane is not None:
+        rec.update(
+            plane_normal_x=float(plane.normal[0]),
+            plane_normal_y=float(plane.normal[1]),
+            plane_normal_z=float(plane.normal[2]),
+            plane_offset_mm=plane.offset_mm,
+            plane_tilt_deg=plane.tilt_deg,
+            plane_symmetry=plane.symmetry,
+            plane_asymmetry=plane.asymmetry_mad,
+        )
+    return rec, brains, planes
 
 
 def _patient_batches(pids: np.ndarray, batch_size: int) -> list[tuple[int, int]]:

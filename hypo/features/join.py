@@ -54,6 +54,9 @@ class JoinResult:
 
     table: pd.DataFrame
     report: pd.DataFrame
+    #: Per-patient anatomy QC (:func:`hypo.features.anatomy_qc.anatomy_qc`) when the
+    #: features stage computed it; also written as ``anatomy_qc.csv``.
+    anatomy_qc: pd.DataFrame | None = None
 
     def write(self, out_dir: str | os.PathLike, name: str = "features_joined") -> dict[str, Path]:
         """Write ``<name>.parquet``, ``<name>.csv`` and ``<name>_report.csv`` atomically."""

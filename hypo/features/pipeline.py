@@ -83,6 +83,7 @@ def run_features(
     allow_training_patients: bool = False,
     stage: Callable[[str], None] | None = None,
     run_info: dict | None = None,
+    max_qc_fail_fraction: float | None = None,
 ) -> FeatureRun:
     """Cohort -> slice store -> CAMs -> anatomy -> slice features -> patients -> join.
 
@@ -126,6 +127,12 @@ def run_features(
         ``stage(message)`` receives a line per stage (default: printed to stderr).
     run_info : dict, optional
         Extra entries for ``run.json`` (e.g. the command line).
+    max_qc_fail_fraction : float, optional
+        The run stops (:class:`hypo.features.anatomy_qc.AnatomyQCError`, naming the
+        files) when more than this share of patients fail the anatomy QC (default 0.2,
+        :class:`hypo.features.anatomy_qc.AnatomyQCConfig`). The QC table is written as
+        ``anatomy_qc.csv``, returned as ``FeatureRun.anatomy_qc`` and its verdict joined
+        to the patient table as ``anatomy_qc_pass`` / ``anatomy_qc_reason``.
 
     Returns
     -------
@@ -138,6 +145,7 @@ def run_features(
     import hypo.cohort as hc
     from hypo.features.aggregate import aggregate_patients, write_patient_tables
     from hypo.features.anatomy import AnatomyConfig, anatomy_for_store
+    from hypo.features.anatomy_qc import anatomy_qc, check_anatomy_qc
     from hypo.features.join import join_participants, require_held_out
     from hypo.features.maps import FeatureConfig, features_for_store
     from hypo.nets.cards import read_card
@@ -195,7 +203,13 @@ def run_features(
 
     stage("anatomy (cached beside the slice store)")
     acfg = AnatomyConfig()
-    anatomy = anatomy_for_store(store, acfg, progress=progress)
+    anatomy = anatomy_for_store(store, acfg, progress=progress, cohort=cohort)
+    qc = anatomy_qc(anatomy, store)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_table_atomic(out_dir / "anatomy_qc.csv", qc)
+    n_fail = int((~qc["qc_pass"]).sum())
+    stage(f"anatomy QC: {n_fail} of {len(qc)} patient(s) failed -> {out_dir / 'anatomy_qc.csv'}")
+    check_anatomy_qc(qc, max_qc_fail_fraction)
 
     controls = tuple(c for c in controls if c)
     fcfg = FeatureConfig()
@@ -233,6 +247,11 @@ def run_features(
     stage("join with participants.tsv")
     res = join_participants(pt, cohort.participants, cohort_id=cohort.cohort_id,
                             model_cards=model_dir)  # fmt: skip
+    verdict = qc.set_index("participant_id")[["qc_pass", "qc_reason"]]
+    pid_col = res.table["participant_id"].astype(str)
+    res.table["anatomy_qc_pass"] = pid_col.map(verdict["qc_pass"]).astype("boolean")
+    res.table["anatomy_qc_reason"] = pid_col.map(verdict["qc_reason"])
+    res.anatomy_qc = qc
     paths = res.write(out_dir)
     n_train = int(res.table["in_model_training"].sum())
     if n_train and not allow_training_patients:
@@ -252,7 +271,10 @@ def run_features(
             "anatomy": str(anatomy.path),
             "cams": cam_dirs,
             "key_hash": stable_hash(key),
-            "outputs": {k: str(v) for k, v in paths.items()},
+            "outputs": {
+                **{k: str(v) for k, v in paths.items()},
+                "anatomy_qc": str(out_dir / "anatomy_qc.csv"),
+            },
             "n_patients": int(len(res.table)),
             "n_analysis_population": int(res.table["analysis_population"].sum()),
             "n_in_model_training": n_train,
@@ -262,6 +284,7 @@ def run_features(
     return FeatureRun(
         table=res.table,
         report=res.report,
+        anatomy_qc=qc,
         store=str(store.path),
         anatomy=str(anatomy.path),
         cam_dirs=list(cam_dirs),

@@ -97,6 +97,10 @@ class StudyConfig:
     columns : dict
         hypo column name -> the cohort's own (e.g. ``{"mrs_3months": "mRS_90d"}``), on top
         of the cohort's ``hypo_columns.json``.
+    max_qc_fail_fraction : float or None
+        The features stage stops when a larger share of patients fail the anatomy QC
+        (None: :class:`hypo.features.anatomy_qc.AnatomyQCConfig`'s default, 0.2); patients
+        that fail are excluded in the patient flow with the QC's reason.
     """
 
     cohort: Path | None = None
@@ -117,6 +121,7 @@ class StudyConfig:
     lock: Path = LOCK_FILE
     progress: bool = True
     columns: dict = field(default_factory=dict)
+    max_qc_fail_fraction: float | None = None
     extra: dict = field(default_factory=dict)
 
     def effective(self) -> StudyConfig:

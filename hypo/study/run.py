@@ -222,6 +222,7 @@ def compute_features(cfg, cohort, model_dirs, cards, layers, reg, work, stage, t
             progress=cfg.progress,
             seed=cfg.seed,
             stage=stage,
+            max_qc_fail_fraction=cfg.max_qc_fail_fraction,
         )
         timings[f"features_{k}_s"] = round(time.perf_counter() - t, 1)
     return feats

@@ -126,15 +126,23 @@ def population_flow(table: pd.DataFrame):
     has_feat = table["has_features"].astype(bool)
     has_mrs = pd.to_numeric(table[OUTCOME], errors="coerce").notna()
     held_out = ~table["in_model_training"].astype(bool)
+    # Patients whose image anatomy failed its QC (anatomy_qc.csv says why) are measured
+    # against a wrong brain, midline or ventricles: they leave here, counted.
+    qc_ok = (
+        table["anatomy_qc_pass"].fillna(True).astype(bool)
+        if "anatomy_qc_pass" in table.columns
+        else pd.Series(True, index=table.index)
+    )
     criteria = [
         ("Stroke patients", stroke.to_numpy(), "not a stroke (TIA / other group)"),
         ("Visible lesion", visible.to_numpy(), "no slice with a visible lesion"),
         ("CAM features", has_feat.to_numpy(), "no slices or maps"),
+        ("Anatomy QC passed", qc_ok.to_numpy(), "anatomy QC failed (anatomy_qc_reason)"),
         ("Not a model's training/validation patient", held_out.to_numpy(), "leakage guard"),
         ("3-month mRS known", has_mrs.to_numpy(), "3-month mRS missing"),
     ]
     flow, excluded = patient_flow(table, criteria, start="All participants")
-    pop = stroke & visible & has_feat & held_out & has_mrs
+    pop = stroke & visible & has_feat & qc_ok & held_out & has_mrs
     return flow, excluded, pop
 
 

@@ -45,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=None, help="worker processes (default: all CPUs)"
     )
     ap.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    ap.add_argument(
+        "--contrast",
+        choices=("b1000", "b0", "adc"),
+        default="b1000",
+        help="image contrast rendered (same patients and truth in each; default b1000)",
+    )
     ap.set_defaults(mode="default")
     return ap
 
@@ -65,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         params=params,
         workers=args.workers,
         progress=not args.no_progress,
+        contrast=args.contrast,
     )
     print(
         f"cohort {out} ({args.patients} patients, mode {args.mode}) ready in "

@@ -76,6 +76,8 @@ def synthesize_patient(
     params: SynthParams | None = None,
     mode: str = "default",
     n_patients: int = 1,
+    rotation_deg: tuple[float, float, float] | None = None,
+    contrast: str = "b1000",
 ) -> PatientResult:
     """Synthesize patient ``index`` of the cohort ``seed`` in memory.
 
@@ -83,6 +85,13 @@ def synthesize_patient(
     for demographics, lesion, clinical course, anatomy, contrast and noise), so results do
     not depend on other patients or on worker processes, and switching the mass effect off
     leaves the anatomy of the same patient unchanged.
+
+    ``rotation_deg`` (pitch, roll, yaw about the scanner's x, y, z axes, degrees) replaces
+    the drawn head rotation, to test anatomy on a known tilt; every random draw is made as
+    without it, so the rest of the patient is unchanged. ``contrast`` (``"b1000"``,
+    ``"b0"``, ``"adc"``) renders the same patient in another contrast
+    (:data:`imaging.CONTRAST_RATIOS`); the ADC map is 0 outside the head, as scanners
+    store it.
     """
     p = params or SynthParams()
     if mode not in MODES:
@@ -96,6 +105,9 @@ def synthesize_patient(
     plan = clinical.draw_lesion_plan(r_les, p, demo["group"])
     grid = imaging.draw_grid(r_anat, p)
     pose = imaging.draw_pose(r_anat, p)
+    if rotation_deg is not None:
+        rot = imaging._rotation(np.asarray(rotation_deg, float))
+        pose = imaging.Pose(rot, pose.translation_mm, pose.scale)
     deform = imaging.draw_deformation(r_anat, p)
     age_k = p.ventricle_expansion_per_decade * (demo["age"] - 50) / 10 + r_anat.normal(
         0, p.ventricle_expansion_sd
@@ -152,6 +164,7 @@ def synthesize_patient(
         ventricle_effacement=p.ventricle_effacement_per_mm * mass.amplitude_mm if mass else 0.0,
         centre_mm=main if mass else None,
         radius_mm=mass.radius_mm if mass else 0.0,
+        contrast=contrast,
     )
 
     # --- backward map: scanner voxel -> template ------------------------------------
@@ -209,6 +222,9 @@ def synthesize_patient(
     n1 = r_noise.standard_normal(clean.size, dtype=np.float32)
     n2 = r_noise.standard_normal(clean.size, dtype=np.float32)
     dwi = np.sqrt((clean + sigma * n1) ** 2 + (sigma * n2) ** 2)
+    if contrast == "adc":
+        # A fitted ADC map: Gaussian noise on the tissue's value, background masked to 0.
+        dwi = np.where(in_head, np.maximum(clean + sigma * n1, 0.0), 0.0)
     dwi = np.clip(np.rint(dwi), 0, 32767).astype(np.int16).reshape(grid.shape)
 
     # --- tables ----------------------------------------------------------------------
@@ -328,8 +344,10 @@ def _load_done(root: Path, pid: str, run_hash: str) -> dict | None:
 
 
 def _work(args) -> dict:
-    root, index, seed, params_dict, mode, n, run_hash = args
-    res = synthesize_patient(index, seed, SynthParams.from_dict(params_dict), mode, n)
+    root, index, seed, params_dict, mode, n, run_hash, contrast = args
+    res = synthesize_patient(
+        index, seed, SynthParams.from_dict(params_dict), mode, n, contrast=contrast
+    )
     return write_patient(Path(root), res, run_hash)
 
 
@@ -371,6 +389,7 @@ def generate_cohort(
     params: SynthParams | None = None,
     workers: int | None = None,
     progress: bool = True,
+    contrast: str = "b1000",
 ) -> Path:
     """Generate (or resume) a synthetic stroke DWI cohort.
 
@@ -392,6 +411,9 @@ def generate_cohort(
         Worker processes (default: CPU count). Results do not depend on it.
     progress : bool
         Show a tqdm progress bar.
+    contrast : {"b1000", "b0", "adc"}
+        The image contrast rendered (the same patients, anatomy and truth in each); a
+        contrast other than b1000 is declared in ``generator.json`` (``contrast``).
 
     Returns
     -------
@@ -405,7 +427,15 @@ def generate_cohort(
     p = (params or SynthParams()).validate()
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
+    if contrast not in imaging.RENDERED_CONTRASTS:
+        raise ValueError(
+            f"contrast {contrast!r}: the generator renders {imaging.RENDERED_CONTRASTS}"
+        )
     desc = generator_description(int(n_patients), int(seed), mode, p)
+    if contrast != "b1000":
+        # Absent means b1000 (what cohorts generated before this option hold), so their
+        # description, hash and files stay as they were.
+        desc["contrast"] = contrast
     run_hash = _util.stable_hash(desc)
     gen_path = root / layout.GENERATOR
     pids = [participant_id(i, n_patients) for i in range(n_patients)]
@@ -426,7 +456,10 @@ def generate_cohort(
     if todo:
         load_template(p.anatomy_resolution_mm)  # forked workers inherit the cached anatomy
         territory_masks(p.anatomy_resolution_mm)
-        jobs = [(str(root), i, int(seed), p.to_dict(), mode, n_patients, run_hash) for i in todo]
+        jobs = [
+            (str(root), i, int(seed), p.to_dict(), mode, n_patients, run_hash, contrast)
+            for i in todo
+        ]
         n_workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
         bar = _progress(len(todo), progress)
         if n_workers == 1:

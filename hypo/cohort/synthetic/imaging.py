@@ -146,6 +146,19 @@ class MassEffect:
         return float(self.magnitude(np.array(abs(self.centre_mm[0]) + 1e-6)))
 
 
+#: Tissue ratios (to white matter) of the contrasts other than b1000, whose ranges are
+#: ``SynthParams``' own. b0 (T2-weighted EPI): CSF 2-3x white matter, grey matter a little
+#: brighter, a hyperacute infarct barely brighter than tissue. ADC (in units of the white
+#: matter's ~0.75e-3 mm^2/s): CSF ~3.0e-3 (4x), grey matter ~0.85e-3, infarct 45-65 % of
+#: normal tissue (restricted diffusion).
+CONTRAST_RATIOS = {
+    "b0": {"gm_wm": (1.10, 1.30), "csf_wm": (2.2, 3.2), "lesion_tissue": (1.0, 1.2)},
+    "adc": {"gm_wm": (1.05, 1.25), "csf_wm": (3.6, 4.4), "lesion_tissue": (0.45, 0.65)},
+}
+#: Contrasts the generator renders.
+RENDERED_CONTRASTS = ("b1000", "b0", "adc")
+
+
 def contrast_volume(
     rng: np.random.Generator,
     p: SynthParams,
@@ -155,18 +168,29 @@ def contrast_volume(
     ventricle_effacement: float = 0.0,
     centre_mm: np.ndarray | None = None,
     radius_mm: float = 0.0,
+    contrast: str = "b1000",
 ) -> tuple[np.ndarray, dict, dict]:
-    """The patient's b1000 contrast on the template grid (white matter = 1).
+    """The patient's contrast on the template grid (white matter = 1).
+
+    ``contrast`` is ``"b1000"`` (ratios from ``p``), ``"b0"`` or ``"adc"``
+    (:data:`CONTRAST_RATIOS`); every contrast draws the same random numbers, so the same
+    patient has the same anatomy, infarct and noise pattern in each.
 
     Returns the intensity volume, the contrast ratios used, and ``{"ventricles": ventricle
     map after effacement by swelling, "lesion_pv": smoothed infarct map or None}``.
     """
     m = anat.maps
-    ratios = {
-        "gm_wm": rng.uniform(*p.gm_wm_ratio_range),
-        "csf_wm": rng.uniform(*p.csf_wm_ratio_range),
-        "lesion_tissue": rng.uniform(*p.lesion_ratio_range),
-    }
+    if contrast == "b1000":
+        ranges = {
+            "gm_wm": p.gm_wm_ratio_range,
+            "csf_wm": p.csf_wm_ratio_range,
+            "lesion_tissue": p.lesion_ratio_range,
+        }
+    elif contrast in CONTRAST_RATIOS:
+        ranges = CONTRAST_RATIOS[contrast]
+    else:
+        raise ValueError(f"contrast {contrast!r}: the generator renders {RENDERED_CONTRASTS}")
+    ratios = {k: rng.uniform(*ranges[k]) for k in ("gm_wm", "csf_wm", "lesion_tissue")}
     gm, wm, csf, vent = m["gm"], m["wm"], m["csf"], m["ventricles"]
     vol = ratios["gm_wm"] * gm + wm + ratios["csf_wm"] * csf + p.scalp_wm_ratio * m["scalp"]
     pv = None

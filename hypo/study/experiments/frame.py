@@ -32,6 +32,7 @@ import pandas as pd
 import hypo.cohort as hc
 from hypo._util import file_hash, write_table_atomic
 from hypo.cohort.orientation import axial_slices
+from hypo.cohort.requirements import Requirements, format_problems, preflight
 from hypo.cohort.synthetic import generate_cohort
 from hypo.features.anatomy import BRAIN, anatomy_for_store
 from hypo.nets.cards import leaked_patients, read_card
@@ -54,6 +55,13 @@ SYNTHETIC_WARNING = (
     "describe the model on this phantom, not on clinical DWI."
 )
 QUICK_WARNING = "Quick run (--quick): a small cohort; not for inference."
+
+
+#: What every map experiment needs of a researcher's cohort (checked before the model).
+REQUIREMENTS = Requirements(
+    analysis="the paper's experiments",
+    lesion_labels="the experiments measure the maps of lesion slices",
+)
 
 
 class ExperimentError(RuntimeError):
@@ -136,6 +144,12 @@ def resolve_cohort(cohort: Path | None, quick: bool, quick_patients: int, progre
         root = Path(cohort)
         if not root.is_dir():
             raise ExperimentError(f"--cohort {root}: no such folder")
+        problems = preflight(root, REQUIREMENTS)
+        if problems:
+            raise ExperimentError(
+                f"cohort {root} cannot run the paper's experiments ({len(problems)} "
+                f"problem(s)):\n{format_problems(problems)}"
+            )
         return hc.load(root)
     seed = ANALYSIS_COHORT["seed"]
     if quick:
