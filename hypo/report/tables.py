@@ -190,6 +190,47 @@ def _categorical_p(codes: pd.Series, groups: pd.Series) -> tuple[float, str]:
     return float(res.pvalue), "chi-square"
 
 
+def _table1_lines(row, raw, groups, tested, masks, headers, cols) -> list[dict]:
+    """The Table 1 line(s) of one characteristic (a categorical one has a line per level)."""
+    is_tested = groups.isin(tested)
+    n_missing = int(raw.isna().sum())
+    if row.kind == "continuous":
+        x = pd.to_numeric(raw, errors="coerce")
+        if (x.isna() & raw.notna()).any():
+            bad = raw[x.isna() & raw.notna()].iloc[0]
+            raise ValueError(f"column {row.column!r}: value {bad!r} is not a number")
+        line = {headers[c]: _median_iqr(x[masks[c]], row.decimals) for c in cols}
+        p, test = _continuous_p([x[groups == g] for g in tested])
+        return [{"characteristic": row.label, **line, "p": p, "test": test, "n_missing": n_missing}]
+    if row.kind in ("binary", "female"):
+        x = _as_female(raw, row.column) if row.kind == "female" else _as_binary(raw, row.column)
+        line = {
+            headers[c]: _n_pct(int((x[masks[c]] == 1).sum()), int(x[masks[c]].notna().sum()))
+            for c in cols
+        }
+        p, test = _categorical_p(x[is_tested], groups[is_tested])
+        return [{"characteristic": row.label, **line, "p": p, "test": test, "n_missing": n_missing}]
+    if row.kind == "categorical":
+        x = raw.astype(object).where(raw.notna(), None)
+        p, test = _categorical_p(x[is_tested], groups[is_tested])
+        blank = {headers[c]: "" for c in cols}
+        out = [{"characteristic": row.label, **blank, "p": p, "test": test, "n_missing": n_missing}]
+        for level in sorted(x.dropna().unique(), key=str):
+            line = {
+                headers[c]: _n_pct(
+                    int((x[masks[c]] == level).sum()), int(x[masks[c]].notna().sum())
+                )
+                for c in cols
+            }
+            # Level rows carry their characteristic's name: HTML collapses indentation.
+            out.append({"characteristic": f"{row.label.split(',')[0]}: {level}", **line})
+        return out
+    raise ValueError(
+        f"Table 1 row {row.column!r}: unknown kind {row.kind!r}; expected "
+        "continuous, binary, female or categorical"
+    )
+
+
 def table1(
     df: pd.DataFrame,
     by: str = "mrs_group",
@@ -249,52 +290,11 @@ def table1(
     cols = ([OVERALL] if overall else []) + order
     masks = {OVERALL: pd.Series(True, index=data.index)} | {g: groups == g for g in order}
     headers = {c: f"{c} (n={int(masks[c].sum())})" for c in cols}
-    is_tested = groups.isin(tested)
 
     out = [{"characteristic": "n", **{headers[c]: str(int(masks[c].sum())) for c in cols}}]
     for row in rows:
-        if row.column not in data.columns:
-            continue
-        raw = data[row.column]
-        n_missing = int(raw.isna().sum())
-        if row.kind == "continuous":
-            x = pd.to_numeric(raw, errors="coerce")
-            if (x.isna() & raw.notna()).any():
-                bad = raw[x.isna() & raw.notna()].iloc[0]
-                raise ValueError(f"column {row.column!r}: value {bad!r} is not a number")
-            line = {headers[c]: _median_iqr(x[masks[c]], row.decimals) for c in cols}
-            p, test = _continuous_p([x[groups == g] for g in tested])
-            out.append({"characteristic": row.label, **line, "p": p, "test": test,
-                        "n_missing": n_missing})  # fmt: skip
-        elif row.kind in ("binary", "female"):
-            x = _as_female(raw, row.column) if row.kind == "female" else _as_binary(raw, row.column)
-            line = {
-                headers[c]: _n_pct(int((x[masks[c]] == 1).sum()), int(x[masks[c]].notna().sum()))
-                for c in cols
-            }
-            p, test = _categorical_p(x[is_tested], groups[is_tested])
-            out.append({"characteristic": row.label, **line, "p": p, "test": test,
-                        "n_missing": n_missing})  # fmt: skip
-        elif row.kind == "categorical":
-            x = raw.astype(object).where(raw.notna(), None)
-            p, test = _categorical_p(x[is_tested], groups[is_tested])
-            out.append({"characteristic": row.label, **{headers[c]: "" for c in cols},
-                        "p": p, "test": test, "n_missing": n_missing})  # fmt: skip
-            for level in sorted(x.dropna().unique(), key=str):
-                line = {
-                    headers[c]: _n_pct(
-                        int((x[masks[c]] == level).sum()), int(x[masks[c]].notna().sum())
-                    )
-                    for c in cols
-                }
-                # Level rows carry their characteristic's name: HTML collapses indentation.
-                name = row.label.split(",")[0]
-                out.append({"characteristic": f"{name}: {level}", **line})
-        else:
-            raise ValueError(
-                f"Table 1 row {row.column!r}: unknown kind {row.kind!r}; expected "
-                "continuous, binary, female or categorical"
-            )
+        if row.column in data.columns:
+            out += _table1_lines(row, data[row.column], groups, tested, masks, headers, cols)
     table = pd.DataFrame(out, columns=["characteristic", *headers.values(), "p", "test",
                                        "n_missing"])  # fmt: skip
     table["p"] = [fmt_p(p) if isinstance(p, float) and np.isfinite(p) else "" for p in table["p"]]
@@ -421,6 +421,19 @@ COMPACT_RESULT_COLUMNS = ["hypothesis", "feature", "map source", "OR [95% CI]", 
                           "analysis", "n", "significance", "true_value", "covered"]  # fmt: skip
 
 
+def _significance(e, pv, qv, err, alpha: float) -> str:
+    """Significance in words: q where there is one, else the unadjusted p."""
+    if err or not np.isfinite(e):
+        return f"not estimated: {err}" if err else "not estimated"
+    if np.isfinite(qv):
+        return f"significant (q < {alpha:g})" if qv < alpha else f"not significant (q >= {alpha:g})"
+    if np.isfinite(pv):
+        if pv < alpha:
+            return f"significant (p < {alpha:g}, unadjusted)"
+        return f"not significant (p >= {alpha:g}, unadjusted)"
+    return "not tested"
+
+
 def format_results(
     results: pd.DataFrame,
     alpha: float = 0.05,
@@ -487,24 +500,7 @@ def format_results(
         if "error" in results.columns
         else pd.Series("", index=results.index)
     )
-    sig = []
-    for e, pv, qv, err in zip(est, p, q, errors):
-        if err or not np.isfinite(e):
-            sig.append(f"not estimated: {err}" if err else "not estimated")
-        elif np.isfinite(qv):
-            sig.append(
-                f"significant (q < {alpha:g})"
-                if qv < alpha
-                else f"not significant (q >= {alpha:g})"
-            )
-        elif np.isfinite(pv):
-            sig.append(
-                f"significant (p < {alpha:g}, unadjusted)"
-                if pv < alpha
-                else f"not significant (p >= {alpha:g}, unadjusted)"
-            )
-        else:
-            sig.append("not tested")
+    sig = [_significance(e, pv, qv, err, alpha) for e, pv, qv, err in zip(est, p, q, errors)]
     out["significance"] = sig
     out["direction"] = results["direction"].fillna("").astype(str)
     for opt in ("coding", "expected_direction"):

@@ -158,6 +158,12 @@ def _fit_glm(data, formula, model, weights, cov_type, groups):
     return fit, design, n
 
 
+#: Columns of :func:`fit_outcome`'s table, in order.
+OUTCOME_FIT_COLUMNS = ("term", "estimate", "se", "p", "OR", "OR_low", "OR_high", "ci_low",
+                       "ci_high", "n", "model", "coding", "outcome", "direction", "ci_method",
+                       "fit_warnings")  # fmt: skip
+
+
 def fit_outcome(
     data: pd.DataFrame,
     formula_rhs: str,
@@ -256,23 +262,4 @@ def fit_outcome(
     out["direction"] = [_direction(spec, t, e) for t, e in zip(out["term"], est)]
     out["ci_method"] = ci_method
     out["fit_warnings"] = fit_warnings
-    return out[
-        [
-            "term",
-            "estimate",
-            "se",
-            "p",
-            "OR",
-            "OR_low",
-            "OR_high",
-            "ci_low",
-            "ci_high",
-            "n",
-            "model",
-            "coding",
-            "outcome",
-            "direction",
-            "ci_method",
-            "fit_warnings",
-        ]
-    ]
+    return out[list(OUTCOME_FIT_COLUMNS)]

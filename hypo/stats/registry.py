@@ -286,6 +286,33 @@ def _term_name(column: str) -> str:
     return name if re.match(r"[A-Za-z_]", name) else f"f_{name}"
 
 
+#: Columns of :func:`test_hypotheses`'s table, in order.
+RESULT_COLUMNS = ("hypothesis", "family", "analysis", "model", "feature", "term", "estimate",
+                  "se", "OR", "OR_low", "OR_high", "p", "q", "n", "direction", "coding",
+                  "expected_direction", "ci_method", "fit_warnings", "error")  # fmt: skip
+_FIT_FIELDS = ("estimate", "se", "OR", "OR_low", "OR_high", "p", "n", "direction", "ci_method",
+               "fit_warnings")  # fmt: skip
+
+
+def _registered_fit(features, h, col: str, analysis: str, outcome_col: str) -> dict:
+    """One registered test's numbers (or its error: every failure stays in its row)."""
+    try:
+        df = features if h.population == "all" else features.query(h.population)
+        term = _term_name(col)
+        df = df.assign(**{term: _transform(df[col], h.feature_form, f"hypothesis {h.id}")})
+        covs = list(h.covariates)
+        if analysis == "sensitivity":
+            covs += list(h.sensitivity_covariates)
+        rhs = " + ".join([term, *covs])
+        table = fit_outcome(df, rhs, outcome_col, h.outcome_coding, ci=h.ci)
+        fit_row = table.loc[table["term"] == term].iloc[0]
+        return {"term": term, **{k: fit_row[k] for k in _FIT_FIELDS}}
+    except Exception as e:  # noqa: BLE001 -- every failure is reported in its row
+        error = f"{type(e).__name__}: {e}"
+        warnings.warn(f"hypothesis {h.id} ({analysis}) failed: {error}", stacklevel=3)
+        return {"term": _term_name(col), "error": error}
+
+
 def test_hypotheses(
     features: pd.DataFrame,
     registry: Registry | str | Path,
@@ -354,39 +381,7 @@ def test_hypotheses(
                 "expected_direction": h.expected_direction,
                 "error": "",
             }
-            try:
-                df = features if h.population == "all" else features.query(h.population)
-                term = _term_name(col)
-                df = df.assign(**{term: _transform(df[col], h.feature_form, f"hypothesis {h.id}")})
-                covs = list(h.covariates)
-                if analysis == "sensitivity":
-                    covs += list(h.sensitivity_covariates)
-                rhs = " + ".join([term, *covs])
-                table = fit_outcome(df, rhs, outcome_col, h.outcome_coding, ci=h.ci)
-                fit_row = table.loc[table["term"] == term].iloc[0]
-                row.update(
-                    term=term,
-                    **{
-                        k: fit_row[k]
-                        for k in (
-                            "estimate",
-                            "se",
-                            "OR",
-                            "OR_low",
-                            "OR_high",
-                            "p",
-                            "n",
-                            "direction",
-                            "ci_method",
-                            "fit_warnings",
-                        )
-                    },
-                )
-            except Exception as e:  # noqa: BLE001 -- every failure is reported in its row
-                row.update(term=_term_name(col), error=f"{type(e).__name__}: {e}")
-                warnings.warn(
-                    f"hypothesis {h.id} ({analysis}) failed: {row['error']}", stacklevel=2
-                )
+            row.update(_registered_fit(features, h, col, analysis, outcome_col))
             rows.append(row)
     out = pd.DataFrame(rows)
     for k in ("estimate", "se", "OR", "OR_low", "OR_high", "p", "n"):
@@ -397,29 +392,7 @@ def test_hypotheses(
     out["q"] = np.nan
     for _, idx in out.groupby(["family", "analysis"], sort=False).groups.items():
         out.loc[idx, "q"] = bh_qvalues(out.loc[idx, "p"].to_numpy(dtype=float))
-    cols = [
-        "hypothesis",
-        "family",
-        "analysis",
-        "model",
-        "feature",
-        "term",
-        "estimate",
-        "se",
-        "OR",
-        "OR_low",
-        "OR_high",
-        "p",
-        "q",
-        "n",
-        "direction",
-        "coding",
-        "expected_direction",
-        "ci_method",
-        "fit_warnings",
-        "error",
-    ]
-    return out[cols]
+    return out[list(RESULT_COLUMNS)]
 
 
 # Not a pytest test, despite the name.

@@ -454,29 +454,43 @@ def generate_cohort(
             pass
 
     if todo:
-        load_template(p.anatomy_resolution_mm)  # forked workers inherit the cached anatomy
-        territory_masks(p.anatomy_resolution_mm)
         jobs = [
             (str(root), i, int(seed), p.to_dict(), mode, n_patients, run_hash, contrast)
             for i in todo
         ]
-        n_workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
-        bar = _progress(len(todo), progress)
-        if n_workers == 1:
-            for job in jobs:
-                records[job[1]] = _work(job)
-                bar.update(1)
-        else:
-            methods = mp.get_all_start_methods()
-            ctx = mp.get_context("fork" if "fork" in methods else "spawn")
-            with cf.ProcessPoolExecutor(n_workers, mp_context=ctx) as pool:
-                futures = {pool.submit(_work, job): job[1] for job in jobs}
-                for fut in cf.as_completed(futures):
-                    records[futures[fut]] = fut.result()
-                    bar.update(1)
-        bar.close()
+        records.update(_run_jobs(jobs, p, workers, progress))
 
-    ordered = [records[i] for i in range(n_patients)]
+    _write_tables(root, [records[i] for i in range(n_patients)])
+    gen = dict(desc, hash=run_hash, library_versions=_library_versions())
+    _util.write_json_atomic(gen_path, gen)
+    return root
+
+
+def _run_jobs(jobs: list, p: SynthParams, workers, progress: bool) -> dict[int, dict]:
+    """Synthesise the patients of ``jobs`` (in worker processes when there are several)."""
+    load_template(p.anatomy_resolution_mm)  # forked workers inherit the cached anatomy
+    territory_masks(p.anatomy_resolution_mm)
+    records = {}
+    n_workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    bar = _progress(len(jobs), progress)
+    if n_workers == 1:
+        for job in jobs:
+            records[job[1]] = _work(job)
+            bar.update(1)
+    else:
+        methods = mp.get_all_start_methods()
+        ctx = mp.get_context("fork" if "fork" in methods else "spawn")
+        with cf.ProcessPoolExecutor(n_workers, mp_context=ctx) as pool:
+            futures = {pool.submit(_work, job): job[1] for job in jobs}
+            for fut in cf.as_completed(futures):
+                records[futures[fut]] = fut.result()
+                bar.update(1)
+    bar.close()
+    return records
+
+
+def _write_tables(root: Path, ordered: list[dict]) -> None:
+    """participants.tsv, the truth table and slice_labels.tsv of the patients, in order."""
     participants = pd.DataFrame([r["participant"] for r in ordered])
     participants = participants[["participant_id", *layout.CLINICAL_COLUMNS]]
     for col in participants.columns:
@@ -494,9 +508,6 @@ def generate_cohort(
     _util.write_table_atomic(root / layout.PARTICIPANTS, participants)
     _util.write_table_atomic(root / layout.TRUTH_TABLE, truth)
     _util.write_table_atomic(root / layout.SLICE_LABELS, slices)
-    gen = dict(desc, hash=run_hash, library_versions=_library_versions())
-    _util.write_json_atomic(gen_path, gen)
-    return root
 
 
 def _progress(total: int, enabled: bool):
