@@ -124,7 +124,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--anatomy-slices", type=int, default=64)
     ap.add_argument("--patients", type=int, default=6)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--quick", action="store_true", help="a short run: 128 px, 256 slices, 2 patients"
+    )
     args = ap.parse_args(argv)
+    if args.quick:
+        args.size, args.slices, args.anatomy_slices, args.patients = 128, 256, 16, 2
 
     anat = anatomy_speed(args.patients, args.seed, args.size)
     imgs = phantoms(args.anatomy_slices, args.size)

@@ -511,8 +511,13 @@ def _check_images(model, images, image_input=None) -> np.ndarray:
     want = tuple(model.inputs[idx].shape[1:])
     if x.ndim != len(want) + 1 or any(w is not None and w != s for w, s in zip(want, x.shape[1:])):
         hint = ""
-        if x.ndim == len(want) and want[-1] == 1:
+        if x.ndim == len(want) and want[-1] == 1 and tuple(x.shape[1:]) == want[:-1]:
             hint = " (add the channel axis: images[..., None])"
+        elif x.ndim >= 3 and want[0] is not None and tuple(x.shape[1:3]) != want[:2]:
+            hint = (
+                f" (slices of {x.shape[1]}x{x.shape[2]} px: build the slice store at the model's "
+                f"size, PreprocessConfig(size={want[0]}), as its card's preprocessing says)"
+            )
         raise ValueError(
             f"images have shape {x.shape}; model {model.name!r} expects (n_images, "
             f"{', '.join(str(w) for w in want)}){hint}"
