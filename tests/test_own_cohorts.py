@@ -108,7 +108,20 @@ BROKEN = [
         "participants.tsv:mrs90: column is missing",
     ),
     ("no-outcomes", lambda r: _drop_outcomes(r), "usable stroke patients with mrs_3months"),
+    ("isles-missing-mask", lambda r: _isles_missing_mask(r), "strokecase0002_label-lesion_mask"),
 ]
+
+
+def _isles_missing_mask(root: Path) -> None:
+    """Replace the cohort by an ISLES-2022 tree with one mask missing, imported as hypo does
+    (the importer warns about the mask; ISLES has no outcomes)."""
+    from hypo.cohort.importers import import_isles2022
+    from tests.test_importers import _write_isles
+
+    shutil.rmtree(root)
+    src = _write_isles(root.parent / f"{root.name}-src", n=3, missing_mask=2)
+    with pytest.warns(UserWarning):
+        import_isles2022(src, root)
 
 
 def _drop_outcomes(root: Path) -> None:
