@@ -259,7 +259,9 @@ def _grid_figure(path: Path, examples: list[dict], layers: list[str], method: st
     return path
 
 
-def _curve_figure(path: Path, curve: pd.DataFrame, chance: float) -> Path:
+def _curve_figure(path: Path, curve: pd.DataFrame, chance: float) -> Path | None:
+    """The localisation curve by layer; None when no layer has a measure (e.g. no lesion
+    slice with a usable brain mask), which the report then says."""
     order = curve.drop_duplicates("layer").sort_values("depth")["layer"].tolist()
     parts = []
     labels = {"relevance_mass": "lesion relevance mass", "pointing_game": "pointing game hit rate"}
@@ -278,6 +280,8 @@ def _curve_figure(path: Path, curve: pd.DataFrame, chance: float) -> Path:
             )
         )
     d = pd.concat(parts, ignore_index=True).dropna(subset=["value"])
+    if d.empty:
+        return None
     plot = (
         p9.ggplot(d, p9.aes("layer", "value", colour="method", group="method"))
         + p9.geom_hline(yintercept=chance, linetype="dashed", colour="grey")
@@ -566,9 +570,16 @@ def run(settings: RunSettings, cfg: LayerIterationConfig = LayerIterationConfig(
     if examples:
         path = out / "figures" / "layer_grid.png"
         _grid_figure(path, examples, pl.fig_layers, cfg.figure_method, cname)
-    _curve_figure(out / "figures" / "layer_curve.png", curve, chance_level)
+    drawn = _curve_figure(out / "figures" / "layer_curve.png", curve, chance_level)
     say("report")
     intro, sections = _report(inp, pl, per, curve, chance_level, brain_src, cfg, examples)
+    if drawn is None:
+        intro.append(
+            "No layer has a measure (no lesion slice with a usable brain mask and map mass), "
+            "so there is no layer curve; see layer_iteration_slices.csv."
+        )
+        for sec in sections:  # the report's sections are dicts of paragraphs/tables/figures
+            sec["figures"] = [f for f in sec.get("figures", []) if "layer_curve" not in f[0]]
     paths = write_experiment(
         out,
         NAME,
