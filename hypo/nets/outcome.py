@@ -245,6 +245,14 @@ def pool_fixed(x: np.ndarray, bags: Bags, pooling: str, weights=None) -> np.ndar
     return out
 
 
+def lesion_extent(emb: SliceEmbeddings, bags: Bags) -> np.ndarray:
+    """The encoder's estimate of a patient's lesion extent, ``log(1 + sum_s p_s v_s)``
+    (``p_s`` lesion probability, ``v_s`` slice volume in mL): what the ``volume_sum``
+    pooling keeps, as one number. Every image head reads it beside the pooled embedding."""
+    w = np.asarray(emb.lesion_probability * emb.slice_volume_ml, np.float64)
+    return np.array([np.log1p(w[r].sum()) for r in bags.rows])
+
+
 # --------------------------------------------------------------------------- ordinal head
 
 

@@ -55,6 +55,7 @@ from hypo.nets.outcome import (
     SliceEmbeddings,
     fit_attention_head,
     fit_ordinal_head,
+    lesion_extent,
     make_bags,
     ordinal_nll,
     pool_fixed,
@@ -350,13 +351,21 @@ def outcome_folds(patients, y, n_folds: int = 5, seed: int = 0) -> list[Fold]:
 
 
 def pooled_features(data: OutcomeData, poolings=SELECT_FROM) -> dict:
-    """Pooled image features (n_patients, d) per fixed pooling, computed once."""
+    """Image design per fixed pooling, computed once: the pooled embedding (n_patients, d)
+    followed by one column, the encoder's lesion extent (:func:`lesion_extent`), which the
+    heads leave unpenalised (:func:`image_penalty`)."""
     e = data.embeddings
+    ext = lesion_extent(e, data.bags)[:, None]
     return {
-        p: pool_fixed(e.embeddings, data.bags, p, slice_weights(e, p))
+        p: np.hstack([pool_fixed(e.embeddings, data.bags, p, slice_weights(e, p)), ext])
         for p in poolings
         if p != "attention"
     }
+
+
+def image_penalty(X: np.ndarray) -> np.ndarray:
+    """Penalty mask of an image design: the pooled embedding penalised, the extent not."""
+    return np.r_[np.ones(X.shape[1] - 1), 0.0]
 
 
 def _dummies(values, reference=None) -> np.ndarray:
@@ -453,12 +462,13 @@ def select_pooling(pooled: dict, y, train, grid, inner_folds, seed,
     inner = _inner(y[train], inner_folds, seed)
     for p in sorted(pooled):
         X = pooled[p]
+        pen = image_penalty(X)
         loss = np.zeros(len(grid))
         for itr, ite in inner:
             tr, te = train[itr], train[ite]
             start = None
             for j, l2 in enumerate(sorted(grid, reverse=True)):
-                h = fit_ordinal_head(X[tr], y[tr], l2, LEVELS, start=start,
+                h = fit_ordinal_head(X[tr], y[tr], l2, LEVELS, start=start, penalize=pen,
                                      n_components=n_components)  # fmt: skip
                 start = h
                 loss[len(grid) - 1 - j] += ordinal_nll(h, X[te], y[te]) * len(te)
@@ -484,9 +494,10 @@ def cross_fit_image(data: OutcomeData, pooled: dict, folds, config: OutcomeConfi
             pooling = fixed_pooling[f]
             l2 = _choose_l2(pooled[pooling], y, tr, config.l2_grid,
                             _inner(y[tr], config.inner_folds, config.seed + f),
-                            n_components=config.n_components)  # fmt: skip
+                            image_penalty(pooled[pooling]), config.n_components)  # fmt: skip
         X = pooled[pooling]
-        h = fit_ordinal_head(X[tr], y[tr], l2, LEVELS, n_components=config.n_components)
+        h = fit_ordinal_head(X[tr], y[tr], l2, LEVELS, penalize=image_penalty(X),
+                             n_components=config.n_components)  # fmt: skip
         P[te] = h.predict_proba(X[te])
         info.append({"fold": f, "pooling": pooling, "l2": l2, "merged_levels": list(h.merged),
                      "converged": h.converged})  # fmt: skip
@@ -494,9 +505,9 @@ def cross_fit_image(data: OutcomeData, pooled: dict, folds, config: OutcomeConfi
 
 
 def fusion_design(data: OutcomeData, X_img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Image features + clinical covariates; the penalty applies to the image part only."""
+    """Image design + clinical covariates; the penalty applies to the pooled embedding only."""
     clin = data.patients[list(CLINICAL)].to_numpy(float)
-    pen = np.concatenate([np.ones(X_img.shape[1]), np.zeros(clin.shape[1])])
+    pen = np.concatenate([image_penalty(X_img), np.zeros(clin.shape[1])])
     return np.column_stack([X_img, clin]), pen
 
 
@@ -757,7 +768,8 @@ def fit_final(data: OutcomeData, config: OutcomeConfig) -> FinalModel:
     nc = config.n_components
     pooling, l2 = select_pooling(pooled, y, everyone, config.l2_grid, config.n_folds,
                                  config.seed, nc)  # fmt: skip
-    head = fit_ordinal_head(pooled[pooling], y, l2, LEVELS, n_components=nc)
+    head = fit_ordinal_head(pooled[pooling], y, l2, LEVELS, penalize=image_penalty(
+        pooled[pooling]), n_components=nc)  # fmt: skip
     X, pen = fusion_design(data, pooled[pooling])
     fl2 = _choose_l2(X, y, everyone, config.l2_grid, _inner(y, config.n_folds, config.seed), pen,
                      nc)  # fmt: skip
