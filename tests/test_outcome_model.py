@@ -198,3 +198,35 @@ def test_bad_input_is_named():
     flow = data.flow.set_index("step")
     assert flow.loc["mRS known", "n_excluded"] == 1 and len(data.y) == 7
     assert np.allclose(data.patients["lesion_volume_mask_ml"], 16 * 5 / 1000)
+
+
+@pytest.mark.parametrize("pooling", ["lesion_mean", "volume_sum", "max"])
+def test_bag_cams_explain_the_cached_score(pooling):
+    from hypo.cam.bag import bag_cams
+    from hypo.nets import build_model
+    from hypo.nets.outcome import embed_slices, encoder_model, lesion_extent
+
+    model = build_model("shallow", input_shape=(32, 32, 1), seed=3)
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(5, 32, 32, 1)).astype(np.float32)
+    vol = np.full(5, 20.0)
+    emb, prob = embed_slices(encoder_model(model), x, batch_size=8)
+    e = SliceEmbeddings(emb, prob, np.array(["p"] * 5), vol, "head_relu", "h")
+    bags = make_bags(e.participant_id, ["p"])
+    z = np.hstack([pool_fixed(emb, bags, pooling, slice_weights(e, pooling)),
+                   lesion_extent(e, bags)[:, None]])  # fmt: skip
+    spread = z + rng.normal(0, 1, (14, z.shape[1]))
+    head = fit_ordinal_head(spread, np.arange(14) // 2, l2=1.0, levels=range(7))
+    head.beta = rng.normal(size=head.beta.shape)
+    eta_cached = head.linear_predictor(z)[0]
+    res = bag_cams(model, x, vol, head, pooling, layers=("block3_relu", "block2_relu"))
+    for layer, r in res.items():
+        assert abs(r.provenance["eta"] - eta_cached) < 1e-5 * max(1.0, abs(eta_cached))
+        assert r["gradcam"].shape == (5, 1, 32, 32) and r.raw["gradcampp"].shape[1] == 1
+        assert np.all(np.isfinite(r.raw["gradcam"]))
+        assert len(r.provenance["slice_weights"]) == 5
+    if pooling == "max":
+        # A slice that holds no channel's maximum gets no gradient: an all-zero map.
+        w = np.array(res["block3_relu"].provenance["slice_weights"])
+        for s in np.flatnonzero(w == 0):
+            assert np.all(res["block3_relu"].raw["gradcam"][s] == 0)
