@@ -220,7 +220,7 @@ def test_bag_cams_explain_the_cached_score(pooling):
     head.beta = rng.normal(size=head.beta.shape)
     eta_cached = head.linear_predictor(z)[0]
     res = bag_cams(model, x, vol, head, pooling, layers=("block3_relu", "block2_relu"))
-    for layer, r in res.items():
+    for r in res.values():
         assert abs(r.provenance["eta"] - eta_cached) < 1e-5 * max(1.0, abs(eta_cached))
         assert r["gradcam"].shape == (5, 1, 32, 32) and r.raw["gradcampp"].shape[1] == 1
         assert np.all(np.isfinite(r.raw["gradcam"]))
@@ -230,3 +230,31 @@ def test_bag_cams_explain_the_cached_score(pooling):
         w = np.array(res["block3_relu"].provenance["slice_weights"])
         for s in np.flatnonzero(w == 0):
             assert np.all(res["block3_relu"].raw["gradcam"][s] == 0)
+
+
+def test_bag_model_equals_cached_path_and_loads(tmp_path):
+    import json
+
+    from hypo.nets import build_model, load_model
+    from hypo.nets.outcome import build_bag_model, embed_slices, encoder_model, lesion_extent
+
+    model = build_model("shallow", input_shape=(32, 32, 1), seed=4)
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(6, 32, 32, 1)).astype(np.float32)
+    vol = np.full(6, 15.0)
+    emb, prob = embed_slices(encoder_model(model), x, batch_size=8)
+    e = SliceEmbeddings(emb, prob, np.array(["p"] * 6), vol, "head_relu", "h")
+    bags = make_bags(e.participant_id, ["p"])
+    z = np.hstack([pool_fixed(emb, bags, "volume_sum", slice_weights(e, "volume_sum")),
+                   lesion_extent(e, bags)[:, None]])  # fmt: skip
+    y = np.arange(14) // 2 % 6  # no mRS 6: merged, probability 0
+    head = fit_ordinal_head(z + rng.normal(0, 1, (14, z.shape[1])), y, l2=1.0, levels=range(7))
+    bag = build_bag_model(model, head, "volume_sum")
+    p_bag = bag.predict([x[None], vol[None]], verbose=0)
+    assert np.abs(p_bag - head.predict_proba(z)).max() < 1e-5
+    bag.save(tmp_path / "model.keras")
+    card = {"architecture": "mil-ordinal", "input_shape": [None, 32, 32, 1],
+            "classes": [f"mRS {k}" for k in range(7)]}  # fmt: skip
+    (tmp_path / "card.json").write_text(json.dumps(card))
+    again = load_model(tmp_path)
+    assert np.abs(again.predict([x[None], vol[None]], verbose=0) - p_bag).max() < 1e-7

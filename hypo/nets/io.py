@@ -19,6 +19,10 @@ import numpy as np
 from hypo._util import atomic_path, write_json_atomic
 from hypo.nets.architectures import ARCHITECTURES, SIZE_FREE, build_model, check_input_shape
 
+# The outcome model's layers (BagPooling, OrdinalOutput) are registered on import, so that
+# its bag model loads with safe_mode=True.
+from hypo.nets.outcome import BAG_ARCHITECTURE
+
 MODEL_FILE = "model.keras"
 CARD_FILE = "card.json"
 REQUIRED_CARD_FIELDS = ("architecture", "input_shape", "classes")
@@ -62,10 +66,11 @@ def _validate_card(card: dict, where) -> None:
     missing = [k for k in REQUIRED_CARD_FIELDS if k not in card]
     if missing:
         raise ValueError(f"{where}: model card lacks field(s) {missing}")
-    if card["architecture"] not in ARCHITECTURES:
+    known = (*ARCHITECTURES, BAG_ARCHITECTURE)
+    if card["architecture"] not in known:
         raise ValueError(
             f"{where}: unknown architecture {card['architecture']!r} in the model card; "
-            f"expected one of {ARCHITECTURES}"
+            f"expected one of {known}"
         )
 
 
@@ -139,6 +144,11 @@ def load_model(path_or_dir, input_shape=None) -> keras.Model:
             f"{model_file}: the model outputs {model.output_shape[-1]} classes, its card "
             f"names {len(card['classes'])}"
         )
+    if card["architecture"] == BAG_ARCHITECTURE:
+        if input_shape is not None:
+            raise ValueError(f"{model_file}: a bag model takes its encoder's slice size only")
+        object.__setattr__(model, "hypo_card", card)
+        return model
     built = tuple(int(s) for s in model.input_shape[1:])
     if input_shape is not None and tuple(int(s) for s in input_shape) != built:
         arch = card["architecture"]

@@ -38,6 +38,7 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import keras
 import numpy as np
 from scipy import optimize, special
 
@@ -602,3 +603,141 @@ def fit_attention_head(
         merged=tuple(lv for lv in levels if lv not in fitted),
     )
     return AttentionHead(mean, comps, scale, V.reshape(shapes[0]), U.reshape(shapes[1]), w, head)
+
+
+# --------------------------------------------------------------------------- Keras bag model
+
+#: Architecture name of the bag model in its card (:func:`hypo.nets.load_model` loads it).
+BAG_ARCHITECTURE = "mil-ordinal"
+
+
+@keras.saving.register_keras_serializable(package="hypo")
+class PerSlice(keras.layers.Wrapper):
+    """Run a slice model on every slice of each bag: (B, S, H, W, 1) -> (B, S, k).
+
+    The bags are folded into one batch of B x S slices and unfolded after, so the slice
+    model sees the same batches as :func:`embed_slices` (``TimeDistributed`` maps slice by
+    slice and, with a dynamic number of slices, gave wrong results after its first trace)."""
+
+    def call(self, bags):
+        ops = keras.ops
+        shape = ops.shape(bags)
+        flat = ops.reshape(bags, (-1, *bags.shape[2:]))
+        out = self.layer(flat, training=False)
+        return ops.reshape(out, (shape[0], shape[1], out.shape[-1]))
+
+    def compute_output_shape(self, input_shape):
+        inner = self.layer.compute_output_shape((None, *input_shape[2:]))
+        return (input_shape[0], input_shape[1], inner[-1])
+
+
+@keras.saving.register_keras_serializable(package="hypo")
+class BagPooling(keras.layers.Layer):
+    """Pool per-slice ``[embedding, lesion probability]`` rows of each bag (B, S, d + 1)
+    with the slices' volumes (B, S) into ``[pooled embedding, lesion extent]`` (B, d + 1).
+
+    Padded slices (volume 0) are left out; a fixed pooling of :data:`POOLINGS`, computed
+    as :func:`pool_fixed` and :func:`lesion_extent` compute it."""
+
+    def __init__(self, pooling: str = "mean", **kwargs):
+        super().__init__(**kwargs)
+        if pooling not in POOLINGS or pooling == "attention":
+            raise ValueError(f"BagPooling: pooling {pooling!r} is not a fixed pooling")
+        self.pooling = pooling
+
+    def call(self, rows, volume):
+        ops = keras.ops
+        rows = ops.cast(rows, self.compute_dtype)
+        v = ops.cast(volume, self.compute_dtype)
+        emb, p = rows[..., :-1], rows[..., -1]
+        m = ops.cast(v > 0, self.compute_dtype)
+        if self.pooling == "mean":
+            pooled = ops.sum(emb * m[..., None], 1) / ops.sum(m, 1)[:, None]
+        elif self.pooling == "max":
+            pooled = ops.max(emb + (m[..., None] - 1.0) * 1e30, 1)
+        elif self.pooling == "lesion_mean":
+            w = p * m
+            pooled = ops.sum(emb * w[..., None], 1) / ops.sum(w, 1)[:, None]
+        else:
+            w = p * v
+            pooled = ops.log1p(ops.maximum(ops.sum(emb * w[..., None], 1), 0.0))
+        extent = ops.log1p(ops.sum(p * v, 1))
+        return ops.concatenate([pooled, extent[:, None]], axis=1)
+
+    def get_config(self):
+        return {**super().get_config(), "pooling": self.pooling}
+
+
+@keras.saving.register_keras_serializable(package="hypo")
+class OrdinalOutput(keras.layers.Layer):
+    """P(outcome = level) from the linear predictor ``eta`` (B, 1) and fixed cut-points:
+    ``P(Y <= j) = expit(theta_j - eta)`` (``cuts`` between consecutive levels; a merged
+    level has a cut of +-1e30 next to it and gets probability 0)."""
+
+    def __init__(self, cuts=(), **kwargs):
+        super().__init__(**kwargs)
+        self.cuts = [float(c) for c in cuts]
+
+    def call(self, eta):
+        ops = keras.ops
+        cuts = ops.convert_to_tensor(self.cuts, dtype=self.compute_dtype)
+        eta = ops.cast(eta, self.compute_dtype)
+        cdf = ops.sigmoid(cuts[None, :] - eta)
+        zeros = ops.zeros_like(eta)
+        cdf = ops.concatenate([zeros, cdf, zeros + 1.0], axis=1)
+        return cdf[:, 1:] - cdf[:, :-1]
+
+    def get_config(self):
+        return {**super().get_config(), "cuts": self.cuts}
+
+
+def full_cuts(head: OrdinalHead) -> list[float]:
+    """Cut-points between every pair of consecutive ``head.levels`` (merged levels: +-1e30)."""
+    fitted = list(head.fitted_levels)
+    cuts = []
+    for j in range(len(head.levels) - 1):
+        below = [i for i, lv in enumerate(fitted) if lv <= head.levels[j]]
+        if not below:
+            cuts.append(-1e30)
+        elif below[-1] == len(fitted) - 1:
+            cuts.append(1e30)
+        else:
+            cuts.append(float(head.thresholds[below[-1]]))
+    return cuts
+
+
+def build_bag_model(encoder, head: OrdinalHead, pooling: str,
+                    embedding_layer: str = DEFAULT_EMBEDDING_LAYER):  # fmt: skip
+    """The outcome model as one Keras model: inputs ``slices`` (B, S, H, W, 1) and
+    ``slice_volume_ml`` (B, S; 0 = padding), output P(mRS = k) (B, K).
+
+    The encoder runs per slice (:class:`PerSlice`); its embedding and lesion probability
+    are pooled (:class:`BagPooling`); a ``Dense`` layer named ``logits`` gives the
+    patient's linear predictor ``eta`` (the head's standardisation folded into its weights)
+    and :class:`OrdinalOutput` the level probabilities. Pooling and head run in float64,
+    so the scores equal the cached path's (:meth:`OrdinalHead.predict_proba` of
+    :func:`pool_fixed` rows) to ~1e-6."""
+    layers = keras.layers
+    emb = encoder.get_layer(embedding_layer).output
+    # The last class's probability as a (None, 1) column without a Lambda layer.
+    pick = layers.Dense(1, use_bias=False, trainable=False, name="lesion_probability",
+                        dtype="float32")  # fmt: skip
+    p = pick(encoder.outputs[0])
+    rows = layers.Concatenate(name="slice_row", dtype="float32")(
+        [layers.Activation("linear", dtype="float32", name="embedding")(emb), p]
+    )
+    inner = keras.Model(encoder.inputs, rows, name="slice_encoder")
+    n_cls = encoder.outputs[0].shape[-1]
+    pick.set_weights([np.eye(n_cls)[:, -1:].astype(np.float32)])
+    shape = tuple(encoder.inputs[0].shape[1:])
+    slices = keras.Input(shape=(None, *shape), name="slices")
+    volume = keras.Input(shape=(None,), name="slice_volume_ml")
+    per_slice = PerSlice(inner, name="per_slice")(slices)
+    z = BagPooling(pooling, name="pooling", dtype="float64")(per_slice, volume)
+    logits = layers.Dense(1, name="logits", dtype="float64")(z)
+    probs = OrdinalOutput(full_cuts(head), name="probabilities", dtype="float64")(logits)
+    model = keras.Model([slices, volume], probs, name="outcome_mil")
+    kernel = (head.beta / head.scale)[:, None]
+    bias = np.array([-float(head.center @ (head.beta / head.scale))])
+    model.get_layer("logits").set_weights([kernel, bias])
+    return model

@@ -158,6 +158,7 @@ class OutcomeData:
     cohort_id: str
     params: SynthParams | None = None
     covariates: pd.DataFrame | None = None
+    store: object = field(default=None, repr=False)
 
     @property
     def y(self) -> np.ndarray:
@@ -263,7 +264,8 @@ def outcome_data(
         covs = outcome_covariates(part.reset_index(names="participant_id"),
                                   truth.reset_index(names="participant_id")).loc[pids]  # fmt: skip
         df = df.join(_truth_columns(covs, params), on="participant_id")
-    return OutcomeData(df, bags, embeddings, pd.DataFrame(flow), cohort.cohort_id, params, covs)
+    return OutcomeData(df, bags, embeddings, pd.DataFrame(flow), cohort.cohort_id, params, covs,
+                       store)  # fmt: skip
 
 
 def _truth_columns(covs: pd.DataFrame, params: SynthParams, planted_or=None) -> pd.DataFrame:
@@ -964,6 +966,7 @@ def save_outcome_model(result: OutcomeStudyResult, dev: OutcomeData, encoder, ou
              "image": fin.head.to_dict(), "fusion": fin.fusion_head.to_dict(),
              "fusion_clinical": list(CLINICAL)}  # fmt: skip
     write_json_atomic(out / "head.json", heads)
+    bag_check = _save_bag_model(encoder, fin, dev, out)
     metrics = {r["row"]: {k: r[k] for k in ("auc", "auc_low", "auc_high", "c_index",
                                               "calibration_slope", "brier", "n")}
                for r in result.table.to_dict("records")}  # fmt: skip
@@ -1011,8 +1014,32 @@ def save_outcome_model(result: OutcomeStudyResult, dev: OutcomeData, encoder, ou
             ),
         },  # fmt: skip
         "timings_s": result.timings,
+        "bag_model_check": bag_check,
         "versions": library_versions(),
         "command": command,
     }
     write_json_atomic(out / "card.json", card)
     return out
+
+
+def _save_bag_model(encoder, fin: FinalModel, dev: OutcomeData, out: Path, n_check: int = 3):
+    """``model.keras``: the final image head as a Keras bag model
+    (:func:`hypo.nets.outcome.build_bag_model`), checked against the cached path on the
+    first ``n_check`` development patients (the largest |P difference| is returned)."""
+    from hypo._util import atomic_path
+    from hypo.nets.outcome import build_bag_model
+
+    bag = build_bag_model(encoder, fin.head, fin.pooling, dev.embeddings.layer)
+    with atomic_path(out / "model.keras") as tmp:
+        bag.save(tmp)
+    if dev.store is None:
+        return {"n_patients": 0, "max_abs_diff": None}
+    X = pooled_features(dev, (fin.pooling,))[fin.pooling]
+    diffs = []
+    for i in range(min(n_check, len(dev.bags))):
+        rows = dev.bags.rows[i]
+        x = np.asarray(dev.store.images[rows], np.float32)[None, ..., None]
+        v = dev.embeddings.slice_volume_ml[rows][None]
+        p_bag = bag.predict([x, v], verbose=0)
+        diffs.append(float(np.abs(p_bag - fin.head.predict_proba(X[i : i + 1])).max()))
+    return {"n_patients": len(diffs), "max_abs_diff": max(diffs)}
