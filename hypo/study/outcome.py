@@ -47,6 +47,7 @@ from sklearn.model_selection import StratifiedKFold
 from hypo._util import rng_for, write_json_atomic, write_table_atomic, write_text_atomic
 from hypo.cohort.synthetic import SynthParams
 from hypo.cohort.synthetic import clinical as synth_clinical
+from hypo.nets.evaluation import markdown_table
 from hypo.nets.outcome import (
     DEFAULT_EMBEDDING_LAYER,
     POOLINGS,
@@ -69,7 +70,7 @@ from hypo.stats.discrimination import ordinal_c_index
 CLINICAL = ("age", "nihss_baseline", "mrs_before")
 LEVELS = tuple(range(7))
 GOOD_MAX = 2  # mRS 0-2 = independent
-L2_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+L2_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 #: Principal axes of the pooled image features the head is fitted in (see
 #: :func:`hypo.nets.outcome.fit_ordinal_head`).
 N_COMPONENTS = 32
@@ -919,8 +920,8 @@ def evaluation_markdown(result: OutcomeStudyResult) -> str:
             lines.append(f"| {r['row']} | {fmt(r['auc'])} [{fmt(r['auc_low'])}, "
                          f"{fmt(r['auc_high'])}] | {fmt(r['c_index'])} | "
                          f"{fmt(r['calibration_slope'])} | {fmt(r['brier'])} | {r['n']} |")  # fmt: skip
-    lines += ["", "## Folds", "", result.folds.to_markdown(index=False), "",
-              "## Patient flow", "", result.flow.to_markdown(index=False), ""]  # fmt: skip
+    lines += ["", "## Folds", "", markdown_table(result.folds), "",
+              "## Patient flow", "", markdown_table(result.flow), ""]  # fmt: skip
     return "\n".join(lines)
 
 
