@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from hypo.nets.io import load_model
 from hypo.paths import REPO_ROOT, default_cohort_dir
 from hypo.study.outcome import (
     OutcomeConfig,
@@ -48,8 +49,6 @@ def main(argv=None) -> int:
     config = OutcomeConfig(encoder=args.encoder, layer=args.layer, n_redraws=args.redraws,
                            seed=args.seed)  # fmt: skip
     t0 = time.perf_counter()
-    from hypo.nets.io import load_model
-
     model = load_model(config.encoder)
     try:
         dev = load_outcome_data(args.cohort or default_cohort_dir("dev"), config, model, say)

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 from scipy import optimize, special
 
 from hypo._util import atomic_path
@@ -88,8 +89,6 @@ class SliceEmbeddings:
 def encoder_model(model, layer: str = DEFAULT_EMBEDDING_LAYER):
     """A Keras model with the same input and two outputs: ``layer``'s output (flattened per
     slice when spatial) and the model's class probabilities. One pass gives both."""
-    import keras
-
     try:
         out = model.get_layer(layer).output
     except ValueError:
@@ -137,7 +136,7 @@ def slice_volume_ml(table) -> np.ndarray:
     return v
 
 
-def _weights_hash(model) -> str:
+def weights_hash(model) -> str:
     h = hashlib.sha256()
     for w in model.weights:
         arr = np.ascontiguousarray(np.asarray(w.numpy()))
@@ -152,7 +151,7 @@ def cached_embeddings(
     """Every slice's embedding at ``layer`` and lesion probability, computed once per
     (store, model weights, layer) and cached under ``cache_dir()/embeddings`` (written to a
     temporary name, then renamed)."""
-    mhash = _weights_hash(model)
+    mhash = weights_hash(model)
     root = Path(root) if root is not None else cache_dir() / "embeddings"
     path = root / f"{Path(store.path).name}-{mhash}-{layer}-v{EMBEDDING_VERSION}.npz"
     pid = store.table["participant_id"].astype(str).to_numpy()
@@ -526,8 +525,6 @@ def fit_attention_head(
     gradients by TensorFlow, optimised with scipy's L-BFGS. ``x`` are the slice features
     of every slice (rows indexed by ``bags``); the projection is fitted on the bags' slices.
     """
-    import tensorflow as tf
-
     x = np.asarray(x, np.float64)
     y = np.asarray(y)
     all_rows = np.concatenate(bags.rows)

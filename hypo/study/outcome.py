@@ -40,20 +40,31 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import statsmodels.api as sm
 from scipy import special, stats
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
-from hypo._util import rng_for, write_json_atomic, write_table_atomic, write_text_atomic
+import hypo.cohort as hc
+from hypo._util import (
+    atomic_path,
+    rng_for,
+    write_json_atomic,
+    write_table_atomic,
+    write_text_atomic,
+)
 from hypo.cohort.synthetic import SynthParams
 from hypo.cohort.synthetic import clinical as synth_clinical
 from hypo.nets.evaluation import markdown_table
+from hypo.nets.io import library_versions, load_model
 from hypo.nets.outcome import (
     DEFAULT_EMBEDDING_LAYER,
     POOLINGS,
     Bags,
     OrdinalHead,
     SliceEmbeddings,
+    build_bag_model,
+    cached_embeddings,
     fit_attention_head,
     fit_ordinal_head,
     lesion_extent,
@@ -61,8 +72,10 @@ from hypo.nets.outcome import (
     ordinal_nll,
     pool_fixed,
     slice_weights,
+    weights_hash,
 )
 from hypo.nets.splits import leaked_patients
+from hypo.preprocess import PreprocessConfig, build_slice_store
 from hypo.stats.calibration import outcome_covariates, redraw_mrs
 from hypo.stats.discrimination import ordinal_c_index
 
@@ -564,8 +577,6 @@ def _auc(poor, s) -> float:
 
 def calibration_slope(poor, p) -> float:
     """Slope of a logistic regression of the outcome on logit(p) (1 = well calibrated)."""
-    import statsmodels.api as sm
-
     z = special.logit(np.clip(p, 1e-9, 1 - 1e-9))
     try:
         res = sm.Logit(poor.astype(float), sm.add_constant(z)).fit(disp=0)
@@ -931,10 +942,6 @@ def evaluation_markdown(result: OutcomeStudyResult) -> str:
 def load_outcome_data(cohort_dir, config: OutcomeConfig, model=None, log=None) -> OutcomeData:
     """Cohort -> slice store (the encoder card's preprocessing) -> cached embeddings ->
     :class:`OutcomeData`."""
-    import hypo.cohort as hc
-    from hypo.nets.io import load_model
-    from hypo.nets.outcome import cached_embeddings
-    from hypo.preprocess import PreprocessConfig, build_slice_store
 
     say = log or (lambda m: None)
     model = model if model is not None else load_model(config.encoder)
@@ -955,8 +962,6 @@ def save_outcome_model(result: OutcomeStudyResult, dev: OutcomeData, encoder, ou
     The card's ``train_patients`` are every development patient the heads or the encoder
     trained or validated on, so :func:`hypo.features.join.flag_training_patients` guards the
     model like any other."""
-    from hypo.nets.io import library_versions
-    from hypo.nets.outcome import _weights_hash
 
     out = Path(out_dir)
     fin = result.final
@@ -984,7 +989,7 @@ def save_outcome_model(result: OutcomeStudyResult, dev: OutcomeData, encoder, ou
         "cam_layer": enc_card.get("cam_layer"),
         "encoder": {
             "model": str(result.config.encoder),
-            "weights_hash": _weights_hash(encoder),
+            "weights_hash": weights_hash(encoder),
             "cohort": enc_card.get("cohort", {}),
         },  # fmt: skip
         "embedding_layer": result.config.layer,
@@ -1027,8 +1032,6 @@ def _save_bag_model(encoder, fin: FinalModel, dev: OutcomeData, out: Path, n_che
     """``model.keras``: the final image head as a Keras bag model
     (:func:`hypo.nets.outcome.build_bag_model`), checked against the cached path on the
     first ``n_check`` development patients (the largest |P difference| is returned)."""
-    from hypo._util import atomic_path
-    from hypo.nets.outcome import build_bag_model
 
     bag = build_bag_model(encoder, fin.head, fin.pooling, dev.embeddings.layer)
     with atomic_path(out / "model.keras") as tmp:
