@@ -258,3 +258,29 @@ def test_bag_model_equals_cached_path_and_loads(tmp_path):
     (tmp_path / "card.json").write_text(json.dumps(card))
     again = load_model(tmp_path)
     assert np.abs(again.predict([x[None], vol[None]], verbose=0) - p_bag).max() < 1e-7
+
+
+def test_bag_cam_store_is_a_cam_store(tmp_path):
+    from hypo.cam import CamStore
+    from hypo.cam.bag import bag_cam_store, bag_cams
+    from hypo.nets import build_model
+
+    model = build_model("shallow", input_shape=(32, 32, 1), seed=5)
+    rng = np.random.default_rng(9)
+    sizes = [3, 4, 5]
+    pids = np.repeat(["a", "b", "c"], sizes)
+    table = pd.DataFrame({"participant_id": pids, "slice": np.arange(12), "pixel_mm_row": 1.0,
+                          "pixel_mm_col": 1.0, "out_rows": 32, "out_cols": 32,
+                          "slice_thickness_mm": 5.0})  # fmt: skip
+    store = SimpleNamespace(images=rng.normal(size=(12, 32, 32)).astype(np.float32), table=table)
+    head = fit_ordinal_head(rng.normal(size=(14, 129)), np.arange(14) // 2, l2=1.0,
+                            levels=range(7))  # fmt: skip
+    cs = bag_cam_store(model, store, head, "mean", tmp_path / "cams", layer="block2_relu",
+                       chunk_size=5)  # fmt: skip
+    again = CamStore.open(tmp_path / "cams")
+    assert again.complete and again.n_slices == 12 and again.classes == (0,)
+    rows = np.flatnonzero(pids == "b")
+    direct = bag_cams(model, store.images[rows][..., None], np.full(4, 5.12), head, "mean",
+                      ("block2_relu",), resize=False)["block2_relu"]  # fmt: skip
+    assert np.allclose(cs.maps("gradcampp", rows, resized=False), direct.raw["gradcampp"])
+    assert np.allclose(cs.logits[rows, 0], direct.provenance["eta"])

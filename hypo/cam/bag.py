@@ -31,14 +31,19 @@ one "class" = the linear predictor), so :mod:`hypo.features` reads them like any
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from hypo.nets.outcome import DEFAULT_EMBEDDING_LAYER, OrdinalHead
+from hypo._util import atomic_path, stable_hash, write_json_atomic, write_table_atomic
+from hypo.nets.outcome import DEFAULT_EMBEDDING_LAYER, OrdinalHead, slice_volume_ml
 
 from .engine import CamConfig, _assemble, _cam_maps, _check_images, _check_methods, model_hash
 from .result import CamResult
+from .stream import CHUNKS, FORMAT_VERSION, INDEX, MANIFEST, CamStore, _chunk_dir, store_identity
 
 #: The finer layer offered beside the card's ``cam_layer`` (32 x 32 at 128 px: one cell
 #: spans 4 x 4 px; ``analyses.layer_iteration`` measured a lesion relevance mass of 0.20
@@ -168,3 +173,106 @@ def bag_cams(
                                "embedding_layer": embedding_layer})  # fmt: skip
         out[layer] = res
     return out
+
+
+def bag_cam_store(
+    model,
+    store,
+    head: OrdinalHead,
+    pooling: str,
+    out_dir,
+    layer: str | None = None,
+    methods: Sequence[str] = ("gradcam", "gradcampp"),
+    embedding_layer: str = DEFAULT_EMBEDDING_LAYER,
+    chunk_size: int = 256,
+) -> CamStore:
+    """Bag CAMs of every patient of a slice store, cached in :func:`hypo.cam.compute_store`'s
+    layout, so :class:`hypo.cam.CamStore` and :mod:`hypo.features` read them unchanged.
+
+    Each patient's slices are explained as one bag (:func:`bag_cams`); the maps are written
+    in store order, ``chunk_size`` slices per chunk, each chunk atomically. ``logits`` hold
+    the patient's ``eta`` on each of their slices, ``probabilities`` P(mRS >= 3). The
+    manifest key records the head (hash of its coefficients), pooling and score, so a cache
+    of another head or of the classifier's logits is never mixed in. A rerun computes the
+    patients whose slices fall in chunks not written yet.
+    """
+    out_dir = Path(out_dir)
+    methods = _check_methods(methods)
+    card = getattr(model, "hypo_card", None) or {}
+    layer = layer or card.get("cam_layer", "block5_relu")
+    table = store.table
+    n = len(table)
+    pid = table["participant_id"].astype(str).to_numpy()
+    vol = slice_volume_ml(table)
+    key = {
+        "format_version": FORMAT_VERSION,
+        "store": store_identity(store),
+        "model_hash": model_hash(model),
+        "layer": layer,
+        "methods": list(methods),
+        "classes": [0],
+        "gradcampp_alpha_norm": False,
+        "resize": False,
+        "interpolation": "bilinear",
+        "chunk_size": int(chunk_size),
+        "score": SCORE,
+        "pooling": pooling,
+        "head_hash": stable_hash(head.to_dict()),
+        "embedding_layer": embedding_layer,
+    }
+    manifest_file = out_dir / MANIFEST
+    if manifest_file.exists() and json.loads(manifest_file.read_text()).get("key") != key:
+        raise ValueError(f"{out_dir} holds CAMs computed differently; use another folder")
+    n_chunks = (n + chunk_size - 1) // chunk_size
+    (out_dir / CHUNKS).mkdir(parents=True, exist_ok=True)
+    manifest = {"key": key, "key_hash": stable_hash(key), "n_slices": n, "n_chunks": n_chunks,
+                "input_shape": [*store.images.shape[1:], 1], "status": "incomplete"}  # fmt: skip
+    write_json_atomic(manifest_file, manifest)
+    if not (out_dir / INDEX).exists():
+        index = pd.DataFrame({"store_index": np.arange(n)})
+        for c in ("participant_id", "slice"):
+            if c in table.columns:
+                index[c] = table[c].to_numpy()
+        write_table_atomic(out_dir / INDEX, index)
+    todo = [i for i in range(n_chunks) if not _chunk_dir(out_dir, i).exists()]
+    buffers = {}  # chunk -> arrays being filled
+    for i in todo:
+        size = min(chunk_size, n - i * chunk_size)
+        buffers[i] = {"filled": np.zeros(size, bool), "logits": np.zeros((size, 1), np.float32),
+                      "probabilities": np.zeros((size, 1), np.float32)}  # fmt: skip
+    need = np.zeros(n, bool)
+    for i in todo:
+        need[i * chunk_size : (i + 1) * chunk_size] = True
+    order = pd.unique(pid[need])
+    for p in order:
+        rows = np.flatnonzero(pid == p)
+        x = np.asarray(store.images[rows], np.float32)[..., None]
+        res = bag_cams(model, x, vol[rows], head, pooling, (layer,), methods,
+                       embedding_layer, resize=False)[layer]  # fmt: skip
+        if "provenance" not in manifest:
+            manifest["provenance"] = {k: v for k, v in res.provenance.items()
+                                      if k not in ("normalisation", "eta", "slice_weights")}  # fmt: skip
+        for j, r in enumerate(rows):
+            c, k = divmod(int(r), chunk_size)
+            if c not in buffers:
+                continue
+            b = buffers[c]
+            for m in methods:
+                b.setdefault(m, np.zeros((len(b["filled"]), *res.raw[m].shape[1:]), np.float32))
+                b[m][k] = res.raw[m][j]
+            b["logits"][k] = res.logits[j]
+            b["probabilities"][k] = res.probabilities[j]
+            b["filled"][k] = True
+        for c in [c for c, b in buffers.items() if b["filled"].all()]:
+            b = buffers.pop(c)
+            with atomic_path(_chunk_dir(out_dir, c)) as tmp:
+                tmp.mkdir()
+                for m in methods:
+                    np.save(tmp / f"raw_{m}.npy", b[m])
+                np.save(tmp / "logits.npy", b["logits"])
+                np.save(tmp / "probabilities.npy", b["probabilities"])
+    if buffers:  # pragma: no cover - every slice belongs to a patient
+        raise RuntimeError(f"{out_dir}: chunks {sorted(buffers)} were not filled")
+    manifest["status"] = "complete"
+    write_json_atomic(manifest_file, manifest)
+    return CamStore.open(out_dir)
