@@ -18,10 +18,12 @@ import sys
 import time
 from pathlib import Path
 
+from hypo._util import write_table_atomic
 from hypo.nets.io import load_model
-from hypo.paths import REPO_ROOT, default_cohort_dir
+from hypo.paths import REPO_ROOT, cache_dir, default_cohort_dir
 from hypo.study.outcome import (
     OutcomeConfig,
+    bag_cam_localisation,
     load_outcome_data,
     run_outcome_study,
     save_outcome_model,
@@ -41,6 +43,11 @@ def main(argv=None) -> int:
     p.add_argument("--redraws", type=int, default=OutcomeConfig.n_redraws)
     p.add_argument("--no-attention", action="store_true", help="skip the attention row")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--cams",
+        action="store_true",
+        help="also bag CAMs of the analysis cohort (exploratory localisation table)",
+    )
     args = p.parse_args(argv)
 
     def say(m):
@@ -62,6 +69,11 @@ def main(argv=None) -> int:
     command = "python -m analyses.outcome_model " + shlex.join(argv)
     write_tables(res, args.out)
     save_outcome_model(res, dev, model, args.out, command)
+    if args.cams:
+        loc = bag_cam_localisation(model, an.store, res.final.head, res.final.pooling,
+                                   cache_dir() / "bag_cams" / an.cohort_id)  # fmt: skip
+        write_table_atomic(args.out / "cams_localisation_analysis.csv", loc)
+        print(loc.to_string(index=False))
     print(res.summary())
     say(f"done in {time.perf_counter() - t0:.0f} s; wrote {args.out}")
     return 0

@@ -53,6 +53,8 @@ from hypo._util import (
     write_table_atomic,
     write_text_atomic,
 )
+from hypo.cam.bag import FINE_LAYER, bag_cam_store
+from hypo.cam.metrics import relevance_mass_accuracy
 from hypo.cohort.synthetic import SynthParams
 from hypo.cohort.synthetic import clinical as synth_clinical
 from hypo.nets.evaluation import markdown_table
@@ -1047,3 +1049,29 @@ def _save_bag_model(encoder, fin: FinalModel, dev: OutcomeData, out: Path, n_che
         p_bag = bag.predict([x, v], verbose=0)
         diffs.append(float(np.abs(p_bag - fin.head.predict_proba(X[i : i + 1])).max()))
     return {"n_patients": len(diffs), "max_abs_diff": max(diffs)}
+
+
+def bag_cam_localisation(encoder, store, head: OrdinalHead, pooling: str, cache_root,
+                         layers=None, methods=("gradcam", "gradcampp")) -> pd.DataFrame:  # fmt: skip
+    """Exploratory: how much of the bag CAMs' relevance falls in the lesion, per layer and
+    method, on the store's slices with a lesion mask (Quantus relevance-mass accuracy).
+
+    Brain pixels are approximated as those above the slice's minimum (z-scored slices have a
+    flat background), so ``chance`` is the lesion's share of those pixels. The CAM caches
+    (:func:`hypo.cam.bag.bag_cam_store`) go to ``cache_root/<layer>``."""
+    card = getattr(encoder, "hypo_card", None) or {}
+    layers = tuple(layers) if layers else (card.get("cam_layer", "block5_relu"), FINE_LAYER)
+    les = np.asarray(store.masks["lesion"]).astype(bool)
+    rows = np.flatnonzero(les.reshape(len(les), -1).any(1))
+    img = np.asarray(store.images[rows])
+    brain = img > img.min(axis=(1, 2), keepdims=True) + 1e-3
+    chance = float((les[rows] & brain).sum() / brain.sum())
+    out = []
+    for layer in layers:
+        cs = bag_cam_store(encoder, store, head, pooling, Path(cache_root) / layer, layer=layer)
+        for m in methods:
+            rma = relevance_mass_accuracy(cs.maps(m, rows, resized=True)[:, 0], les[rows], brain)
+            out.append({"layer": layer, "method": m, "relevance_mass_lesion": float(np.nanmean(rma)),
+                        "n_slices": int(np.isfinite(rma).sum()), "chance": chance,
+                        "cell_px": float(cs.cell_size[0])})  # fmt: skip
+    return pd.DataFrame(out)
