@@ -24,6 +24,10 @@ from hypo.nets.architectures import (
 )
 from hypo.nets.cards import CARD_FILE, read_card
 
+# The outcome model's layers (BagPooling, OrdinalOutput) are registered on import, so that
+# its bag model loads with safe_mode=True.
+from hypo.nets.outcome import BAG_ARCHITECTURE
+
 MODEL_FILE = "model.keras"
 REQUIRED_CARD_FIELDS = ("architecture", "input_shape", "classes")
 CARD_FIELDS = (
@@ -54,10 +58,11 @@ def _validate_card(card: dict, where) -> None:
     missing = [k for k in REQUIRED_CARD_FIELDS if k not in card]
     if missing:
         raise ValueError(f"{where}: model card lacks field(s) {missing}")
-    if card["architecture"] not in ARCHITECTURES:
+    known = (*ARCHITECTURES, BAG_ARCHITECTURE)
+    if card["architecture"] not in known:
         raise ValueError(
             f"{where}: unknown architecture {card['architecture']!r} in the model card; "
-            f"expected one of {ARCHITECTURES}"
+            f"expected one of {known}"
         )
 
 
@@ -118,6 +123,11 @@ def load_model(path_or_dir, input_shape=None) -> keras.Model:
             f"{model_file}: the model outputs {model.output_shape[-1]} classes, its card "
             f"names {len(card['classes'])}"
         )
+    if card["architecture"] == BAG_ARCHITECTURE:
+        if input_shape is not None:
+            raise ValueError(f"{model_file}: a bag model takes its encoder's slice size only")
+        object.__setattr__(model, "hypo_card", card)
+        return model
     built = tuple(int(s) for s in model.input_shape[1:])
     if input_shape is not None and tuple(int(s) for s in input_shape) != built:
         arch = card["architecture"]
