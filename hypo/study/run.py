@@ -39,7 +39,14 @@ from .oracle import truth_rows
 from .panels import cam_examples
 from .registered import run_hypotheses
 from .secondary import CAPTIONS, secondary_analyses
-from .table import alias, build_table, class_index, hypothesis_flow, population_flow
+from .table import (
+    alias,
+    build_table,
+    class_index,
+    hypothesis_flow,
+    hypothesis_flow_summary,
+    population_flow,
+)
 
 #: First columns of ``results.csv`` (identifiers after them stay in the file).
 RESULT_COLUMNS = ["hypothesis", "model", "feature", "term", "estimate", "se", "OR", "OR_low",
@@ -476,7 +483,7 @@ def _write_reports(res: StudyResult, out: Path) -> dict[str, Path]:
         intro=intro,
         warnings=warnings + po_warnings(res.secondary["po_checks"]),
         population="analysis_population",
-        hypothesis_flow=res.hypothesis_flow,
+        hypothesis_flow=hypothesis_flow_summary(res.hypothesis_flow),
     )
     sections = [
         Section(name.replace("_", " ").capitalize(), [Table(df, caption=CAPTIONS.get(name, name))])

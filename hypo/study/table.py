@@ -158,6 +158,8 @@ def _undefined_reason(h, data: pd.DataFrame, undefined: pd.Series) -> list[tuple
                 undefined & ~bilateral,
             ),
         ]
+    if h.feature.startswith("ventricle"):
+        return [("feature undefined: no ventricle on the lesion slices, or no map mass", undefined)]
     return [("feature undefined: no map mass in the brain or no lesion slice", undefined)]
 
 
@@ -193,4 +195,21 @@ def hypothesis_flow(data: pd.DataFrame, reg) -> pd.DataFrame:
                 keep &= ~missing
                 rows.append((h.id, analysis, f"{c} missing", n, int(keep.sum())))
     cols = ["hypothesis", "analysis", "step", "n_excluded", "n_remaining"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def hypothesis_flow_summary(flow: pd.DataFrame) -> pd.DataFrame:
+    """:func:`hypothesis_flow` in one row per test (hypothesis x analysis): the population,
+    who was left out and why (steps that left someone out), and the fitted n."""
+    rows = []
+    for hid, g in flow.groupby("hypothesis", sort=False):
+        population = int(g["n_remaining"].iloc[0])
+        for analysis in ("primary", "sensitivity"):
+            upto = g.iloc[: int(np.flatnonzero(g["analysis"].eq(analysis))[-1]) + 1]
+            if not g["analysis"].eq(analysis).any():
+                continue
+            out = upto[upto["n_excluded"] > 0]
+            why = "; ".join(f"{r.step}: {r.n_excluded}" for r in out.itertuples()) or "none"
+            rows.append((hid, analysis, population, why, int(upto["n_remaining"].iloc[-1])))
+    cols = ["hypothesis", "analysis", "population", "left out (why: n)", "n fitted"]
     return pd.DataFrame(rows, columns=cols)
