@@ -206,3 +206,14 @@ def lazy_exports(package: str, exports: dict[str, Sequence[str]]):
         return sorted(where)
 
     return __getattr__, __dir__, sorted(where)
+
+
+def weights_hash(model, length: int = 16) -> str:
+    """SHA-256 of a Keras model's weights (names, dtypes, shapes and bytes), first ``length``
+    hex digits: the key of every cache that depends on a model (CAMs, embeddings)."""
+    h = hashlib.sha256()
+    for w in model.weights:
+        arr = np.ascontiguousarray(np.asarray(w.numpy()))
+        h.update(f"{w.path}:{arr.dtype}:{arr.shape};".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()[:length]

@@ -26,7 +26,6 @@ Notation: ``k`` channel, ``ij`` (``ijk`` in 3D) position, ``sum_ab`` a spatial s
 
 from __future__ import annotations
 
-import hashlib
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from .._util import library_versions as _versions
+from .._util import weights_hash
 from .graph import (
     SEP,
     Extractor,
@@ -352,14 +352,8 @@ def _score_input(call):
     return hist[0]._inbound_nodes[hist[1]].input_tensors[0]
 
 
-def model_hash(model, length: int = 16) -> str:
-    """SHA-256 of the model's weights (names, shapes and bytes), first ``length`` hex digits."""
-    h = hashlib.sha256()
-    for w in model.weights:
-        arr = np.ascontiguousarray(np.asarray(w.numpy()))
-        h.update(f"{w.path}:{arr.dtype}:{arr.shape};".encode())
-        h.update(arr.tobytes())
-    return h.hexdigest()[:length]
+#: SHA-256 of the model's weights (names, shapes and bytes); :func:`hypo._util.weights_hash`.
+model_hash = weights_hash
 
 
 def library_versions() -> dict[str, str | None]:

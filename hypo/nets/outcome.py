@@ -34,7 +34,6 @@ Poolings (:data:`POOLINGS`), over the slices ``s`` of one patient:
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +42,7 @@ import numpy as np
 import tensorflow as tf
 from scipy import optimize, special
 
-from hypo._util import atomic_path
+from hypo._util import atomic_path, weights_hash
 from hypo.paths import cache_dir
 
 POOLINGS = ("mean", "max", "attention", "lesion_mean", "volume_sum")
@@ -134,15 +133,6 @@ def slice_volume_ml(table) -> np.ndarray:
         / 1000.0
     )
     return v
-
-
-def weights_hash(model) -> str:
-    h = hashlib.sha256()
-    for w in model.weights:
-        arr = np.ascontiguousarray(np.asarray(w.numpy()))
-        h.update(f"{w.path}:{arr.dtype}:{arr.shape};".encode())
-        h.update(arr.tobytes())
-    return h.hexdigest()[:16]
 
 
 def cached_embeddings(

@@ -6,7 +6,7 @@ Submodules are imported on first use so that ``hypo.report.montage`` and
 
 from __future__ import annotations
 
-import importlib
+from hypo._util import lazy_exports
 
 _EXPORTS = {
     "figures": (
@@ -45,19 +45,4 @@ _EXPORTS = {
         "hash_files",
     ),
 }
-_WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
-
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str):
-    mod = _WHERE.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'hypo.report' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

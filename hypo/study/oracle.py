@@ -75,6 +75,7 @@ from hypo.stats import fit_proportional_odds
 from hypo.stats.calibration import generator_design
 from hypo.stats.ordinal import OrdinalFitError
 from hypo.stats.outcomes import fit_outcome
+from hypo.study.config import OUTCOME
 
 #: Covariates of the fitted oracle (truth table and participants.tsv columns); a covariate
 #: constant among the training patients is left out of the fit (recorded).
@@ -84,7 +85,6 @@ ORACLE_FORMULA = "mrs_3months ~ " + " + ".join(ORACLE_TERMS[:-1]) + " + C(territ
 #: The covariates of the ``image PO`` oracle: what the image itself could show.
 IMAGE_TERMS = ("log_volume", "right_side", "swelling", "territory0")
 GOOD_MAX = MRS_GOOD_MAX  # mRS 0-2 = independent
-OUTCOME = "mrs_3months"
 #: Per-class sensitivity targets of the mRS model (issue #3; the paper reported 0.70 / 0.58
 #: on a slice-level split).
 TARGETS = {"mRS 0-2": 0.65, "mRS 3-6": 0.55}

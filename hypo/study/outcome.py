@@ -49,13 +49,14 @@ import hypo.cohort as hc
 from hypo._util import (
     atomic_path,
     rng_for,
+    weights_hash,
     write_json_atomic,
     write_table_atomic,
     write_text_atomic,
 )
 from hypo.cam.bag import FINE_LAYER, bag_cam_store
 from hypo.cam.metrics import relevance_mass_accuracy
-from hypo.cohort.layout import side_right
+from hypo.cohort.layout import MRS_GOOD_MAX, side_right
 from hypo.cohort.synthetic import SynthParams
 from hypo.cohort.synthetic import clinical as synth_clinical
 from hypo.nets.cards import leaked_patients
@@ -76,7 +77,6 @@ from hypo.nets.outcome import (
     ordinal_nll,
     pool_fixed,
     slice_weights,
-    weights_hash,
 )
 from hypo.preprocess import PreprocessConfig, build_slice_store
 from hypo.stats.calibration import outcome_covariates, redraw_mrs
@@ -85,7 +85,7 @@ from hypo.stats.discrimination import ordinal_c_index
 #: Clinical covariates of the clinical-only row and of late fusion.
 CLINICAL = ("age", "nihss_baseline", "mrs_before")
 LEVELS = tuple(range(7))
-GOOD_MAX = 2  # mRS 0-2 = independent
+GOOD_MAX = MRS_GOOD_MAX  # mRS 0-2 = independent
 L2_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 #: Principal axes of the pooled image features the head is fitted in (see
 #: :func:`hypo.nets.outcome.fit_ordinal_head`).

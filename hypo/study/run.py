@@ -78,14 +78,14 @@ class StudyResult:
     cards: dict[str, dict]
     layers: dict[str, str]
     warnings: list[str]
+    registry: Registry
     provenance: dict
     timings: dict = field(default_factory=dict)
 
     @property
     def hypothesis_flow(self) -> pd.DataFrame:
         """Per registered test, who it leaves out of the population and why."""
-        reg = verify_lock(self.config.hypotheses, self.config.lock)
-        return hypothesis_flow(self.data, reg)
+        return hypothesis_flow(self.data, self.registry)
 
     @property
     def data(self) -> pd.DataFrame:
@@ -366,6 +366,7 @@ def run_study(cfg: StudyConfig) -> StudyResult:
         cards=cards,
         layers=layers,
         warnings=warnings,
+        registry=reg,
         provenance=prov,
         timings=timings,
     )
@@ -443,7 +444,7 @@ def po_warnings(po: pd.DataFrame) -> list[str]:
 
 def _write_reports(res: StudyResult, out: Path) -> dict[str, Path]:
     cfg, data, results = res.config, res.data, res.results
-    reg = verify_lock(cfg.hypotheses, cfg.lock)
+    reg = res.registry
     warnings = list(res.warnings)
     examples, panel_kw = cam_examples(
         res.cohort, res.table[res.table["analysis_population"]], res.features, res.cards,
