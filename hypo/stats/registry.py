@@ -56,8 +56,11 @@ __all__ = [
 
 FEATURE_FORMS = ("raw", "log", "log1p", "zscore", "per_10")
 CI_METHODS = ("wald", "profile")
-MODELS = ("stroke", "mrs")
+MODELS = ("stroke", "mrs", "outcome")
 LOCK_VERSION = 1
+#: Error prefix of a test the data cannot define (a missing optional covariate, a map source
+#: without mass), as opposed to a failed fit.
+NOT_APPLICABLE = "not applicable"
 
 
 class RegistryLockError(ValueError):
@@ -302,6 +305,10 @@ def _registered_fit(features, h, col: str, analysis: str, outcome_col: str) -> d
         df = df.assign(**{term: _transform(df[col], h.feature_form, f"hypothesis {h.id}")})
         covs = list(h.covariates)
         if analysis == "sensitivity":
+            lacking = [c for c in h.sensitivity_covariates if c not in df.columns]
+            if lacking:
+                return {"term": term, "error": f"{NOT_APPLICABLE}: the table has no column(s) "
+                        f"{lacking} of the sensitivity model"}  # fmt: skip
             covs += list(h.sensitivity_covariates)
         rhs = " + ".join([term, *covs])
         table = fit_outcome(df, rhs, outcome_col, h.outcome_coding, ci=h.ci)

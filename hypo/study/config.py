@@ -2,7 +2,7 @@
 
 One :class:`StudyConfig` describes a run of :func:`hypo.study.run_study`; its defaults are
 the embedded default analysis (the synthetic analysis cohort, the shipped models, the
-registered hypotheses of ``analyses/hypotheses/``).
+registered hypotheses of the current registry version, ``analyses/registry/<version>/``).
 """
 
 from __future__ import annotations
@@ -13,8 +13,21 @@ from pathlib import Path
 from hypo.cohort.requirements import Requirements
 from hypo.paths import REPO_ROOT
 
-HYPOTHESES_DIR = REPO_ROOT / "analyses" / "hypotheses"
-LOCK_FILE = REPO_ROOT / "analyses" / "hypotheses.lock.json"
+#: Versions of the registry: ``analyses/registry/<version>/`` holds ``hypotheses/`` (one file
+#: per hypothesis), ``lock.json`` (written before any outcome was read) and, from v2 on,
+#: ``AMENDMENT.md`` / ``amendment.json`` (what changed, why, and the lock it amends).
+REGISTRY_ROOT = REPO_ROOT / "analyses" / "registry"
+#: The registry version the main study tests (v2, amendment 1, is being drafted).
+REGISTRY_VERSION = "v1"
+
+
+def registry_dir(version: str = REGISTRY_VERSION) -> Path:
+    """Folder of one registry version (``analyses/registry/<version>``)."""
+    return REGISTRY_ROOT / version
+
+
+HYPOTHESES_DIR = registry_dir() / "hypotheses"
+LOCK_FILE = registry_dir() / "lock.json"
 STROKE_MODEL = REPO_ROOT / "models" / "stroke-gap-128"
 MRS_MODEL = REPO_ROOT / "models" / "mrs-gap-128"
 OUTCOME = "mrs_3months"
@@ -29,8 +42,6 @@ AGGREGATION_SUFFIX = {
 MODEL_KEYS = ("stroke", "mrs")
 CONTROL_SOURCES = ("control_uniform", "control_intensity", "control_random_model")
 QUICK_PATIENTS = 30
-#: Error prefix of a test that a map source cannot define (not a failed fit).
-NOT_APPLICABLE = "not applicable"
 #: Classes shown in the CAM panels, per model (both classes of each, as the paper's
 #: Figures 11 and 14 do).
 PANEL_CLASSES = {"stroke": ("no stroke", "stroke"), "mrs": ("mRS 0-2", "mRS 3-6")}
