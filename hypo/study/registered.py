@@ -6,9 +6,9 @@ import warnings
 
 import pandas as pd
 
-from hypo.stats.registry import test_hypotheses
+from hypo.stats.registry import NOT_APPLICABLE, test_hypotheses
 
-from .config import NOT_APPLICABLE, OUTCOME
+from .config import OUTCOME
 from .table import alias, cam_method
 
 

@@ -32,9 +32,9 @@ from hypo.nets.cards import read_card
 from hypo.paths import ANALYSIS_COHORT, REPO_ROOT, cache_dir, data_dir, default_cohort_dir
 from hypo.report.provenance import hash_files
 from hypo.report.writer import Section, Table, write_analysis_report, write_report
-from hypo.stats.registry import Registry, verify_lock
+from hypo.stats.registry import NOT_APPLICABLE, Registry, verify_lock
 
-from .config import MODEL_KEYS, NOT_APPLICABLE, StudyConfig, StudyError
+from .config import MODEL_KEYS, StudyConfig, StudyError
 from .oracle import truth_rows
 from .panels import cam_examples
 from .registered import run_hypotheses
