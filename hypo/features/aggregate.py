@@ -73,6 +73,18 @@ PATIENT_DICTIONARY: list[tuple[str, str, str]] = [
         "mm",
     ),
     ("midline_angle_deg", "median midline angle over the patient's slices", "degrees"),
+    (
+        "sulcal_effacement",
+        "image sign of swelling: perilesional band minus its mirror across the midline, "
+        "in brain intensity SDs, + = effaced sulci (hypo.features.swelling)",
+        "SD",
+    ),
+    (
+        "ventricle_compression",
+        "image sign of swelling: (contra - ipsi) / (contra + ipsi) of ventricle areas, "
+        "+ = lesion-side ventricle smaller (hypo.features.swelling)",
+        "-1..1",
+    ),
     ("any_lesion_visible", "1 if any slice carries the reader's lesion_visible label", "0/1"),
 ]
 for _f in MAP_FEATURES:

@@ -148,6 +148,7 @@ def run_features(
     from hypo.features.anatomy_qc import anatomy_qc, check_anatomy_qc
     from hypo.features.join import join_participants, require_held_out
     from hypo.features.maps import FeatureConfig, features_for_store
+    from hypo.features.swelling import swelling_for_store
     from hypo.nets.cards import read_card
     from hypo.preprocess import PreprocessConfig, build_slice_store
 
@@ -243,6 +244,11 @@ def run_features(
 
     stage("per-patient aggregation")
     pt = aggregate_patients(sf, cohort_id=cohort.cohort_id)
+    if "lesion" in store.masks and "lesion_side" in pt.columns:
+        stage("image signs of swelling (sulcal effacement, ventricle compression)")
+        sides = dict(zip(pt["participant_id"].astype(str), pt["lesion_side"].astype(str)))
+        sw = swelling_for_store(store, anatomy, sides).drop(columns="swelling_note")
+        pt = pt.merge(sw, on="participant_id", how="left")
     write_patient_tables(pt, out_dir)
     stage("join with participants.tsv")
     res = join_participants(pt, cohort.participants, cohort_id=cohort.cohort_id,

@@ -26,6 +26,15 @@ def registry_dir(version: str = REGISTRY_VERSION) -> Path:
     return REGISTRY_ROOT / version
 
 
+def registry_version_of(hypotheses: str | Path) -> str | None:
+    """The version name of a hypotheses folder inside ``analyses/registry`` (None for a
+    folder elsewhere, e.g. a researcher's own registry)."""
+    p = Path(hypotheses).resolve()
+    if p.name == "hypotheses" and p.parent.parent == REGISTRY_ROOT.resolve():
+        return p.parent.name
+    return None
+
+
 HYPOTHESES_DIR = registry_dir() / "hypotheses"
 LOCK_FILE = registry_dir() / "lock.json"
 STROKE_MODEL = REPO_ROOT / "models" / "stroke-gap-128"

@@ -34,7 +34,7 @@ from hypo.report.provenance import hash_files
 from hypo.report.writer import Section, Table, write_analysis_report, write_report
 from hypo.stats.registry import NOT_APPLICABLE, Registry, verify_lock
 
-from .config import MODEL_KEYS, StudyConfig, StudyError
+from .config import MODEL_KEYS, StudyConfig, StudyError, registry_version_of
 from .oracle import truth_rows
 from .panels import cam_examples
 from .registered import run_hypotheses
@@ -120,12 +120,13 @@ class StudyResult:
 
     def _write_into(self, out: Path, previous: list, history: list | None) -> dict[str, Path]:
         t = time.perf_counter()
+        power_text = power_paragraph(self.results, registry_version_of(self.config.hypotheses))
         write_table_atomic(out / "results.csv", self.results)
         write_table_atomic(out / "features.csv", self.table)
         for name, df in self.secondary.items():
             write_table_atomic(out / f"secondary_{name}.csv", df)
         write_table_atomic(out / "patient_flow_by_hypothesis.csv", self.hypothesis_flow)
-        paths = _write_reports(self, out)
+        paths = _write_reports(self, out, power_text)
         self.timings["report_s"] = round(time.perf_counter() - t, 1)
         self.timings["total_s"] = round(
             self.timings.get("total_s", 0) + self.timings["report_s"], 1
@@ -442,7 +443,7 @@ def po_warnings(po: pd.DataFrame) -> list[str]:
     return out
 
 
-def _write_reports(res: StudyResult, out: Path) -> dict[str, Path]:
+def _write_reports(res: StudyResult, out: Path, power_text: str = "") -> dict[str, Path]:
     cfg, data, results = res.config, res.data, res.results
     reg = res.registry
     warnings = list(res.warnings)
@@ -460,7 +461,10 @@ def _write_reports(res: StudyResult, out: Path) -> dict[str, Path]:
             + ", ".join(f for f in primary if f not in figure_feats)
             + ": fewer than 3 analysed patients with the feature, or all the same value"
         )
-    intro = study_intro(cfg, res.cohort, res.cards, res.layers, len(data), res.truth is not None)
+    intro = study_intro(cfg, res.cohort, res.cards, res.layers, len(data), res.truth is not None,
+                        reg)  # fmt: skip
+    if power_text:
+        intro.append(power_text)
     # Tests a map source cannot define stay in results.csv; the report lists them once.
     na = results["error"].fillna("").astype(str).str.startswith(NOT_APPLICABLE)
     if na.any():
@@ -506,8 +510,52 @@ def _write_reports(res: StudyResult, out: Path) -> dict[str, Path]:
     return paths
 
 
-def study_intro(cfg, cohort, cards, layers, n, synthetic_truth: bool) -> list[str]:
+def power_paragraph(results: pd.DataFrame, version: str | None, alpha: float = 0.05) -> str:
+    """Beside every null primary CAM result, the power that test had against the planted
+    swelling effect (``analyses/power/<version>.csv``, :mod:`hypo.study.power`), or "power
+    unknown"; also writes the sentence into ``results["power_note"]``."""
+    from .power import power_note, read_shipped
+
+    table = read_shipped(version) if version else None
+    prim = (results["map_source"] == "cam") & (results["analysis"] == "primary")
+    results["power_note"] = ""
+    notes = []
+    for i in results.index[prim]:
+        h = results.at[i, "hypothesis"]
+        note = power_note(table, h)
+        results.at[i, "power_note"] = note
+        q = results.at[i, "q"]
+        if not (np.isfinite(q) and q < alpha):
+            notes.append(f"{h}: {note}")
+    src = f"analyses/power/{version}.csv" if table is not None else "no power table"
+    if not notes:
+        return (
+            f"Every primary CAM test rejected at q < {alpha}; power per test: results.csv ({src})."
+        )
+    return (f"Null results and the power they had (positive controls on the synthetic cohort, "
+            f"python -m analyses.power; {src}): " + "; ".join(notes) + ". A null result is "
+            "evidence of absence only for effects at or above the test's detectable size.")  # fmt: skip
+
+
+def study_intro(cfg, cohort, cards, layers, n, synthetic_truth: bool, reg=None) -> list[str]:
     """The report's opening paragraphs: population, maps, models, how to read them."""
+    h0 = next(iter(reg.hypotheses.values())) if reg is not None else None
+    covs = ", ".join(h0.covariates) if h0 else "the registered covariates"
+    sens = ", ".join(h0.sensitivity_covariates) if h0 else "the sensitivity covariates"
+    if h0 is not None and "nihss_baseline" in h0.covariates:
+        nihss_note = (
+            "NIHSS at admission is a primary covariate (registry v2, amendment 1: "
+            "analyses/registry/v2/AMENDMENT.md): without it the primary tests rejected up to "
+            "three times their nominal 5 % under the synthetic conditional null."
+        )
+    else:
+        nihss_note = (
+            "Read each primary CAM result together with its NIHSS-adjusted sensitivity "
+            "result: on the synthetic cohort's conditional null (mRS depends on lesion volume, "
+            "side, territory, NIHSS, treatment and age, not on swelling) several primary tests "
+            "reject more often than 5 % while the sensitivity tests hold 5 % (python -m "
+            "analyses.calibration; registry v2 puts NIHSS in the primary models)."
+        )
     s_cls = ", ".join(str(c) for c in cards["stroke"]["classes"])
     m_cls = ", ".join(str(c) for c in cards["mrs"]["classes"])
     text = [
@@ -521,19 +569,14 @@ def study_intro(cfg, cohort, cards, layers, n, synthetic_truth: bool) -> list[st
         "hypotheses are about, and a patient's lesion slices are where they have non-trivial "
         "predicted probability; the paper calls maps of near-zero-probability classes "
         "artefacts, so the 'no stroke' and 'mRS 0-2' maps of these slices are not tested.",
-        "Models: every fit is a proportional-odds model of mRS 0-6 adjusted for age, "
-        "pre-stroke mRS, ln(lesion volume + 1) and lesion side (sensitivity: + NIHSS); "
+        f"Models: every fit is a proportional-odds model of mRS 0-6 adjusted for {covs} "
+        f"(sensitivity: + {sens}); "
         "features are standardised, so an OR is per SD; OR > 1 means a worse (higher) mRS. "
         "q-values are Benjamini-Hochberg within each family (stroke_maps, mrs_maps) and map "
         "source. Negative controls (map_source control_uniform, control_intensity"
         f"{', control_random_model' if cfg.random_control else ''}) run the same hypotheses "
         "on maps that carry no model evidence.",
-        "Read each primary CAM result together with its NIHSS-adjusted sensitivity result: on "
-        "the synthetic cohort's conditional null (mRS depends on lesion volume, side, "
-        "territory, NIHSS, treatment and age, not on swelling) several primary tests reject "
-        "more often than 5 % while "
-        "the sensitivity tests hold 5 % (python -m analyses.calibration; README, 'What the "
-        "pipeline can and cannot claim').",
+        nihss_note,
         "Secondary analyses (bootstrap CIs, proportional-odds checks, partial Spearman, "
         "mRS 0-2 vs 3-6, cross-validated C-index, MICE) are in secondary.md / secondary.html "
         "and secondary_*.csv.",
