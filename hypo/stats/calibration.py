@@ -51,6 +51,7 @@ from .separation import separation_in_fit
 
 __all__ = [
     "CalibrationConfig",
+    "check_engine",
     "CumulativeLogitFit",
     "FitSpec",
     "OUTCOME_COVARIATES",
@@ -542,21 +543,40 @@ def _run_chunk(task) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def _executor(engine: str, workers: int) -> Executor:
-    if engine == "process":
-        return ProcessPoolExecutor(max_workers=workers)
+def check_engine(engine: str) -> None:
+    """Refuse an unknown engine, or ``"dask"`` without dask.distributed installed, with a
+    message that says what to install (the optional extra ``hypo[cluster]``)."""
+    if engine not in ("process", "dask"):
+        raise ValueError(f"engine {engine!r}: expected 'process' or 'dask'")
     if engine == "dask":
         try:
-            from distributed import Client
+            import distributed  # noqa: F401
         except ImportError as e:
             raise ValueError(
-                "engine 'dask' needs dask.distributed (pip install 'dask[distributed]'); "
-                "the default engine 'process' uses this machine's cores"
+                "engine 'dask' needs dask.distributed: install the optional extra with "
+                "pip install -e '.[cluster]' (or pip install 'dask[distributed]'); the "
+                "default engine 'process' uses this machine's cores"
             ) from e
-        address = os.environ.get("DASK_SCHEDULER_ADDRESS")
-        client = Client(address) if address else Client(n_workers=workers)
-        return client.get_executor()
-    raise ValueError(f"engine {engine!r}: expected 'process' or 'dask'")
+
+
+def _executor(engine: str, workers: int) -> tuple[Executor, Callable[[], None]]:
+    """An executor and the function that releases it (a local dask cluster is closed; a
+    cluster named by ``DASK_SCHEDULER_ADDRESS`` is only disconnected from)."""
+    check_engine(engine)
+    if engine == "process":
+        ex = ProcessPoolExecutor(max_workers=workers)
+        return ex, ex.shutdown
+    from distributed import Client
+
+    address = os.environ.get("DASK_SCHEDULER_ADDRESS")
+    client = Client(address) if address else Client(n_workers=workers, threads_per_worker=1)
+    ex = client.get_executor()
+
+    def close():
+        ex.shutdown()
+        client.close()
+
+    return ex, close
 
 
 def run_replicates(
@@ -610,7 +630,7 @@ def run_replicates(
                 write_table_atomic(path, _run_chunk(task))
                 say(f"chunk {i}/{len(tasks)} {path.parent.name}")
         else:
-            ex = _executor(engine, config.workers)
+            ex, close = _executor(engine, config.workers)
             try:
                 futures = {ex.submit(_run_chunk, task): path for path, task in tasks}
 
@@ -619,7 +639,7 @@ def run_replicates(
                     write_table_atomic(path, fut.result())
                     say(f"chunk {i}/{len(tasks)} {path.parent.name}")
             finally:
-                ex.shutdown()
+                close()
     return read_replicates(out_dir, config, key)
 
 

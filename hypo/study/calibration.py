@@ -45,6 +45,7 @@ from hypo.report.writer import Figure, Section, Table
 from hypo.stats import fit_proportional_odds, harrell_c
 from hypo.stats.calibration import (
     CalibrationConfig,
+    check_engine,
     null_band,
     outcome_covariates,
     power_by_size,
@@ -350,6 +351,10 @@ def run_calibration(args, say) -> CalibrationResult:
         args.n_replicates = min(args.n_replicates, QUICK_REPLICATES)
         args.power_replicates = min(args.power_replicates, 20)
         args.power_sizes = [1.0]
+    try:
+        check_engine(args.engine)
+    except ValueError as e:
+        raise CalibrationError(str(e)) from e
     reg = verify_lock(args.hypotheses, args.lock)
     cohort_dir = Path(args.cohort) if args.cohort else default_cohort_dir("analysis")
     part, truth, params, gen = read_cohort_truth(cohort_dir)

@@ -56,6 +56,7 @@ from hypo.stats.calibration import (
     FitSpec,
     Setting,
     _design,
+    check_engine,
     outcome_covariates,
     prepare_fits,
     run_replicates,
@@ -314,6 +315,10 @@ def run_power(
     from .calibration import read_cohort_truth
 
     started = time.perf_counter()
+    try:
+        check_engine(settings.engine)
+    except ValueError as e:
+        raise PowerError(str(e)) from e
     cohort_dir = Path(settings.cohort) if settings.cohort else None
     if cohort_dir is None:
         from hypo.paths import default_cohort_dir
