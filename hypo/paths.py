@@ -16,6 +16,28 @@ DEV_COHORT = {"name": "dev", "patients": 511, "seed": 20230511}
 ANALYSIS_COHORT = {"name": "analysis", "patients": 200, "seed": 20230901}
 
 
+#: Versions of the pre-registered hypotheses: ``analyses/registry/<version>/`` holds
+#: ``hypotheses/`` (one file per hypothesis), ``lock.json`` (written before any outcome was
+#: read) and, for an amended version, ``AMENDMENT.md`` / ``amendment.json``.
+REGISTRY_ROOT = REPO_ROOT / "analyses" / "registry"
+#: The version the main study tests.
+REGISTRY_VERSION = "v1"
+
+
+def registry_dir(version: str = REGISTRY_VERSION) -> Path:
+    """Folder of one registry version (``analyses/registry/<version>``)."""
+    return REGISTRY_ROOT / version
+
+
+def registry_version_of(hypotheses: str | Path) -> str | None:
+    """The version name of a hypotheses folder inside ``analyses/registry`` (None for a
+    folder elsewhere, e.g. a researcher's own registry)."""
+    p = Path(hypotheses).resolve()
+    if p.name == "hypotheses" and p.parent.parent == REGISTRY_ROOT.resolve():
+        return p.parent.name
+    return None
+
+
 def data_dir() -> Path:
     """Root folder for generated cohorts."""
     return Path(os.environ.get("HYPO_DATA", REPO_ROOT / "data"))

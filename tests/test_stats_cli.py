@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hypo.paths import REPO_ROOT
+from hypo.paths import registry_dir
 from hypo.stats import po_analysis
 from hypo.stats.__main__ import main
 
@@ -70,7 +70,7 @@ def test_fit_errors_name_the_file_and_the_problem(tmp_path, capsys, table, formu
 def test_hypotheses_lists_feature_map_covariates_population(capsys):
     assert main(["hypotheses"]) == 0
     out = capsys.readouterr().out
-    folder = REPO_ROOT / "analyses" / "hypotheses"
+    folder = registry_dir() / "hypotheses"
     n = len(list(folder.glob("*.toml")))
     assert out.startswith(f"{n} registered hypotheses in {folder} (matches its lock")
     assert out.count("    covariates   ") == n and out.count("    population   ") == n
@@ -79,10 +79,10 @@ def test_hypotheses_lists_feature_map_covariates_population(capsys):
 
 
 def test_hypotheses_says_when_the_folder_no_longer_matches_its_lock(tmp_path, capsys):
-    src = REPO_ROOT / "analyses"
+    src = registry_dir("v1")
     folder = tmp_path / "hypotheses"
     shutil.copytree(src / "hypotheses", folder)
-    shutil.copy(src / "hypotheses.lock.json", tmp_path / "hypotheses.lock.json")
+    shutil.copy(src / "lock.json", tmp_path / "lock.json")
     f = folder / "H2_mrs.toml"
     f.write_text(f.read_text().replace('population = "all"', 'population = "age > 50"'))
     assert main(["hypotheses", str(folder)]) == 0

@@ -1,13 +1,14 @@
 """Command line of hypo.stats: fit a researcher's own table, list the registered hypotheses.
 
     python -m hypo.stats fit TABLE.csv "mrs ~ x + age" [--levels 0,1,2,3] [--ci profile]
-    python -m hypo.stats hypotheses [DIR] [--lock FILE]
+    python -m hypo.stats hypotheses [DIR | --version vN] [--lock FILE]
 
 ``fit`` reads a CSV (or a TSV, by extension) and prints :func:`hypo.stats.po_analysis`:
 the PO table (OR, 95 % CI, p), the Brant and nominal tests and, for terms that fail them,
-the partial proportional-odds table. ``hypotheses`` prints the registry folder's
-hypotheses (default ``analyses/hypotheses``) with their feature, map, covariates and
-population, and whether the folder still matches its lock.
+the partial proportional-odds table. ``hypotheses`` prints a registry's hypotheses (default
+the current version, ``analyses/registry/<version>/hypotheses``; ``--version v1`` an older
+one) with their feature, map, covariates and population, whether the folder still matches
+its lock and, for an amended version, whether the amendment chain holds.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..paths import REPO_ROOT
+from ..paths import registry_dir
 from .po_analysis import po_analysis
-from .registry import Registry, RegistryLockError, verify_lock
+from .registry import Registry, RegistryLockError, verify_amendment, verify_lock
 
 PROG = "python -m hypo.stats"
-DEFAULT_HYPOTHESES = REPO_ROOT / "analyses" / "hypotheses"
+DEFAULT_HYPOTHESES = registry_dir() / "hypotheses"
 
 
 class CommandError(ValueError):
@@ -86,13 +87,25 @@ def hypotheses_table(folder: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _default_lock(folder: Path) -> Path:
+    # analyses/registry/<version>/hypotheses -> <version>/lock.json; elsewhere <folder>.lock.json
+    if folder.name == "hypotheses" and (folder.parent / "lock.json").is_file():
+        return folder.parent / "lock.json"
+    return folder.parent / f"{folder.name}.lock.json"
+
+
 def cmd_hypotheses(args) -> str:
-    folder = Path(args.folder)
+    if args.version:
+        if args.folder is not None:
+            raise CommandError("give a folder or --version, not both")
+        folder = registry_dir(args.version) / "hypotheses"
+    else:
+        folder = Path(args.folder) if args.folder is not None else DEFAULT_HYPOTHESES
     try:
         table = hypotheses_table(folder)
     except ValueError as e:
         raise CommandError(str(e)) from e
-    lock = Path(args.lock) if args.lock else folder.parent / f"{folder.name}.lock.json"
+    lock = Path(args.lock) if args.lock else _default_lock(folder)
     if lock.is_file():
         try:
             verify_lock(folder, lock)
@@ -101,6 +114,13 @@ def cmd_hypotheses(args) -> str:
             status = f"DOES NOT match its lock: {e}"
     else:
         status = f"no lock file at {lock}"
+    if (folder.parent / "amendment.json").is_file():
+        try:
+            rec = verify_amendment(folder.parent)
+            status += (f"; amends {rec['amends']} ({rec['date']}): chain verified, "
+                       f"{rec['amends']} still matches its lock")  # fmt: skip
+        except RegistryLockError as e:
+            status += f"; amendment chain DOES NOT hold: {e}"
     lines = [f"{len(table)} registered hypotheses in {folder} ({status})", ""]
     for r in table.itertuples(index=False):
         lines += [
@@ -125,8 +145,11 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--ci", choices=("wald", "profile"), default="wald")
     f.set_defaults(run=cmd_fit)
     h = sub.add_parser("hypotheses", help="list the registered hypotheses")
-    h.add_argument("folder", nargs="?", type=Path, default=DEFAULT_HYPOTHESES)
-    h.add_argument("--lock", type=Path, help="lock file (default: <folder>.lock.json beside it)")
+    h.add_argument("folder", nargs="?", type=Path, default=None,
+                   help="hypotheses folder (default: the current registry version's)")  # fmt: skip
+    h.add_argument("--version", help="a registry version of analyses/registry (e.g. v1)")
+    h.add_argument("--lock", type=Path, help="lock file (default: <version>/lock.json, or "
+                   "<folder>.lock.json beside a folder elsewhere)")  # fmt: skip
     h.set_defaults(run=cmd_hypotheses)
     return p
 

@@ -51,6 +51,7 @@ __all__ = [
     "lock",
     "run_family",
     "test_hypotheses",
+    "verify_amendment",
     "verify_lock",
 ]
 
@@ -208,11 +209,18 @@ class Registry:
         }
 
 
-def lock(folder: str | Path, lock_path: str | Path, overwrite: bool = False) -> Path:
+def lock(
+    folder: str | Path,
+    lock_path: str | Path,
+    overwrite: bool = False,
+    amendment: str | Path | None = None,
+) -> Path:
     """Freeze the registry: write the hash of every hypothesis to ``lock_path``.
 
     Call this *before* any outcome is read. An existing lock is never replaced unless
     ``overwrite=True`` (re-locking after seeing outcomes defeats pre-registration).
+    ``amendment``: the ``amendment.json`` of an amended version; its content hash is locked
+    with the hypotheses (:func:`verify_amendment` checks the chain).
     """
     lock_path = Path(lock_path)
     if lock_path.exists() and not overwrite:
@@ -228,7 +236,52 @@ def lock(folder: str | Path, lock_path: str | Path, overwrite: bool = False) -> 
         "registry_sha256": stable_hash(hashes, length=64),
         "locked_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if amendment is not None:
+        payload["amendment_sha256"] = stable_hash(_read_amendment(Path(amendment)), length=64)
     return write_json_atomic(lock_path, payload)
+
+
+AMENDMENT_FIELDS = ("version", "amends", "amends_registry_sha256", "date", "reason", "changes")
+
+
+def _read_amendment(path: Path) -> dict:
+    if not path.is_file():
+        raise RegistryLockError(f"{path}: no amendment record")
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise RegistryLockError(f"{path}: cannot parse ({e})") from e
+    missing = [k for k in AMENDMENT_FIELDS if k not in d]
+    if missing:
+        raise RegistryLockError(f"{path}: missing field(s) {missing}; expected {AMENDMENT_FIELDS}")
+    return d
+
+
+def verify_amendment(version_dir: str | Path) -> dict:
+    """Check an amended registry version and the chain to the version it amends.
+
+    ``version_dir`` is ``analyses/registry/<version>`` with ``hypotheses/``, ``lock.json``
+    and ``amendment.json`` (fields :data:`AMENDMENT_FIELDS`). Both versions must match
+    their own locks, the amendment must name the amended lock's ``registry_sha256``, and
+    the amended version's lock must hold the amendment's hash (so neither the record nor
+    the hypotheses changed after locking). Returns the amendment record.
+    """
+    d = Path(version_dir)
+    rec = _read_amendment(d / "amendment.json")
+    new_lock = d / "lock.json"
+    verify_lock(d / "hypotheses", new_lock)
+    locked = json.loads(new_lock.read_text(encoding="utf-8"))
+    if locked.get("amendment_sha256") != stable_hash(rec, length=64):
+        raise RegistryLockError(f"{d / 'amendment.json'} changed after {new_lock} was written "
+                                "(or the lock does not hold it)")  # fmt: skip
+    old = d.parent / str(rec["amends"])
+    verify_lock(old / "hypotheses", old / "lock.json")
+    old_hash = json.loads((old / "lock.json").read_text(encoding="utf-8"))["registry_sha256"]
+    if rec["amends_registry_sha256"] != old_hash:
+        raise RegistryLockError(f"{d / 'amendment.json'} amends registry hash "
+                                f"{rec['amends_registry_sha256'][:12]}..., but {old / 'lock.json'} "
+                                f"holds {old_hash[:12]}...")  # fmt: skip
+    return rec
 
 
 def verify_lock(folder: str | Path, lock_path: str | Path) -> Registry:

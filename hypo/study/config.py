@@ -11,29 +11,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hypo.cohort.requirements import Requirements
-from hypo.paths import REPO_ROOT
-
-#: Versions of the registry: ``analyses/registry/<version>/`` holds ``hypotheses/`` (one file
-#: per hypothesis), ``lock.json`` (written before any outcome was read) and, from v2 on,
-#: ``AMENDMENT.md`` / ``amendment.json`` (what changed, why, and the lock it amends).
-REGISTRY_ROOT = REPO_ROOT / "analyses" / "registry"
-#: The registry version the main study tests (v2, amendment 1, is being drafted).
-REGISTRY_VERSION = "v1"
-
-
-def registry_dir(version: str = REGISTRY_VERSION) -> Path:
-    """Folder of one registry version (``analyses/registry/<version>``)."""
-    return REGISTRY_ROOT / version
-
-
-def registry_version_of(hypotheses: str | Path) -> str | None:
-    """The version name of a hypotheses folder inside ``analyses/registry`` (None for a
-    folder elsewhere, e.g. a researcher's own registry)."""
-    p = Path(hypotheses).resolve()
-    if p.name == "hypotheses" and p.parent.parent == REGISTRY_ROOT.resolve():
-        return p.parent.name
-    return None
-
+from hypo.paths import (  # noqa: F401 -- re-exported: the study's registry names
+    REGISTRY_ROOT,
+    REGISTRY_VERSION,
+    REPO_ROOT,
+    registry_dir,
+    registry_version_of,
+)
 
 HYPOTHESES_DIR = registry_dir() / "hypotheses"
 LOCK_FILE = registry_dir() / "lock.json"
