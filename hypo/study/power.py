@@ -344,7 +344,10 @@ def run_power(
         return f"{h.model}__{h.feature}__cam"
 
     reg = Registry.load(settings.registry)
-    fixed = [h for h in reg.hypotheses.values() if column_for(h) in rows.columns]
+    # The outcome model's maps depend on the outcome: with map sets they are refitted per
+    # replicate; without, its columns (if any) are tested on the shipped head's maps.
+    fixed = [h for h in reg.hypotheses.values() if column_for(h) in rows.columns
+             and not (map_sets is not None and h.model == "outcome")]  # fmt: skip
     fams = sorted({h.family for h in fixed})
     specs = prepare_fits(rows, reg, column_for, truth=covs, families=fams, sensitivity=True)
     primary = list(next(iter(reg.hypotheses.values())).covariates)
@@ -653,6 +656,12 @@ def report_sections(res: PowerResult, settings: PowerSettings, target: str | Non
                   "patients: the generator's true model with and without swelling (mean over "
                   "outcome redraws). Deep DWI features added +0.165 AUC to clinical ones in "
                   "the published cohort (0.76 -> 0.925).")]))  # fmt: skip
+    if "layer_choice" in t and len(t["layer_choice"]):
+        secs.append(Section("Layer and method of the outcome model's maps", [
+            Table(t["layer_choice"], "Candidates compared on the same replicates (positive "
+                  "controls only): the target feature's power at the largest effect, the "
+                  "family's mean power and the largest type-I error under both nulls; the "
+                  "chosen candidate is registered in registry v2 (analyses/power/PLAN.md).")]))  # fmt: skip
     secs.append(Section("Limits of the instrument", [
         "A replicate keeps the images and every CNN's maps and redraws outcomes; power here is "
         "the power to detect the planted swelling effect *through each registered feature*. A "
@@ -708,9 +717,7 @@ def run_power_study(args, say: Callable[[str], None] = lambda m: None,
                              n_null=n_null, n_power=n_power, seed=args.seed, chunk=args.chunk,
                              workers=args.workers, engine=args.engine)  # fmt: skip
     if map_sets is None and getattr(args, "map_sets", 0):
-        from .outcome_maps import power_map_sets
-
-        map_sets = power_map_sets(settings, int(args.map_sets), say)
+        map_sets = outcome_map_sets(settings, int(args.map_sets), say)
     res = run_power(settings, say, map_sets)
     from .calibration import read_cohort_truth
 
@@ -724,7 +731,19 @@ def run_power_study(args, say: Callable[[str], None] = lambda m: None,
     ev = Path(__file__).resolve().parents[2] / "models" / "outcome-mil-128" / "evaluation.csv"
     res.tables["ladder"] = cohort_ladder(ev if ev.is_file() else None)
     target = TARGET_HYPOTHESIS
+    if map_sets is not None:
+        res.tables["layer_choice"] = layer_choice(res.tables["power"], max(effects))
+        reg = Registry.load(folder)
+        h = reg.hypotheses.get(TARGET_HYPOTHESIS)
+        if h is not None:  # registered: judge the target on its own layer and method
+            target = candidate_name(1, h.method, h.layer)
     closing = closing_lines(res.tables, target, max(effects))
+    lc = res.tables.get("layer_choice")
+    if lc is not None and len(lc):
+        for r in lc.itertuples():
+            closing.append(f"candidate {r.candidate}: H1 power {_fmt(r.h1_power)} (q: "
+                           f"{_fmt(r.h1_power_q)}), family mean {_fmt(r.family_mean_power)}, "
+                           f"max type-I {_fmt(r.max_type_I)}{' <- chosen' if r.chosen else ''}")  # fmt: skip
     closing.append(f"{res.n_analysed} analysed patients; {res.seconds:.0f} s in all, "
                    f"{res.seconds_per_replicate:.3f} s per outcome redraw (median over "
                    "conditions and map sets, all fits of a redraw).")  # fmt: skip
@@ -750,6 +769,90 @@ def run_power_study(args, say: Callable[[str], None] = lambda m: None,
         paths["shipped"] = write_shipped(res.tables["power"], version, POWER_TABLES)
         closing.append(f"power table -> {paths['shipped']}")
     return PowerStudy(res, paths, closing)
+
+
+def candidate_name(feature_index: int, method: str, layer: str) -> str:
+    """Test name of one outcome-model map feature at one method and layer."""
+    return f"H{feature_index}_outcome[{method}@{layer}]"
+
+
+def outcome_map_sets(settings: PowerSettings, per_condition: int, say=lambda m: None,
+                     layers=None, methods=None) -> MapSets:  # fmt: skip
+    """The outcome model's maps as a nested design (:class:`MapSets`): per condition and map
+    set ``k``, the development outcomes are redrawn under the condition (seed: ``(seed,
+    "dev_outcomes", condition, k)``), the ordinal head is refitted on them
+    (:func:`hypo.study.outcome_maps.outcome_map_features`: encoder, pooling and penalty
+    fixed) and the analysis cohort's maps and features computed at every candidate layer
+    and method. Every candidate's four features form one BH family."""
+    from hypo.stats.calibration import redraw_mrs
+
+    from .._util import rng_for
+    from .outcome_maps import (
+        DEFAULT_LAYERS,
+        DEFAULT_METHODS,
+        OUTCOME_FEATURES,
+        dev_outcome_covariates,  # fmt: skip
+        map_column,
+        outcome_map_features,
+    )
+
+    layers = tuple(layers or DEFAULT_LAYERS)
+    methods = tuple(methods or DEFAULT_METHODS)
+    analysis = settings.cohort
+    covs, params, _ = dev_outcome_covariates(analysis=analysis)
+
+    def features(cond: Setting, k: int) -> pd.DataFrame:
+        rng = rng_for(settings.seed, "dev_outcomes", cond.name, int(k))
+        y = redraw_mrs(covs, cond.mode, rng, params, cond.planted_or_per_sd)
+        t = time.perf_counter()
+        f = outcome_map_features(y.astype(int), layers=layers, methods=methods,
+                                 analysis=analysis)  # fmt: skip
+        say(f"map set {cond.name} #{k}: head refitted, maps and features at {len(layers)} "
+            f"layer(s) x {len(methods)} method(s) in {time.perf_counter() - t:.0f} s")  # fmt: skip
+        return f
+
+    hyps = {}
+    for layer in layers:
+        for m in methods:
+            for i, feat in enumerate(OUTCOME_FEATURES, 1):
+                hyps[candidate_name(i, m, layer)] = (map_column(feat, m, layer),
+                                                     f"outcome_maps[{m}@{layer}]")  # fmt: skip
+    desc = (f"{per_condition} map set(s) per condition (development outcomes redrawn, head "
+            f"refitted), layers {', '.join(layers)}, methods {', '.join(methods)}.")  # fmt: skip
+    return MapSets(features, hyps, per_condition, desc)
+
+
+def layer_choice(power: pd.DataFrame, largest: float) -> pd.DataFrame:
+    """Issue 17 item 4: per candidate (method @ layer) of the outcome model's maps, the
+    target feature's (H1) power at the largest planted effect, the family's mean power
+    there, and the largest type-I error of its four tests under both nulls. ``chosen``
+    marks the candidate with the highest H1 power (ties: family mean) among those whose
+    type-I errors are all <= :data:`TYPE_I_MAX` (analyses/power/PLAN.md); positive
+    controls only, no analysis outcome."""
+    d = power[power["kind"] == "map set"]
+    if d.empty:
+        return pd.DataFrame()
+    rows = []
+    for fam, g in d.groupby("family", sort=True):
+        cand = fam[fam.index("[") + 1 : -1]
+        at = g[g["effect_or"] == largest]
+        nul = g[g["condition"].isin([c.name for c in CONDITIONS_NULL])]
+        h1 = at[at["hypothesis"].str.startswith("map:H1_outcome[")]
+        rows.append({"candidate": cand, "method": cand.split("@")[0],
+                     "layer": cand.split("@")[1],
+                     "h1_power": float(h1["power"].iloc[0]) if len(h1) else np.nan,
+                     "h1_power_q": float(h1["power_q"].iloc[0]) if len(h1) else np.nan,
+                     "family_mean_power": float(at["power"].mean()),
+                     "max_type_I": float(nul["power"].max()),
+                     "n_replicates_effect": int(at["n_replicates"].max()) if len(at) else 0})  # fmt: skip
+    out = pd.DataFrame(rows)
+    ok = out["max_type_I"] <= TYPE_I_MAX
+    out["eligible"] = ok
+    out["chosen"] = False
+    if ok.any():
+        best = out[ok].sort_values(["h1_power", "family_mean_power"], ascending=False).index[0]
+        out.loc[best, "chosen"] = True
+    return out
 
 
 def _default_cohort() -> Path:
