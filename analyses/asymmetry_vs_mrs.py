@@ -7,8 +7,8 @@ With no arguments it runs the whole path on the embedded default: the synthetic 
 cohort (``hypo.paths.default_cohort_dir("analysis")``, generated when missing), the shipped
 models ``models/stroke-gap-128`` and ``models/mrs-gap-128``, CAMs of the analysis cohort
 (never of a model's training or validation patients: the leakage guard refuses them),
-features, the registered hypotheses of ``analyses/hypotheses/`` (checked against
-``analyses/hypotheses.lock.json`` before any outcome is joined) and the report.
+features, the registered hypotheses of ``analyses/registry/<version>/hypotheses/`` (checked
+against that version's ``lock.json`` before any outcome is joined) and the report.
 
 Outputs in ``--out`` (default ``reports/asymmetry_vs_mrs/``): ``results.csv`` (every
 registered test on the CAM maps and on the negative-control maps, ``map_source`` column;

@@ -29,7 +29,7 @@ from hypo.features.maps import map_features  # noqa: E402
 from hypo.study.experiments.frame import RunSettings, open_inputs  # noqa: E402
 
 MODELS = ("models/stroke-gap-128", "models/mrs-gap-128")
-#: Features of the registered hypotheses (analyses/hypotheses/*.toml).
+#: Features of the registered hypotheses (analyses/registry/<version>/hypotheses/*.toml).
 REGISTERED = (
     "asymmetry_ipsi_contra",
     "relevance_mass_lesion",

@@ -2,7 +2,8 @@
 one runner that tests a whole family and reports every test with BH q-values.
 
 A hypothesis is one TOML (or JSON) file in a folder (the project uses
-``analyses/hypotheses/``) that fixes one primary choice for everything that could fork::
+``analyses/registry/<version>/hypotheses/``) that fixes one primary choice for everything
+that could fork::
 
     id = "H1"
     family = "asymmetry"
