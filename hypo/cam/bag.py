@@ -63,6 +63,47 @@ def _split_model(model, layer: str, embedding_layer: str):
     return lower, upper
 
 
+#: Compiled cores, one per (model, layer, embedding layer, pooling): a bag of any size and
+#: any head reuse it (tracing the encoder's graph per patient cost about a second each).
+_CORES: dict = {}
+
+
+def _core(model, layer: str, embedding_layer: str, pooling: str):
+    """``core(x, volume, beta, center, scale) -> (activations, gradients, eta, weights)``:
+    one compiled function per model, layer and pooling, traced once for bags of any size
+    (the head enters as tensors, so a refitted head does not retrace)."""
+    import tensorflow as tf
+
+    key = (id(model), layer, embedding_layer, pooling)
+    hit = _CORES.get(key)
+    if hit is not None and hit[0] is model:
+        return hit[1]
+    lower, upper = _split_model(model, layer, embedding_layer)
+    shape = tuple(model.inputs[0].shape[1:])
+    vec = tf.TensorSpec([None], tf.float64)
+
+    # In a graph, as predict runs the encoder: eager mixed-precision kernels differ from
+    # the compiled ones by ~1e-3 in eta.
+    @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.float32), vec, vec, vec, vec])
+    def core(xb, vb, beta, center, scale):
+        a = tf.cast(lower(xb, training=False), tf.float32)
+        with tf.GradientTape() as tape:
+            tape.watch(a)
+            emb, prob = upper(a, training=False)
+            # Pooling and head in float64, as the cached path computes them.
+            emb = tf.reshape(tf.cast(emb, tf.float64), [tf.shape(xb)[0], -1])
+            p = tf.cast(prob, tf.float64)[:, -1]
+            z, weights = _pool(emb, p, vb, pooling)
+            eta = tf.reduce_sum((z - center) / scale * beta)
+        g = tf.cast(tape.gradient(eta, a), tf.float32)
+        return a, g, eta, weights
+
+    if len(_CORES) > 32:  # models of finished runs (tests build many)
+        _CORES.clear()
+    _CORES[key] = (model, core)
+    return core
+
+
 def _pool(emb, prob, vol, pooling: str):
     import tensorflow as tf
 
@@ -143,25 +184,9 @@ def bag_cams(
     mhash = model_hash(model)
     out = {}
     for layer in layers:
-        lower, upper = _split_model(model, layer, embedding_layer)
-
-        # In a graph, as predict runs the encoder: eager mixed-precision kernels differ
-        # from the compiled ones by ~1e-3 in eta.
-        @tf.function
-        def core(xb, vb, lower=lower, upper=upper):
-            a = tf.cast(lower(xb, training=False), tf.float32)
-            with tf.GradientTape() as tape:
-                tape.watch(a)
-                emb, prob = upper(a, training=False)
-                # Pooling and head in float64, as the cached path computes them.
-                emb = tf.reshape(tf.cast(emb, tf.float64), [tf.shape(xb)[0], -1])
-                p = tf.cast(prob, tf.float64)[:, -1]
-                z, weights = _pool(emb, p, vb, pooling)
-                eta = tf.reduce_sum((z - center) / scale * beta)
-            g = tf.cast(tape.gradient(eta, a), tf.float32)
-            return a, g, eta, weights
-
-        a, g, eta, weights = core(tf.constant(x), tf.constant(vol, tf.float64))
+        core = _core(model, layer, embedding_layer, pooling)
+        a, g, eta, weights = core(tf.constant(x, tf.float32), tf.constant(vol, tf.float64), beta,
+                                  center, scale)  # fmt: skip
         maps = _cam_maps(a, g, methods, bool(gradcampp_alpha_norm))
         raw = {m: maps[m].numpy()[:, None].astype(np.float32) for m in methods}
         e = float(eta.numpy())

@@ -56,7 +56,7 @@ __all__ = [
 
 FEATURE_FORMS = ("raw", "log", "log1p", "zscore", "per_10")
 CI_METHODS = ("wald", "profile")
-MODELS = ("stroke", "mrs")
+MODELS = ("stroke", "mrs", "outcome")
 LOCK_VERSION = 1
 
 
