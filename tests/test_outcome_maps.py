@@ -97,7 +97,7 @@ def test_map_sets_named_deterministic_cached_and_outcome_dependent(setup, monkey
 
     a = _features(setup, None, setup["root"] / "c1")
     n_first = len(calls)
-    assert n_first == 2 * 3  # two layers x three patients
+    assert n_first == 3  # one pass per patient for both layers
     cols = [om.map_column(f, m, la) for la in ("block5_relu", "block3_relu")
             for m in ("gradcam", "gradcampp") for f in om.OUTCOME_FEATURES]  # fmt: skip
     assert list(a.columns) == ["participant_id", *cols, "outcome_eta"]
@@ -106,7 +106,7 @@ def test_map_sets_named_deterministic_cached_and_outcome_dependent(setup, monkey
     # (Tiny 20 x 24 px volumes have no image-derived brain, so the lesion-slice features
     # are undefined here; the maps themselves are compared below.)
     assert np.isfinite(a["outcome_eta"]).all()
-    assert set(a.attrs["seconds"]) == {"block5_relu", "block3_relu"}
+    assert a.attrs["seconds"]["layers"] == ["block5_relu", "block3_relu"]
 
     # Rerun: read from the cache, no CAM computed.
     again = _features(setup, None, setup["root"] / "c1")
@@ -198,3 +198,24 @@ def test_study_has_the_outcome_source(setup):
     base = build_table(without, reg, cards, layers, cfg.methods, sources).table
     shared = [c for c in base.columns if c not in ("in_model_training",)]
     pd.testing.assert_frame_equal(base[shared], table[shared])
+
+
+def test_one_pass_equals_a_pass_per_layer():
+    from hypo.cam.bag import bag_cams
+    from hypo.nets import build_model
+    from hypo.nets.outcome import fit_ordinal_head
+
+    model = build_model("shallow", input_shape=(32, 32, 1), seed=6)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(5, 32, 32, 1)).astype(np.float32)
+    head = fit_ordinal_head(rng.normal(size=(14, 129)), np.arange(14) // 2, l2=1.0,
+                            levels=range(7))  # fmt: skip
+    head.beta = rng.normal(size=head.beta.shape)
+    layers = ("block3_relu", "block1_relu", "block2_relu")  # any order
+    one = bag_cams(model, x, np.full(5, 20.0), head, "volume_sum", layers, one_pass=True)
+    per = bag_cams(model, x, np.full(5, 20.0), head, "volume_sum", layers)
+    for la in layers:
+        assert one[la].provenance["eta"] == pytest.approx(per[la].provenance["eta"], rel=1e-6)
+        for m in ("gradcam", "gradcampp"):
+            scale = np.abs(per[la].raw[m]).max() + 1e-12
+            assert np.abs(one[la].raw[m] - per[la].raw[m]).max() <= 1e-5 * scale, (la, m)

@@ -560,8 +560,8 @@ def study_intro(cfg, cohort, cards, layers, n, synthetic_truth: bool) -> list[st
     m_cls = ", ".join(str(c) for c in cards["mrs"]["classes"])
     text = [
         f"Cohort {cohort.cohort_id}; analysis population: {n} stroke patients with a visible "
-        "lesion and a known 3-month mRS, none a training or validation patient of either "
-        "model.",
+        "lesion and a known 3-month mRS, none a training or validation patient of any "
+        "model whose maps are used.",
         "Maps used: Grad-CAM of the stroke model's 'stroke' class (classes: "
         f"{s_cls}; layer {layers['stroke']}) and of the mRS model's 'mRS 3-6' class "
         f"(classes: {m_cls}; layer {layers['mrs']}), averaged per patient over the lesion "
