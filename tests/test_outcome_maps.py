@@ -163,10 +163,9 @@ def test_study_has_the_outcome_source(setup):
             "mrs", ("no stroke", "mRS 0-2", "mRS 3-6"), root / "models" / "mrs", cnn
         ),  # fmt: skip
         outcome_model=om,
-        quick=True,
         progress=False,
         max_qc_fail_fraction=1.0,
-    ).effective()
+    )
     reg = verify_lock(HYPOTHESES_DIR, LOCK_FILE)
     dirs = cfg.model_dirs()
     assert set(dirs) == {"stroke", "mrs", "outcome"}
@@ -176,7 +175,8 @@ def test_study_has_the_outcome_source(setup):
     work = cache_dir() / "study"
     feats = compute_features(cfg, cohort, dirs, cards, layers, reg, work, lambda m: None, timings)
     assert "features_outcome_s" in timings
-    sources = ["cam", "control_uniform", "control_intensity"]
+    assert len(feats["outcome"].cam_dirs) == 2  # bag CAMs and the randomised-encoder control
+    sources = ["cam", "control_uniform", "control_intensity", "control_random_model"]
     table = build_table(feats, reg, cards, layers, cfg.methods, sources).table
     for f in ("asymmetry_ipsi_contra", "ventricle_density_ratio", "edge_density_ratio",
               "relevance_mass_lesion"):  # fmt: skip

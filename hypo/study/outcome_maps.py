@@ -74,9 +74,13 @@ def map_column(feature: str, method: str, layer: str) -> str:
 # --------------------------------------------------------------------------- main study
 
 
-def bag_cam_fn(model: OutcomeModel, layer: str, methods: Sequence[str], progress=False):
+def bag_cam_fn(model: OutcomeModel, layer: str, methods: Sequence[str],
+               random_control: bool = False, seed: int = 0):  # fmt: skip
     """``cam_fn`` for :func:`hypo.features.pipeline.run_features`: the outcome model's bag
-    CAMs of a store at ``layer``, cached under ``cam_root/<layer>-bag-<head>-s<store>``."""
+    CAMs of a store at ``layer``, cached under ``cam_root/<layer>-bag-<head>-s<store>``;
+    with ``random_control`` also Grad-CAM of the same head on the encoder with randomised
+    weights (:func:`hypo.cam.sanity.randomised_weights`, every weighted layer; BatchNorm
+    statistics kept) as ``control_random_model``."""
 
     def fn(store, cam_root: Path):
         head_key = stable_hash(
@@ -87,30 +91,42 @@ def bag_cam_fn(model: OutcomeModel, layer: str, methods: Sequence[str], progress
         cdir = Path(cam_root) / f"{layer}-bag-{head_key}-s{skey}"
         cs = bag_cam_store(model.encoder, store, model.head, model.pooling, cdir, layer=layer,
                            methods=tuple(methods), embedding_layer=model.embedding_layer)  # fmt: skip
-        return [cs], [cdir]
+        cams, dirs = [cs], [cdir]
+        if random_control:
+            from hypo.cam import sanity
+
+            rdir = Path(cam_root) / f"{layer}-bag-{head_key}-random-s{seed}-s{skey}"
+            names = [la.name for la in sanity.weighted_layers(model.encoder)]
+            with sanity.randomised_weights(model.encoder, names, seed=seed):
+                rc = bag_cam_store(model.encoder, store, model.head, model.pooling, rdir,
+                                   layer=layer, methods=("gradcam",),
+                                   embedding_layer=model.embedding_layer)  # fmt: skip
+            cams.append(("control_random_model", rc))
+            dirs.append(rdir)
+        return cams, dirs
 
     return fn
 
 
 def outcome_feature_run(cohort, model: OutcomeModel, out_dir, *, layer=None, methods=DEFAULT_METHODS,
-                        controls=("control_uniform", "control_intensity"), progress=True,
-                        stage=None, max_qc_fail_fraction=None):  # fmt: skip
+                        controls=("control_uniform", "control_intensity"), random_control=False,
+                        seed=0, progress=True, stage=None, max_qc_fail_fraction=None):  # fmt: skip
     """The outcome model's map features of ``cohort`` (a :class:`FeatureRun`), as the
     study computes them for the CNNs: the slice store of the card's preprocessing (the
     encoder's, so the CNNs' store and anatomy are reused), bag CAMs (class index 0: the
     ordinal linear predictor ``eta``) at ``layer`` (default the card's ``cam_layer``), the
-    image-made controls, the anatomy QC, and ``in_model_training`` from the outcome card
+    image-made controls, with ``random_control`` the randomised-encoder control
+    (:func:`bag_cam_fn`), the anatomy QC, and ``in_model_training`` from the outcome card
     (every development patient its head or encoder saw).
 
-    Conditioned on the shipped head, pooling and encoder; no randomised-weights control
-    (it would cost another bag-CAM pass of the cohort)."""
+    Conditioned on the shipped head, pooling and encoder."""
     from hypo.features.pipeline import run_features
 
     layer = layer or model.cam_layer
     return run_features(cohort, model.folder, out_dir, layer=layer, methods=methods,
                         controls=controls, progress=progress, stage=stage,
                         max_qc_fail_fraction=max_qc_fail_fraction,
-                        cam_fn=bag_cam_fn(model, layer, methods, progress))  # fmt: skip
+                        cam_fn=bag_cam_fn(model, layer, methods, random_control, seed))  # fmt: skip
 
 
 # --------------------------------------------------------------------------- power map sets

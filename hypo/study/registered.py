@@ -59,12 +59,7 @@ def run_hypotheses(data: pd.DataFrame, reg, lock, methods, sources) -> pd.DataFr
     out = pd.concat(parts, ignore_index=True)
     hyp = reg.hypotheses
     for i, r in out.iterrows():
-        h = hyp[r["hypothesis"]]
-        if h.model == "outcome" and r["map_source"] == "control_random_model":
-            why = (f"{NOT_APPLICABLE}: no randomised-weights control of the outcome model's "
-                   "bag CAMs is computed")  # fmt: skip
-        else:
-            why = _not_applicable(data, r["feature"], r["map_source"], h.feature)
+        why = _not_applicable(data, r["feature"], r["map_source"], hyp[r["hypothesis"]].feature)
         if why:
             out.loc[i, "error"] = why
     out["column"] = out["feature"]

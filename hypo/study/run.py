@@ -260,7 +260,8 @@ def compute_features(cfg, cohort, model_dirs, cards, layers, reg, work, stage, t
               f"{hh}, pooling {om.pooling}, encoder {om.encoder_dir})")  # fmt: skip
         feats["outcome"] = outcome_feature_run(
             cohort, om, work / f"outcome-{hh}", layer=layers["outcome"], methods=cfg.methods,
-            controls=DEFAULT_CONTROLS, progress=cfg.progress, stage=stage,
+            controls=DEFAULT_CONTROLS, random_control=cfg.random_control, seed=cfg.seed,
+            progress=cfg.progress, stage=stage,
             max_qc_fail_fraction=cfg.max_qc_fail_fraction,
         )  # fmt: skip
         timings["features_outcome_s"] = round(time.perf_counter() - t, 1)
@@ -594,8 +595,8 @@ def study_intro(cfg, cohort, cards, layers, n, synthetic_truth: bool) -> list[st
             f"patient-level outcome model's ordinal linear predictor (pooling "
             f"{c.get('pooling')}, layer {layers['outcome']}; trained on "
             f"{(c.get('cohort') or {}).get('id')}), the same features, aggregation, anatomy "
-            "and QC as the CNNs' maps; controls: the image-made ones (uniform, intensity), no "
-            "randomised-weights control."
+            "and QC as the CNNs' maps and the same controls (the randomised-weights one: the "
+            "same head on the encoder with randomised weights)."
         )
     if synthetic_truth:
         text.append(

@@ -87,10 +87,8 @@ def map_class_index(h, card: dict) -> int:
     return class_index(card, h.cam_class, where)
 
 
-def feature_columns(reg, cards, layers, methods, sources) -> dict[tuple[str, str], str | None]:
-    """``(hypothesis id, map source) -> joined-table column`` for every registered test
-    (None: a map source the model does not have, the outcome model's randomised-weights
-    control)."""
+def feature_columns(reg, cards, layers, methods, sources) -> dict[tuple[str, str], str]:
+    """``(hypothesis id, map source) -> joined-table column`` for every registered test."""
     out = {}
     for h in reg.hypotheses.values():
         card, layer = cards[h.model], layers[h.model]
@@ -103,8 +101,6 @@ def feature_columns(reg, cards, layers, methods, sources) -> dict[tuple[str, str
         for src in sources:
             if src in ("control_uniform", "control_intensity"):
                 col = wide_column(h.feature, h.aggregation, src, "control", "image", -1)
-            elif src == "control_random_model" and h.model == "outcome":
-                col = None
             elif src == "control_random_model":
                 col = wide_column(h.feature, h.aggregation, src, "gradcam", layer, k)
             else:
@@ -117,16 +113,18 @@ def outcome_columns(reg, layer: str, methods, sources) -> dict[str, str]:
     """``analysis-table column -> joined-table column`` of the outcome model's maps for
     every registered feature (the features, aggregations and methods the CNNs' hypotheses
     register; the first hypothesis of a feature sets its method): ``outcome__<feature>__cam``
-    and the image-made controls, whether or not a hypothesis on the outcome model is
+    and each control of ``sources``, whether or not a hypothesis on the outcome model is
     registered (one that is uses the same column)."""
     out = {}
     for h in sorted(reg.hypotheses.values(), key=lambda h: h.id):
         for src in sources:
             name = f"outcome__{h.feature}__{src}"
-            if name in out or src == "control_random_model":
+            if name in out:
                 continue
             if src == "cam":
                 col = wide_column(h.feature, h.aggregation, "cam", cam_method(h, methods), layer, 0)
+            elif src == "control_random_model":
+                col = wide_column(h.feature, h.aggregation, src, "gradcam", layer, 0)
             else:
                 col = wide_column(h.feature, h.aggregation, src, "control", "image", -1)
             out[name] = col
@@ -156,9 +154,6 @@ def build_table(joined: dict, reg, cards, layers, methods, sources) -> AnalysisT
     )
     for (hid, src), col in cols.items():
         h = reg.hypotheses[hid]
-        if col is None:
-            table[alias(h, src)] = np.nan
-            continue
         t = joined[h.model].table.set_index("participant_id")
         if col not in t.columns:
             raise StudyError(
