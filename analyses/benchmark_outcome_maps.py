@@ -4,7 +4,7 @@
 block5_relu,block4_relu,block3_relu] [--planted-or 2.0] [--cache-root DIR]``
 
 Loads the shared inputs once (development embeddings, analysis slice store and anatomy;
-cached), then computes one map set (:func:`hypo.study.outcome_maps.outcome_map_features`)
+cached), then computes one map set (:func:`hypo.study.outcome_maps.outcome_map_set`)
 per layer set, each with its own head refitted on development outcomes redrawn from the
 generator's model (swelling OR ``--planted-or`` per SD), so none is read from another's
 cache, and prints the seconds of its bag CAMs (all its layers in one pass) and features.
@@ -28,7 +28,7 @@ from hypo.study.outcome_maps import (
     DEFAULT_METHODS,
     dev_outcome_covariates,
     map_inputs,
-    outcome_map_features,
+    outcome_map_set,
 )
 
 
@@ -61,10 +61,10 @@ def main(argv=None) -> int:
         y = redraw_mrs(covs, "default", rng_for(args.seed, "dev-redraw", r), params,
                        planted_or_per_sd=args.planted_or)  # fmt: skip
         t = time.perf_counter()
-        df = outcome_map_features(y, layers=layers, methods=args.methods,
-                                  cache_root=args.cache_root, log=say)  # fmt: skip
+        ms = outcome_map_set(y, layers=layers, methods=args.methods,
+                             cache_root=args.cache_root, log=say)  # fmt: skip
         total = time.perf_counter() - t
-        s = df.attrs.get("seconds") or {}
+        s = ms.seconds
         rows.append((spec, s.get("cams_s", 0.0), s.get("features_s", 0.0), total))
     print(f"analysis patients {len(inp.patients)} ({len(inp.store.table)} slices); "
           f"development patients {len(inp.dev.y)}; methods {' '.join(args.methods)}; "

@@ -82,6 +82,13 @@ def _features(setup, y, cache, **kw):
                                 dev=setup["dev"], cache_root=cache, config=setup["outcome"], **kw)  # fmt: skip
 
 
+def _map_set(setup, y, cache):
+    from hypo.study.outcome_maps import outcome_map_set
+
+    return outcome_map_set(y, layers=("block5_relu", "block3_relu"), analysis=setup["analysis"],
+                           dev=setup["dev"], cache_root=cache, config=setup["outcome"])  # fmt: skip
+
+
 def test_map_sets_named_deterministic_cached_and_outcome_dependent(setup, monkeypatch):
     import hypo.cam.bag as bag
     from hypo.cam import CamStore
@@ -95,7 +102,8 @@ def test_map_sets_named_deterministic_cached_and_outcome_dependent(setup, monkey
     real = bag.bag_cams
     monkeypatch.setattr(bag, "bag_cams", lambda *a, **k: calls.append(1) or real(*a, **k))
 
-    a = _features(setup, None, setup["root"] / "c1")
+    ms = _map_set(setup, None, setup["root"] / "c1")
+    a = ms.table
     n_first = len(calls)
     assert n_first == 3  # one pass per patient for both layers
     cols = [om.map_column(f, m, la) for la in ("block5_relu", "block3_relu")
@@ -106,11 +114,12 @@ def test_map_sets_named_deterministic_cached_and_outcome_dependent(setup, monkey
     # (Tiny 20 x 24 px volumes have no image-derived brain, so the lesion-slice features
     # are undefined here; the maps themselves are compared below.)
     assert np.isfinite(a["outcome_eta"]).all()
-    assert a.attrs["seconds"]["layers"] == ["block5_relu", "block3_relu"]
+    assert ms.seconds["layers"] == ["block5_relu", "block3_relu"] and ms.seconds["cams_s"] > 0
 
     # Rerun: read from the cache, no CAM computed.
-    again = _features(setup, None, setup["root"] / "c1")
-    assert len(calls) == n_first and again.attrs["seconds"] == {}
+    again_set = _map_set(setup, None, setup["root"] / "c1")
+    again = again_set.table
+    assert len(calls) == n_first and again_set.seconds == {}
     pd.testing.assert_frame_equal(a, again)
     # A killed run resumes: the map-set table gone, the CAM chunks kept -> no CAM recomputed.
     for f in (setup["root"] / "c1" / "map_sets").glob("*.parquet"):

@@ -35,7 +35,8 @@ import pandas as pd
 
 from hypo._util import stable_hash, write_json_atomic, write_table_atomic
 from hypo.cam.bag import FINE_LAYER, bag_cam_store, bag_cam_stores
-from hypo.nets.outcome import OrdinalHead, OutcomeModel, fit_ordinal_head, load_outcome_model
+from hypo.nets.io import OutcomeModel, load_outcome_model
+from hypo.nets.outcome import OrdinalHead, fit_ordinal_head
 from hypo.paths import cache_dir, default_cohort_dir
 
 from .config import AGGREGATION_SUFFIX, OUTCOME_MODEL
@@ -63,7 +64,7 @@ DEFAULT_METHODS = ("gradcam", "gradcampp")
 #: Largest |eta| difference allowed between the shipped head and its refit on the
 #: development cohort's own mRS (the check that the refit reproduces the shipped fit).
 REFIT_TOLERANCE = 1e-3
-MAP_SET_VERSION = 1
+MAP_SET_VERSION = 2
 
 
 def map_column(feature: str, method: str, layer: str) -> str:
@@ -190,14 +191,18 @@ def default_patients(store) -> list[str]:
 
 
 def _subset(store, anatomy, patients):
-    from hypo.features.anatomy import Anatomy
-    from hypo.preprocess import SliceStore
-
     pid = store.table["participant_id"].astype(str).to_numpy()
     unknown = sorted(set(patients) - set(pid))
     if unknown:
         raise ValueError(f"slice store {store.path} has no slice of patient(s) {unknown[:5]}")
-    rows = np.flatnonzero(np.isin(pid, list(patients)))
+    return _rows(store, anatomy, np.flatnonzero(np.isin(pid, list(patients))))
+
+
+def _rows(store, anatomy, rows):
+    """The store and its anatomy restricted to ``rows`` (in memory)."""
+    from hypo.features.anatomy import Anatomy
+    from hypo.preprocess import SliceStore
+
     sub = SliceStore(
         store.path,
         np.asarray(store.images[rows]),
@@ -208,6 +213,23 @@ def _subset(store, anatomy, patients):
     an = Anatomy(np.asarray(anatomy.labels[rows]), anatomy.table.iloc[rows].reset_index(drop=True),
                  None, anatomy.patients)  # fmt: skip
     return sub, an
+
+
+class _RowsView:
+    """A :class:`hypo.cam.CamStore` seen through some of its rows (what
+    :func:`hypo.features.features_for_store` reads: methods, classes, layer, shapes, chunks
+    of resized maps)."""
+
+    def __init__(self, cs, rows, chunk: int = 256):
+        self.cs, self.rows, self.chunk = cs, np.asarray(rows), chunk
+        self.methods, self.classes, self.layer = cs.methods, cs.classes, cs.layer
+        self.input_shape, self.raw_shape = cs.input_shape, cs.raw_shape
+        self.n_chunks = max(1, -(-len(self.rows) // chunk))
+
+    def iter_chunks(self, method: str, resized: bool = True):
+        for start in range(0, len(self.rows), self.chunk):
+            stop = min(len(self.rows), start + self.chunk)
+            yield start, stop, self.cs.maps(method, self.rows[start:stop], resized=resized)
 
 
 def map_inputs(
@@ -332,8 +354,13 @@ def _map_set(inp: MapInputs, head: OrdinalHead, layers, methods, root: Path, log
     stores = bag_cam_stores(m.encoder, inp.store, head, m.pooling, dirs, tuple(methods),
                             m.embedding_layer)  # fmt: skip
     t_cam = time.perf_counter() - t
-    sf = features_for_store(inp.store, inp.anatomy, [stores[la] for la in layers], controls=(),
-                            progress=False)  # fmt: skip
+    # The _lesion aggregation reads only lesion slices (and a patient's side only their
+    # lesion pixels): features of those slices alone give the same patient values.
+    les = np.asarray(inp.store.masks["lesion"])
+    rows = np.flatnonzero(les.reshape(len(les), -1).any(1))
+    sub, an = _rows(inp.store, inp.anatomy, rows)
+    views = [_RowsView(stores[la], rows) for la in layers]
+    sf = features_for_store(sub, an, views, controls=(), progress=False)
     pt = aggregate_patients(sf, cohort_id=inp.cohort_id)
     pt["participant_id"] = pt["participant_id"].astype(str)
     cam = pt[(pt["map_source"] == "cam") & (pt["class_index"] == 0)]
@@ -411,11 +438,28 @@ def outcome_map_features(
         :data:`OUTCOME_FEATURES`, each the ``_lesion`` aggregation), and ``outcome_eta``
         (the head's linear predictor of the patient; higher = worse).
     """
+    return outcome_map_set(dev_mrs, layers=layers, methods=methods, analysis=analysis, dev=dev,
+                           cache_root=cache_root, config=config, patients=patients,
+                           log=log).table  # fmt: skip
+
+
+@dataclass
+class MapSet:
+    """One map set: the table of :func:`outcome_map_features`, the refitted head, and the
+    seconds this call spent (``cams_s``: every layer in one pass; ``features_s``; an empty
+    dict when the map set was read from the cache)."""
+
+    table: pd.DataFrame
+    head: OrdinalHead
+    seconds: dict
+
+
+def outcome_map_set(dev_mrs, *, layers=DEFAULT_LAYERS, methods=DEFAULT_METHODS, analysis=None,
+                    dev=None, cache_root=None, config=None, patients=None, log=None) -> MapSet:  # fmt: skip
+    """:func:`outcome_map_features` with its head and timings (same arguments)."""
     inp = map_inputs(config or OUTCOME_MODEL, analysis, dev, patients, log)
     head = refit_head(inp, dev_mrs)
     root = Path(cache_root) if cache_root is not None else (
         cache_dir() / "outcome_maps" / inp.cohort_id)  # fmt: skip
     table, seconds = _map_set(inp, head, tuple(layers), tuple(methods), root, log)
-    # Seconds of this call: CAMs (all layers in one pass) and features ({} when cached).
-    table.attrs["seconds"] = seconds
-    return table
+    return MapSet(table, head, seconds)

@@ -246,7 +246,7 @@ def compute_features(cfg, cohort, model_dirs, cards, layers, reg, work, stage, t
         timings[f"features_{k}_s"] = round(time.perf_counter() - t, 1)
     if "outcome" in model_dirs:
         # TensorFlow loads only here (a refused cohort is refused without it).
-        from hypo.nets.outcome import load_outcome_model
+        from hypo.nets.io import load_outcome_model
 
         from .outcome_maps import outcome_feature_run
 
