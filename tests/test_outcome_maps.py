@@ -228,3 +228,20 @@ def test_one_pass_equals_a_pass_per_layer():
         for m in ("gradcam", "gradcampp"):
             scale = np.abs(per[la].raw[m]).max() + 1e-12
             assert np.abs(one[la].raw[m] - per[la].raw[m]).max() <= 1e-5 * scale, (la, m)
+
+
+def test_outcome_layer_follows_the_registry_unless_overridden():
+    from types import SimpleNamespace as NS
+
+    from hypo.study.config import StudyConfig, StudyError
+    from hypo.study.run import outcome_layer
+
+    card = {"cam_layer": "block5_relu"}
+    reg = NS(hypotheses={"H1": NS(model="stroke", layer="cam_layer"),
+                         "O1": NS(model="outcome", layer="block3_relu")})  # fmt: skip
+    assert outcome_layer(StudyConfig(), card, reg) == "block3_relu"
+    assert outcome_layer(StudyConfig(outcome_layer="block4_relu"), card, reg) == "block4_relu"
+    assert outcome_layer(StudyConfig(), card, NS(hypotheses={})) == "block5_relu"
+    reg.hypotheses["O2"] = NS(model="outcome", layer="block4_relu")
+    with pytest.raises(StudyError, match="one layer per model"):
+        outcome_layer(StudyConfig(), card, reg)

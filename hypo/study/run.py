@@ -208,12 +208,32 @@ def run_warnings(cfg: StudyConfig, cohort: Cohort, cards: dict, reg: Registry) -
             f"--method {' '.join(cfg.methods)} leaves out the registered method(s) "
             f"{unregistered}: the tests use {cfg.methods[0]} instead, an exploratory run"
         )
+    if cfg.outcome_layer is not None and "outcome" in cards:
+        out.append(
+            f"--outcome-layer {cfg.outcome_layer} overrides the layer of the outcome model's "
+            "maps (the registered one, or its card's cam_layer): an exploratory run"
+        )
     if cfg.layer is not None:
         out.append(
             f"--layer {cfg.layer} overrides the registered layer (the card's cam_layer): an "
             "exploratory run, not the registered analysis"
         )
     return out
+
+
+def outcome_layer(cfg: StudyConfig, card: dict, reg: Registry) -> str:
+    """Layer of the outcome model's bag CAMs: ``--outcome-layer``, else ``--layer``, else
+    the layer its registered hypotheses name (when not ``cam_layer``), else its card's
+    ``cam_layer``."""
+    if cfg.outcome_layer or cfg.layer:
+        return cfg.outcome_layer or cfg.layer
+    named = sorted(
+        {h.layer for h in reg.hypotheses.values() if h.model == "outcome"} - {"cam_layer"}
+    )
+    if len(named) > 1:
+        raise StudyError(f"the registry names layers {named} for the outcome model's maps; the "
+                         "study computes one (register one layer per model)")  # fmt: skip
+    return named[0] if named else card.get("cam_layer")
 
 
 def compute_features(cfg, cohort, model_dirs, cards, layers, reg, work, stage, timings):
@@ -366,8 +386,8 @@ def run_study(cfg: StudyConfig) -> StudyResult:
     warnings = run_warnings(cfg, cohort, cards, reg)
     timings = {}
     layers = {k: cfg.layer or cards[k].get("cam_layer") for k in model_dirs}
-    if "outcome" in layers and cfg.outcome_layer:
-        layers["outcome"] = cfg.outcome_layer
+    if "outcome" in layers:
+        layers["outcome"] = outcome_layer(cfg, cards["outcome"], reg)
     work = cache_dir() / "analyses" / "asymmetry_vs_mrs" / cohort.cohort_id
     feats = compute_features(cfg, cohort, model_dirs, cards, layers, reg, work, stage, timings)
     sources = ["cam", "control_uniform", "control_intensity"]
