@@ -48,6 +48,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cohort", type=Path, default=None, help="cohort folder (default: synthetic)")
     p.add_argument("--stroke-model", type=Path, default=d.stroke_model)
     p.add_argument("--mrs-model", type=Path, default=d.mrs_model)
+    p.add_argument(
+        "--outcome-model",
+        type=Path,
+        default=d.outcome_model,
+        help="patient-level outcome model whose bag CAMs are a third map source",
+    )
+    p.add_argument("--no-outcome-model", action="store_true", help="leave the outcome maps out")
+    p.add_argument(
+        "--outcome-layer", default=None, help="bag-CAM layer (default: --layer or its card's)"
+    )
     p.add_argument("--layer", default=None, help="CAM layer (default: each card's cam_layer)")
     p.add_argument(
         "--method",
@@ -91,6 +101,8 @@ def config_from_args(args) -> StudyConfig:
         cohort=args.cohort,
         stroke_model=args.stroke_model,
         mrs_model=args.mrs_model,
+        outcome_model=None if args.no_outcome_model else args.outcome_model,
+        outcome_layer=args.outcome_layer,
         layer=args.layer,
         methods=tuple(args.methods or ("gradcam", "gradcampp")),
         out=args.out,
@@ -113,7 +125,9 @@ def _runtime_line(out: Path, tm: dict, hist: list) -> str:
     fitted = [h for h in fitted if h.get("statistics_reused") is False]
     return (
         f"  runtime  this run {tm['total_s']:.0f} s (features: stroke {tm['features_stroke_s']:.0f}"
-        f" s, mRS {tm['features_mrs_s']:.0f} s; statistics {tm['statistics_s']:.0f} s; report "
+        f" s, mRS {tm['features_mrs_s']:.0f} s"
+        + (f", outcome {tm['features_outcome_s']:.0f} s" if "features_outcome_s" in tm else "")
+        + f"; statistics {tm['statistics_s']:.0f} s; report "
         f"{tm['report_s']:.0f} s{'; statistics from the cache' if tm['statistics_reused'] else ''})"
         + (f"; last run that fitted them {fitted[-1]['total_s']:.0f} s" if fitted else "")
         + f"; targets <= 600 s from nothing / <= 60 s with caches ({out / 'runtime.json'})"

@@ -65,7 +65,8 @@ def run(tmp_path_factory):
         }  # fmt: skip
         out = root / "out"
         argv = ["--quick", "--cohort", str(cohort), "--stroke-model", str(models["stroke"]),
-                "--mrs-model", str(models["mrs"]), "--out", str(out), "--quiet"]  # fmt: skip
+                "--mrs-model", str(models["mrs"]), "--no-outcome-model", "--out", str(out),
+                "--quiet"]  # fmt: skip
         rc = av.main(argv)
         yield {"rc": rc, "out": out, "cohort": cohort, "models": models, "argv": argv, "mp": mp}
 

@@ -222,7 +222,7 @@ def usable_run(tmp_path_factory):
 
     out = tmp / "out"
     argv = ["--cohort", str(root), "--stroke-model", str(models["stroke"]), "--mrs-model",
-            str(models["mrs"]), "--quick", "--quiet", "--out", str(out),
+            str(models["mrs"]), "--no-outcome-model", "--quick", "--quiet", "--out", str(out),
             "--column", "nihss_baseline=nihss_admission"]  # fmt: skip
     with pytest.MonkeyPatch.context() as mp:
         isolate_hypo(mp, tmp)

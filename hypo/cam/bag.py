@@ -54,13 +54,72 @@ BAG_POOLINGS = ("mean", "max", "lesion_mean", "volume_sum")
 SCORE = "ordinal linear predictor eta of the patient (pre-link; image branch)"
 
 
-def _split_model(model, layer: str, embedding_layer: str):
+def _split_model(model, layers, embedding_layer: str):
+    """``[lower, middle..., upper]``: the encoder cut at each of ``layers`` (sorted by
+    depth): input -> first layer -> ... -> last layer -> (embedding, class probabilities)."""
     import keras
 
-    a = model.get_layer(layer).output
-    lower = keras.Model(model.inputs, a)
-    upper = keras.Model(a, [model.get_layer(embedding_layer).output, model.outputs[0]])
-    return lower, upper
+    names = [la.name for la in model.layers]
+    for la in layers:
+        if la not in names:
+            raise ValueError(f"model {model.name!r} has no layer {la!r}")
+    order = sorted(layers, key=names.index)
+    segments, prev = [], None
+    for la in order:
+        out = model.get_layer(la).output
+        segments.append(keras.Model(model.inputs if prev is None else prev, out))
+        prev = out
+    upper = keras.Model(prev, [model.get_layer(embedding_layer).output, model.outputs[0]])
+    return order, [*segments, upper]
+
+
+#: Compiled cores, one per (model, layers, embedding layer, pooling): a bag of any size and
+#: any head reuse it (tracing the encoder's graph per patient cost about a second each).
+_CORES: dict = {}
+
+
+def _core(model, layers, embedding_layer: str, pooling: str):
+    """``core(x, volume, beta, center, scale) -> (activations, gradients, eta, weights)``
+    (activations and gradients: one per layer, in the order of ``_split_model``): one
+    compiled function per model, layer set and pooling, traced once for bags of any size
+    (the head enters as tensors, so a refitted head does not retrace). Several layers share
+    one forward and one backward pass."""
+    import tensorflow as tf
+
+    layers = (layers,) if isinstance(layers, str) else tuple(layers)
+    key = (id(model), layers, embedding_layer, pooling)
+    hit = _CORES.get(key)
+    if hit is not None and hit[0] is model:
+        return hit[1], hit[2]
+    order, parts = _split_model(model, layers, embedding_layer)
+    lower, middle, upper = parts[0], parts[1:-1], parts[-1]
+    shape = tuple(model.inputs[0].shape[1:])
+    vec = tf.TensorSpec([None], tf.float64)
+
+    # In a graph, as predict runs the encoder: eager mixed-precision kernels differ from
+    # the compiled ones by ~1e-3 in eta.
+    @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.float32), vec, vec, vec, vec])
+    def core(xb, vb, beta, center, scale):
+        a = tf.cast(lower(xb, training=False), tf.float32)
+        acts = [a]
+        with tf.GradientTape() as tape:
+            tape.watch(a)
+            for seg in middle:
+                a = tf.cast(seg(a, training=False), tf.float32)
+                acts.append(a)
+            emb, prob = upper(a, training=False)
+            # Pooling and head in float64, as the cached path computes them.
+            emb = tf.reshape(tf.cast(emb, tf.float64), [tf.shape(xb)[0], -1])
+            p = tf.cast(prob, tf.float64)[:, -1]
+            z, weights = _pool(emb, p, vb, pooling)
+            eta = tf.reduce_sum((z - center) / scale * beta)
+        grads = [tf.cast(g, tf.float32) for g in tape.gradient(eta, acts)]
+        return acts, grads, eta, weights
+
+    if len(_CORES) > 32:  # models of finished runs (tests build many)
+        _CORES.clear()
+    _CORES[key] = (model, core, order)
+    return core, order
 
 
 def _pool(emb, prob, vol, pooling: str):
@@ -100,6 +159,7 @@ def bag_cams(
     resize: bool = True,
     interpolation: str = "bilinear",
     gradcampp_alpha_norm: bool = False,
+    one_pass: bool = False,
 ) -> dict[str, CamResult]:
     """CAMs of one patient's ordinal linear predictor at each layer (see module docstring).
 
@@ -115,6 +175,10 @@ def bag_cams(
     head : OrdinalHead
         The image head (its columns: pooled embedding, then the lesion extent).
     pooling : {"mean", "max", "lesion_mean", "volume_sum"}
+    one_pass : bool
+        All layers from one forward and one backward pass (the encoder cut at every layer;
+        same maps to float rounding, about half the time for three layers) instead of a
+        pass per layer.
 
     Returns
     -------
@@ -142,26 +206,18 @@ def bag_cams(
                     gradcampp_alpha_norm=gradcampp_alpha_norm)  # fmt: skip
     mhash = model_hash(model)
     out = {}
+    xt, vt = tf.constant(x, tf.float32), tf.constant(vol, tf.float64)
+    passes = {}
+    if one_pass and len(layers) > 1:
+        core, order = _core(model, layers, embedding_layer, pooling)
+        acts, grads, eta, weights = core(xt, vt, beta, center, scale)
+        passes = {la: (a, g, eta, weights) for la, a, g in zip(order, acts, grads)}
     for layer in layers:
-        lower, upper = _split_model(model, layer, embedding_layer)
-
-        # In a graph, as predict runs the encoder: eager mixed-precision kernels differ
-        # from the compiled ones by ~1e-3 in eta.
-        @tf.function
-        def core(xb, vb, lower=lower, upper=upper):
-            a = tf.cast(lower(xb, training=False), tf.float32)
-            with tf.GradientTape() as tape:
-                tape.watch(a)
-                emb, prob = upper(a, training=False)
-                # Pooling and head in float64, as the cached path computes them.
-                emb = tf.reshape(tf.cast(emb, tf.float64), [tf.shape(xb)[0], -1])
-                p = tf.cast(prob, tf.float64)[:, -1]
-                z, weights = _pool(emb, p, vb, pooling)
-                eta = tf.reduce_sum((z - center) / scale * beta)
-            g = tf.cast(tape.gradient(eta, a), tf.float32)
-            return a, g, eta, weights
-
-        a, g, eta, weights = core(tf.constant(x), tf.constant(vol, tf.float64))
+        if layer in passes:
+            a, g, eta, weights = passes[layer]
+        else:
+            core, _ = _core(model, layer, embedding_layer, pooling)
+            (a,), (g,), eta, weights = core(xt, vt, beta, center, scale)
         maps = _cam_maps(a, g, methods, bool(gradcampp_alpha_norm))
         raw = {m: maps[m].numpy()[:, None].astype(np.float32) for m in methods}
         e = float(eta.numpy())
@@ -246,52 +302,81 @@ def bag_cam_store(
     of another head or of the classifier's logits is never mixed in. A rerun computes the
     patients whose slices fall in chunks not written yet.
     """
-    out_dir = Path(out_dir)
-    methods = _check_methods(methods)
     card = getattr(model, "hypo_card", None) or {}
     layer = layer or card.get("cam_layer", "block5_relu")
+    return bag_cam_stores(model, store, head, pooling, {layer: out_dir}, methods,
+                          embedding_layer, chunk_size)[layer]  # fmt: skip
+
+
+def bag_cam_stores(
+    model,
+    store,
+    head: OrdinalHead,
+    pooling: str,
+    out_dirs: dict,
+    methods: Sequence[str] = ("gradcam", "gradcampp"),
+    embedding_layer: str = DEFAULT_EMBEDDING_LAYER,
+    chunk_size: int = 256,
+) -> dict[str, CamStore]:
+    """:func:`bag_cam_store` at several layers at once (``out_dirs``: layer -> folder, one
+    store each), every patient's bag explained in one forward and one backward pass
+    (``bag_cams(..., one_pass=True)``). A patient is computed when any layer still lacks
+    a chunk of theirs; every store resumes where it stopped."""
+    methods = _check_methods(methods)
+    out_dirs = {la: Path(d) for la, d in out_dirs.items()}
+    layers = tuple(out_dirs)
     table = store.table
     n = len(table)
     pid = table["participant_id"].astype(str).to_numpy()
     vol = slice_volume_ml(table)
-    key = _store_key(model, store, head, pooling, layer, methods, embedding_layer, chunk_size)
-    manifest_file = out_dir / MANIFEST
-    if manifest_file.exists() and json.loads(manifest_file.read_text()).get("key") != key:
-        raise ValueError(f"{out_dir} holds CAMs computed differently; use another folder")
     n_chunks = (n + chunk_size - 1) // chunk_size
-    (out_dir / CHUNKS).mkdir(parents=True, exist_ok=True)
-    manifest = {"key": key, "key_hash": stable_hash(key), "n_slices": n, "n_chunks": n_chunks,
-                "input_shape": [*store.images.shape[1:], 1], "status": "incomplete"}  # fmt: skip
-    write_json_atomic(manifest_file, manifest)
-    if not (out_dir / INDEX).exists():
-        index = pd.DataFrame({"store_index": np.arange(n)})
-        for c in ("participant_id", "slice"):
-            if c in table.columns:
-                index[c] = table[c].to_numpy()
-        write_table_atomic(out_dir / INDEX, index)
-    todo = [i for i in range(n_chunks) if not _chunk_dir(out_dir, i).exists()]
-    buffers = {}  # chunk -> arrays being filled
-    for i in todo:
-        size = min(chunk_size, n - i * chunk_size)
-        buffers[i] = {"filled": np.zeros(size, bool), "logits": np.zeros((size, 1), np.float32),
-                      "probabilities": np.zeros((size, 1), np.float32)}  # fmt: skip
+    manifests, buffers = {}, {}  # layer -> manifest; layer -> {chunk -> arrays being filled}
     need = np.zeros(n, bool)
-    for i in todo:
-        need[i * chunk_size : (i + 1) * chunk_size] = True
-    order = pd.unique(pid[need])
-    for p in order:
+    for la, out_dir in out_dirs.items():
+        key = _store_key(model, store, head, pooling, la, methods, embedding_layer, chunk_size)
+        manifest_file = out_dir / MANIFEST
+        old = json.loads(manifest_file.read_text()) if manifest_file.exists() else {}
+        if old and old.get("key") != key:
+            raise ValueError(f"{out_dir} holds CAMs computed differently; use another folder")
+        (out_dir / CHUNKS).mkdir(parents=True, exist_ok=True)
+        manifests[la] = {"key": key, "key_hash": stable_hash(key), "n_slices": n,
+                         "n_chunks": n_chunks, "input_shape": [*store.images.shape[1:], 1],
+                         "status": "incomplete"}  # fmt: skip
+        if "provenance" in old:  # a resumed store keeps what its first run recorded
+            manifests[la]["provenance"] = old["provenance"]
+        write_json_atomic(manifest_file, manifests[la])
+        if not (out_dir / INDEX).exists():
+            index = pd.DataFrame({"store_index": np.arange(n)})
+            for c in ("participant_id", "slice"):
+                if c in table.columns:
+                    index[c] = table[c].to_numpy()
+            write_table_atomic(out_dir / INDEX, index)
+        todo = [i for i in range(n_chunks) if not _chunk_dir(out_dir, i).exists()]
+        buffers[la] = {}
+        for i in todo:
+            size = min(chunk_size, n - i * chunk_size)
+            buffers[la][i] = {"filled": np.zeros(size, bool),
+                              "logits": np.zeros((size, 1), np.float32),
+                              "probabilities": np.zeros((size, 1), np.float32)}  # fmt: skip
+            need[i * chunk_size : (i + 1) * chunk_size] = True
+    for p in pd.unique(pid[need]):
         rows = np.flatnonzero(pid == p)
         x = np.asarray(store.images[rows], np.float32)[..., None]
-        res = bag_cams(model, x, vol[rows], head, pooling, (layer,), methods,
-                       embedding_layer, resize=False)[layer]  # fmt: skip
-        if "provenance" not in manifest:
-            manifest["provenance"] = {k: v for k, v in res.provenance.items()
-                                      if k not in ("normalisation", "eta", "slice_weights")}  # fmt: skip
-        _fill(buffers, rows, res, methods, chunk_size)
-        for c in [c for c, b in buffers.items() if b["filled"].all()]:
-            _write_chunk(_chunk_dir(out_dir, c), buffers.pop(c), methods)
-    if buffers:  # pragma: no cover - every slice belongs to a patient
-        raise RuntimeError(f"{out_dir}: chunks {sorted(buffers)} were not filled")
-    manifest["status"] = "complete"
-    write_json_atomic(manifest_file, manifest)
-    return CamStore.open(out_dir)
+        res = bag_cams(model, x, vol[rows], head, pooling, layers, methods, embedding_layer,
+                       resize=False, one_pass=True)  # fmt: skip
+        for la in layers:
+            manifest = manifests[la]
+            if "provenance" not in manifest:
+                manifest["provenance"] = {k: v for k, v in res[la].provenance.items()
+                                          if k not in ("normalisation", "eta", "slice_weights")}  # fmt: skip
+            _fill(buffers[la], rows, res[la], methods, chunk_size)
+            for c in [c for c, b in buffers[la].items() if b["filled"].all()]:
+                _write_chunk(_chunk_dir(out_dirs[la], c), buffers[la].pop(c), methods)
+    out = {}
+    for la, out_dir in out_dirs.items():
+        if buffers[la]:  # pragma: no cover - every slice belongs to a patient
+            raise RuntimeError(f"{out_dir}: chunks {sorted(buffers[la])} were not filled")
+        manifests[la]["status"] = "complete"
+        write_json_atomic(out_dir / MANIFEST, manifests[la])
+        out[la] = CamStore.open(out_dir)
+    return out

@@ -84,6 +84,7 @@ def run_features(
     stage: Callable[[str], None] | None = None,
     run_info: dict | None = None,
     max_qc_fail_fraction: float | None = None,
+    cam_fn: Callable | None = None,
 ) -> FeatureRun:
     """Cohort -> slice store -> CAMs -> anatomy -> slice features -> patients -> join.
 
@@ -133,6 +134,13 @@ def run_features(
         :class:`hypo.features.anatomy_qc.AnatomyQCConfig`). The QC table is written as
         ``anatomy_qc.csv``, returned as ``FeatureRun.anatomy_qc`` and its verdict joined
         to the patient table as ``anatomy_qc_pass`` / ``anatomy_qc_reason``.
+    cam_fn : callable, optional
+        ``cam_fn(store, cam_root) -> (cams, cam_dirs)`` computes the maps in place of the
+        model's own CAMs (e.g. :func:`hypo.cam.bag.bag_cam_store` of an outcome model):
+        ``cams`` as :func:`hypo.features.features_for_store` takes them, ``cam_dirs`` their
+        folders. ``model_dir`` then only gives the card (preprocessing, ``cam_layer``,
+        leakage flag); ``classes`` and ``random_control`` are the caller's business and
+        must be left at their defaults.
 
     Returns
     -------
@@ -166,42 +174,20 @@ def run_features(
     stage(f"slice store ({config.size} px)")
     store = build_slice_store(cohort, config, progress=progress)
 
-    # The CAM engine and Keras load only here: the table stages above and below do not
-    # need them.
-    from hypo.cam.stream import compute_store
-    from hypo.nets.io import load_model
-
-    model = load_model(model_dir, input_shape=(config.size, config.size, 1))
     layer = layer or card.get("cam_layer")
     methods = tuple(methods)
     cam_root = Path(cam_dir) if cam_dir is not None else out_dir / "cams"
-    # A cache folder per slice store and class selection: compute_store refuses to mix
-    # inputs in one folder, and a rebuilt store (new preprocessing) must not meet old maps.
-    skey = stable_hash(store.path.name, 8)
-    tag = "" if classes is None else "-c" + "_".join(str(int(c)) for c in classes)
-    # "-f32": maps are computed in float32 whatever the model's policy; caches of the
-    # bfloat16 era (other numbers) live in folders without it and are never reused.
-    cdir = cam_root / f"{layer or 'default'}{tag}-f32-s{skey}"
-    stage(f"CAMs {methods} at layer {layer} -> {cdir}")
-    kw = {} if classes is None else {"classes": tuple(int(c) for c in classes)}
-    cams = [compute_store(model, store, cdir, layer=layer, methods=methods, progress=progress,
-                          **kw)]  # fmt: skip
-    cam_dirs = [str(cdir)]
-    if random_control:
-        from hypo.cam import sanity
-
-        names = [la.name for la in sanity.weighted_layers(model)]
-        rsel = classes if random_classes is None else random_classes
-        rtag = "" if rsel is None else "-c" + "_".join(str(int(c)) for c in rsel)
-        rdir = cam_root / f"{layer or 'default'}-random-s{seed}{rtag}-f32-s{skey}"
-        stage(f"randomised-weights control -> {rdir}")
-        rkw = kw if random_classes is None else {"classes": tuple(int(c) for c in random_classes)}
-        with sanity.randomised_weights(model, names, seed=seed):
-            rc = compute_store(model, store, rdir, layer=layer, methods=("gradcam",),
-                               progress=progress, **rkw)  # fmt: skip
-        cams.append(("control_random_model", rc))
-        cam_dirs.append(str(rdir))
-
+    if cam_fn is not None:
+        if classes is not None or random_control:
+            raise ValueError("run_features: cam_fn computes the maps; classes and "
+                             "random_control do not apply")  # fmt: skip
+        stage(f"maps of {model_dir} -> {cam_root}")
+        cams, cam_dirs = cam_fn(store, cam_root)
+        cams, cam_dirs = list(cams), [str(d) for d in cam_dirs]
+    else:
+        cams, cam_dirs = _model_cams(model_dir, store, config, layer, methods, cam_root,
+                                     classes, random_control, random_classes, seed,
+                                     progress, stage)  # fmt: skip
     stage("anatomy (cached beside the slice store)")
     acfg = AnatomyConfig()
     anatomy = anatomy_for_store(store, acfg, progress=progress, cohort=cohort)
@@ -297,3 +283,41 @@ def run_features(
         key_hash=stable_hash(key),
         layer=layer,
     )
+
+
+def _model_cams(model_dir, store, config, layer, methods, cam_root, classes, random_control,
+                random_classes, seed, progress, stage):  # fmt: skip
+    """The model's own CAMs of ``store`` (and the randomised-weights control)."""
+    # The CAM engine and Keras load only here: the table stages do not need them.
+    from hypo.cam.stream import compute_store
+    from hypo.nets.io import load_model
+
+    model = load_model(model_dir, input_shape=(config.size, config.size, 1))
+    # A cache folder per slice store and class selection: compute_store refuses to mix
+    # inputs in one folder, and a rebuilt store (new preprocessing) must not meet old maps.
+    skey = stable_hash(store.path.name, 8)
+    tag = "" if classes is None else "-c" + "_".join(str(int(c)) for c in classes)
+    # "-f32": maps are computed in float32 whatever the model's policy; caches of the
+    # bfloat16 era (other numbers) live in folders without it and are never reused.
+    cdir = cam_root / f"{layer or 'default'}{tag}-f32-s{skey}"
+    stage(f"CAMs {methods} at layer {layer} -> {cdir}")
+    kw = {} if classes is None else {"classes": tuple(int(c) for c in classes)}
+    cams = [compute_store(model, store, cdir, layer=layer, methods=methods, progress=progress,
+                          **kw)]  # fmt: skip
+    cam_dirs = [str(cdir)]
+    if random_control:
+        from hypo.cam import sanity
+
+        names = [la.name for la in sanity.weighted_layers(model)]
+        rsel = classes if random_classes is None else random_classes
+        rtag = "" if rsel is None else "-c" + "_".join(str(int(c)) for c in rsel)
+        rdir = cam_root / f"{layer or 'default'}-random-s{seed}{rtag}-f32-s{skey}"
+        stage(f"randomised-weights control -> {rdir}")
+        rkw = kw if random_classes is None else {"classes": tuple(int(c) for c in random_classes)}
+        with sanity.randomised_weights(model, names, seed=seed):
+            rc = compute_store(model, store, rdir, layer=layer, methods=("gradcam",),
+                               progress=progress, **rkw)  # fmt: skip
+        cams.append(("control_random_model", rc))
+        cam_dirs.append(str(rdir))
+
+    return cams, cam_dirs

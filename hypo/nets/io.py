@@ -8,12 +8,14 @@ models use only built-in Keras layers, so no Lambda layers or pickles are involv
 
 from __future__ import annotations
 
+import json
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 
-from hypo._util import atomic_path, write_json_atomic
+from hypo._util import atomic_path, weights_hash, write_json_atomic
 from hypo._util import library_versions as _versions
 from hypo.nets.architectures import (
     ARCHITECTURES,
@@ -26,7 +28,7 @@ from hypo.nets.cards import CARD_FILE, read_card
 
 # The outcome model's layers (BagPooling, OrdinalOutput) are registered on import, so that
 # its bag model loads with safe_mode=True.
-from hypo.nets.outcome import BAG_ARCHITECTURE
+from hypo.nets.outcome import BAG_ARCHITECTURE, DEFAULT_EMBEDDING_LAYER, OrdinalHead
 
 MODEL_FILE = "model.keras"
 REQUIRED_CARD_FIELDS = ("architecture", "input_shape", "classes")
@@ -183,3 +185,97 @@ def make_card(
     }
     card.update(extra)
     return card
+
+
+# --------------------------------------------------------------------------- shipped model
+
+#: The file of a saved outcome model holding its heads (beside ``card.json``).
+HEAD_FILE = "head.json"
+
+
+@dataclass
+class OutcomeModel:
+    """A saved outcome model (``head.json`` + ``card.json``), ready for bag CAMs.
+
+    Attributes
+    ----------
+    folder : Path
+    card : dict
+        Its card (``train_patients`` = every development patient the head or the encoder
+        saw; ``cam_layer``; ``l2``; ``pooling``; ``encoder``).
+    encoder : keras.Model
+        The frozen slice encoder (the model whose weights hash the card records).
+    encoder_dir : Path
+        Where the encoder was loaded from.
+    head : OrdinalHead
+        The image head (pooled embedding, then the lesion extent).
+    pooling : str
+    embedding_layer : str
+    """
+
+    folder: Path
+    card: dict
+    encoder: object
+    encoder_dir: Path
+    head: OrdinalHead
+    pooling: str
+    embedding_layer: str
+
+    @property
+    def cam_layer(self) -> str:
+        return self.card.get("cam_layer") or (self.encoder.hypo_card or {}).get("cam_layer")
+
+
+def _encoder_candidates(folder: Path, recorded: str | None, encoder) -> list[Path]:
+    from hypo.paths import REPO_ROOT
+
+    if encoder is not None:
+        return [Path(encoder)]
+    if not recorded:
+        return []
+    rec = Path(recorded)
+    # A sibling of the outcome model first (shipped models live side by side, and the card
+    # may record the absolute path of the checkout that trained it), then the path itself.
+    out = [folder.parent / rec.name, rec if rec.is_absolute() else REPO_ROOT / rec]
+    return list(dict.fromkeys(out))
+
+
+def load_outcome_model(folder, encoder=None) -> OutcomeModel:
+    """Load a saved outcome model: ``head.json``, ``card.json`` and the card's encoder.
+
+    The encoder is found as ``encoder`` (a model folder) when given, else as a sibling of
+    ``folder`` named like the card's ``encoder.model``, else at that path; its weights hash
+    must equal the card's ``encoder.weights_hash`` (the head was fitted on that encoder's
+    embeddings). Raises ``FileNotFoundError``/``ValueError`` naming the file that is
+    missing or does not match.
+    """
+    folder = Path(folder)
+    missing = [f for f in (HEAD_FILE, "card.json") if not (folder / f).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"outcome model {folder}: missing {missing} (train it with python -m "
+            "analyses.outcome_model --out DIR)"
+        )
+    card = read_card(folder)
+    heads = json.loads((folder / HEAD_FILE).read_text(encoding="utf-8"))
+    for k in ("image", "pooling"):
+        if k not in heads:
+            raise ValueError(f"{folder / HEAD_FILE}: no {k!r} entry")
+    head = OrdinalHead.from_dict(heads["image"], str(folder / HEAD_FILE))
+    enc = card.get("encoder") or {}
+    want = enc.get("weights_hash")
+    tried = []
+    for cand in _encoder_candidates(folder, enc.get("model"), encoder):
+        if not (cand / "model.keras").is_file():
+            tried.append(f"{cand} (no model.keras)")
+            continue
+        model = load_model(cand)
+        got = weights_hash(model)
+        if want is None or got == want:
+            return OutcomeModel(folder, card, model, cand, head, heads["pooling"],
+                                heads.get("embedding_layer", DEFAULT_EMBEDDING_LAYER))  # fmt: skip
+        tried.append(f"{cand} (weights hash {got})")
+    raise FileNotFoundError(
+        f"outcome model {folder}: no encoder with weights hash {want} (card.json encoder."
+        f"weights_hash); tried {tried or 'nothing: the card names no encoder.model'}"
+    )

@@ -319,6 +319,36 @@ class OrdinalHead:
         p = self.predict_proba(X, eta)
         return np.cumsum(p[:, ::-1], axis=1)[:, ::-1][:, 1:]
 
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "<dict>") -> OrdinalHead:
+        """The head of :meth:`to_dict` (e.g. ``head.json``'s ``image``); ``source`` names the
+        file in errors. ``converged``/``n_iter`` are not stored: a saved head counts as
+        converged."""
+        need = ("beta", "thresholds", "center", "scale", "levels", "fitted_levels", "l2")
+        miss = [k for k in need if k not in d]
+        if miss:
+            raise ValueError(f"{source}: ordinal head lacks {miss}")
+        beta = np.asarray(d["beta"], np.float64)
+        center = np.asarray(d["center"], np.float64)
+        scale = np.asarray(d["scale"], np.float64)
+        if not (beta.shape == center.shape == scale.shape) or beta.ndim != 1:
+            raise ValueError(
+                f"{source}: beta {beta.shape}, center {center.shape} and scale {scale.shape} "
+                "must be vectors of one length"
+            )
+        return cls(
+            beta=beta,
+            thresholds=np.asarray(d["thresholds"], np.float64),
+            center=center,
+            scale=scale,
+            levels=tuple(d["levels"]),
+            fitted_levels=tuple(d["fitted_levels"]),
+            l2=float(d["l2"]),
+            converged=True,
+            n_iter=0,
+            merged=tuple(d.get("merged", ())),
+        )
+
     def to_dict(self) -> dict:
         return {
             "beta": self.beta.tolist(),

@@ -23,6 +23,11 @@ HYPOTHESES_DIR = registry_dir() / "hypotheses"
 LOCK_FILE = registry_dir() / "lock.json"
 STROKE_MODEL = REPO_ROOT / "models" / "stroke-gap-128"
 MRS_MODEL = REPO_ROOT / "models" / "mrs-gap-128"
+#: The patient-level outcome model (issue 16): a third map source (bag CAMs).
+OUTCOME_MODEL = REPO_ROOT / "models" / "outcome-mil-128"
+#: The one class of the outcome model's bag CAMs: its ordinal linear predictor (a
+#: registered hypothesis on ``model = "outcome"`` names it as its ``class``).
+OUTCOME_CAM_CLASS = "eta"
 OUTCOME = "mrs_3months"
 #: Primary covariates of every registered hypothesis (the registry files name them).
 LOG_VOLUME = "log_lesion_volume_ml"
@@ -32,7 +37,7 @@ AGGREGATION_SUFFIX = {
     "lesion_slices_map_mass_weighted_mean": "_lesion",
     "all_slices_map_mass_weighted_mean": "_all",
 }
-MODEL_KEYS = ("stroke", "mrs")
+MODEL_KEYS = ("stroke", "mrs", "outcome")
 CONTROL_SOURCES = ("control_uniform", "control_intensity", "control_random_model")
 QUICK_PATIENTS = 30
 #: Classes shown in the CAM panels, per model (both classes of each, as the paper's
@@ -73,6 +78,13 @@ class StudyConfig:
         or with ``quick`` a small synthetic cohort of ``quick_patients`` patients.
     stroke_model, mrs_model : path
         Model folders (``model.keras`` + ``card.json``).
+    outcome_model : path or None
+        The patient-level outcome model (``head.json`` + ``card.json``, its encoder beside
+        it); its bag CAMs are a third map source with columns ``outcome__<feature>__cam``
+        (and the image-made controls). None switches it off.
+    outcome_layer : str or None
+        Layer of the outcome model's bag CAMs; None = ``layer``, else its card's
+        ``cam_layer``.
     layer : str or None
         CAM layer for both models; None = each card's ``cam_layer`` (the registered one).
     methods : tuple of str
@@ -110,6 +122,8 @@ class StudyConfig:
     cohort: Path | None = None
     stroke_model: Path = STROKE_MODEL
     mrs_model: Path = MRS_MODEL
+    outcome_model: Path | None = OUTCOME_MODEL
+    outcome_layer: str | None = None
     layer: str | None = None
     methods: tuple[str, ...] = ("gradcam", "gradcampp")
     out: Path = REPO_ROOT / "reports" / "asymmetry_vs_mrs"
@@ -142,5 +156,9 @@ class StudyConfig:
         )
 
     def model_dirs(self) -> dict[str, Path]:
-        """``{"stroke": folder, "mrs": folder}``."""
-        return {"stroke": Path(self.stroke_model), "mrs": Path(self.mrs_model)}
+        """``{"stroke": folder, "mrs": folder, "outcome": folder}`` (no ``"outcome"`` when
+        ``outcome_model`` is None)."""
+        out = {"stroke": Path(self.stroke_model), "mrs": Path(self.mrs_model)}
+        if self.outcome_model is not None:
+            out["outcome"] = Path(self.outcome_model)
+        return out

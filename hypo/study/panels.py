@@ -11,7 +11,10 @@ from hypo.cohort.orientation import axial_slices
 from hypo.preprocess import SliceStore
 from hypo.report.cam_panels import CamExample
 
-from .config import MODEL_KEYS, OUTCOME, PANEL_CLASSES
+from .config import OUTCOME, PANEL_CLASSES
+
+#: Models shown in the panels (the outcome model's bag CAMs are not).
+MODEL_KEYS = tuple(PANEL_CLASSES)
 
 
 def lesion_score(t: pd.DataFrame) -> np.ndarray:

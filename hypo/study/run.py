@@ -34,7 +34,7 @@ from hypo.report.provenance import hash_files
 from hypo.report.writer import Section, Table, write_analysis_report, write_report
 from hypo.stats.registry import NOT_APPLICABLE, Registry, verify_lock
 
-from .config import MODEL_KEYS, StudyConfig, StudyError, registry_version_of
+from .config import StudyConfig, StudyError, registry_version_of
 from .oracle import truth_rows
 from .panels import cam_examples
 from .registered import run_hypotheses
@@ -144,9 +144,20 @@ class StudyResult:
 
 
 def check_model(path: Path, key: str) -> Path:
-    """A model folder with ``model.keras`` and ``card.json``, or an error naming the
-    command that trains it."""
+    """A model folder with ``model.keras`` and ``card.json`` (the outcome model:
+    ``head.json`` and ``card.json``), or an error naming the command that trains it."""
     path = Path(path)
+    if key == "outcome":
+        missing = [f for f in ("head.json", "card.json") if not (path / f).is_file()]
+        if missing:
+            raise StudyError(
+                f"outcome model {path}: missing {missing}"
+                f"{'' if path.is_dir() else ' (no such folder)'}. Train it with\n"
+                "    python -m analyses.outcome_model --out models/outcome-mil-128\n"
+                "or pass --outcome-model DIR, or --no-outcome-model to leave the outcome "
+                "model's maps out"
+            )
+        return path
     missing = [f for f in ("model.keras", "card.json") if not (path / f).is_file()]
     if missing:
         arch, name = ("gap", "stroke-gap-128") if key == "stroke" else ("mrs", "mrs-gap-128")
@@ -198,6 +209,11 @@ def run_warnings(cfg: StudyConfig, cohort: Cohort, cards: dict, reg: Registry) -
             f"--method {' '.join(cfg.methods)} leaves out the registered method(s) "
             f"{unregistered}: the tests use {cfg.methods[0]} instead, an exploratory run"
         )
+    if cfg.outcome_layer is not None and "outcome" in cards:
+        out.append(
+            f"--outcome-layer {cfg.outcome_layer} overrides the layer of the outcome model's "
+            "maps (the registered one, or its card's cam_layer): an exploratory run"
+        )
     if cfg.layer is not None:
         out.append(
             f"--layer {cfg.layer} overrides the registered layer (the card's cam_layer): an "
@@ -206,10 +222,26 @@ def run_warnings(cfg: StudyConfig, cohort: Cohort, cards: dict, reg: Registry) -
     return out
 
 
+def outcome_layer(cfg: StudyConfig, card: dict, reg: Registry) -> str:
+    """Layer of the outcome model's bag CAMs: ``--outcome-layer``, else ``--layer``, else
+    the layer its registered hypotheses name (when not ``cam_layer``), else its card's
+    ``cam_layer``."""
+    if cfg.outcome_layer or cfg.layer:
+        return cfg.outcome_layer or cfg.layer
+    named = sorted(
+        {h.layer for h in reg.hypotheses.values() if h.model == "outcome"} - {"cam_layer"}
+    )
+    if len(named) > 1:
+        raise StudyError(f"the registry names layers {named} for the outcome model's maps; the "
+                         "study computes one (register one layer per model)")  # fmt: skip
+    return named[0] if named else card.get("cam_layer")
+
+
 def compute_features(cfg, cohort, model_dirs, cards, layers, reg, work, stage, timings):
-    """Both models' feature runs (CAMs, anatomy, slice and patient features; cached)."""
+    """Every model's feature run (CAMs, anatomy, slice and patient features; cached): the
+    two CNNs, then the outcome model's bag CAMs when configured."""
     feats = {}
-    for k in MODEL_KEYS:
+    for k in ("stroke", "mrs"):
         t = time.perf_counter()
         mh = file_hash(model_dirs[k] / "model.keras")
         stage(f"{k} model {model_dirs[k]} (model.keras sha256 {mh})")
@@ -233,6 +265,27 @@ def compute_features(cfg, cohort, model_dirs, cards, layers, reg, work, stage, t
             max_qc_fail_fraction=cfg.max_qc_fail_fraction,
         )
         timings[f"features_{k}_s"] = round(time.perf_counter() - t, 1)
+    if "outcome" in model_dirs:
+        # TensorFlow loads only here (a refused cohort is refused without it).
+        from hypo.nets.io import load_outcome_model
+
+        from .outcome_maps import outcome_feature_run
+
+        t = time.perf_counter()
+        try:
+            om = load_outcome_model(model_dirs["outcome"])
+        except (FileNotFoundError, ValueError) as e:
+            raise StudyError(f"{e}; or pass --no-outcome-model") from e
+        hh = stable_hash(om.head.to_dict(), 12)
+        stage(f"outcome model {model_dirs['outcome']} (bag CAMs at {layers['outcome']}, head "
+              f"{hh}, pooling {om.pooling}, encoder {om.encoder_dir})")  # fmt: skip
+        feats["outcome"] = outcome_feature_run(
+            cohort, om, work / f"outcome-{hh}", layer=layers["outcome"], methods=cfg.methods,
+            controls=DEFAULT_CONTROLS, random_control=cfg.random_control, seed=cfg.seed,
+            progress=cfg.progress, stage=stage,
+            max_qc_fail_fraction=cfg.max_qc_fail_fraction,
+        )  # fmt: skip
+        timings["features_outcome_s"] = round(time.perf_counter() - t, 1)
     return feats
 
 
@@ -325,11 +378,17 @@ def run_study(cfg: StudyConfig) -> StudyResult:
     lock_info = json.loads(Path(cfg.lock).read_text(encoding="utf-8"))
     model_dirs = {k: check_model(p, k) for k, p in cfg.model_dirs().items()}
     cards = {k: read_card(p) for k, p in model_dirs.items()}
+    missing = sorted({h.model for h in reg.hypotheses.values()} - set(model_dirs))
+    if missing:
+        raise StudyError(f"the registry tests the {missing} model's maps, but no such model is "
+                         "configured (--outcome-model DIR)")  # fmt: skip
     cohort = resolve_cohort(cfg, stage)
     stage(f"cohort {cohort.cohort_id} ({len(cohort.participants)} patients)")
     warnings = run_warnings(cfg, cohort, cards, reg)
     timings = {}
-    layers = {k: cfg.layer or cards[k].get("cam_layer") for k in MODEL_KEYS}
+    layers = {k: cfg.layer or cards[k].get("cam_layer") for k in model_dirs}
+    if "outcome" in layers:
+        layers["outcome"] = outcome_layer(cfg, cards["outcome"], reg)
     work = cache_dir() / "analyses" / "asymmetry_vs_mrs" / cohort.cohort_id
     feats = compute_features(cfg, cohort, model_dirs, cards, layers, reg, work, stage, timings)
     sources = ["cam", "control_uniform", "control_intensity"]
@@ -386,6 +445,24 @@ def _read_history(path: Path) -> list:
         return []
 
 
+def _model_provenance(key: str, folder: Path, card: dict, layer: str) -> dict:
+    def sha(name):
+        return file_hash(folder / name) if (folder / name).is_file() else None
+
+    out = {
+        "path": str(folder),
+        "model_keras_sha256": sha("model.keras"),
+        "card_sha256": sha("card.json"),
+        "cam_layer": layer,
+        "classes": card.get("classes"),
+        "trained_on": (card.get("cohort") or {}).get("id"),
+    }
+    if key == "outcome":
+        out |= {"head_json_sha256": sha("head.json"), "pooling": card.get("pooling"),
+                "encoder": card.get("encoder"), "cam_class": "eta (ordinal linear predictor)"}  # fmt: skip
+    return out
+
+
 def _provenance(cfg, cohort, model_dirs, cards, layers, lock_info, feats) -> dict:
     return {
         "cohort": {
@@ -395,16 +472,8 @@ def _provenance(cfg, cohort, model_dirs, cards, layers, lock_info, feats) -> dic
             "synthetic": bool(cohort.is_synthetic),
         },
         "models": {
-            k: {
-                "path": str(model_dirs[k]),
-                "model_keras_sha256": file_hash(model_dirs[k] / "model.keras"),
-                "card_sha256": file_hash(model_dirs[k] / "card.json"),
-                "cam_layer": layers[k],
-                "classes": cards[k].get("classes"),
-                "trained_on": (cards[k].get("cohort") or {}).get("id"),
-            }
-            for k in MODEL_KEYS
-        },
+            k: _model_provenance(k, model_dirs[k], cards[k], layers[k]) for k in model_dirs
+        },  # fmt: skip
         "registry": {
             "lock_file": str(cfg.lock),
             "lock_file_sha256": hash_files([cfg.lock])[str(cfg.lock)],
@@ -419,7 +488,7 @@ def _provenance(cfg, cohort, model_dirs, cards, layers, lock_info, feats) -> dic
             "cohort": ANALYSIS_COHORT["seed"],
         },
         "config": {k: v for k, v in asdict(cfg).items() if k != "extra"},
-        "caches": {k: feats[k].cam_dirs for k in MODEL_KEYS},
+        "caches": {k: feats[k].cam_dirs for k in feats},
     }
 
 
@@ -560,8 +629,8 @@ def study_intro(cfg, cohort, cards, layers, n, synthetic_truth: bool, reg=None) 
     m_cls = ", ".join(str(c) for c in cards["mrs"]["classes"])
     text = [
         f"Cohort {cohort.cohort_id}; analysis population: {n} stroke patients with a visible "
-        "lesion and a known 3-month mRS, none a training or validation patient of either "
-        "model.",
+        "lesion and a known 3-month mRS, none a training or validation patient of any "
+        "model whose maps are used.",
         "Maps used: Grad-CAM of the stroke model's 'stroke' class (classes: "
         f"{s_cls}; layer {layers['stroke']}) and of the mRS model's 'mRS 3-6' class "
         f"(classes: {m_cls}; layer {layers['mrs']}), averaged per patient over the lesion "
@@ -581,6 +650,17 @@ def study_intro(cfg, cohort, cards, layers, n, synthetic_truth: bool, reg=None) 
         "mRS 0-2 vs 3-6, cross-validated C-index, MICE) are in secondary.md / secondary.html "
         "and secondary_*.csv.",
     ]
+    if "outcome" in cards:
+        c = cards["outcome"]
+        text.append(
+            f"Outcome model maps (columns outcome__<feature>__<source> in features.csv; tested "
+            "only where a registered hypothesis names model 'outcome'): bag Grad-CAM of the "
+            f"patient-level outcome model's ordinal linear predictor (pooling "
+            f"{c.get('pooling')}, layer {layers['outcome']}; trained on "
+            f"{(c.get('cohort') or {}).get('id')}), the same features, aggregation, anatomy "
+            "and QC as the CNNs' maps and the same controls (the randomised-weights one: the "
+            "same head on the encoder with randomised weights)."
+        )
     if synthetic_truth:
         text.append(
             "Synthetic cohort: rows with hypothesis 'truth' refit the outcome on the "

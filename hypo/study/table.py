@@ -15,7 +15,14 @@ import pandas as pd
 from hypo.cohort.layout import side_right
 from hypo.report.tables import patient_flow
 
-from .config import AGGREGATION_SUFFIX, LOG_VOLUME, OUTCOME, SIDE_RIGHT, StudyError
+from .config import (
+    AGGREGATION_SUFFIX,
+    LOG_VOLUME,
+    OUTCOME,
+    OUTCOME_CAM_CLASS,
+    SIDE_RIGHT,
+    StudyError,
+)
 
 
 @dataclass
@@ -65,6 +72,21 @@ def cam_method(h, methods) -> str:
     return h.method if h.method in methods else methods[0]
 
 
+def map_class_index(h, card: dict) -> int:
+    """Class index of a hypothesis's maps: the card's class, or for the outcome model's bag
+    CAMs 0 (their one class, the ordinal linear predictor, registered as
+    :data:`OUTCOME_CAM_CLASS`)."""
+    where = f"hypothesis {h.id} ({h.source})"
+    if h.model == "outcome":
+        if h.cam_class != OUTCOME_CAM_CLASS:
+            raise StudyError(
+                f"{where}: class {h.cam_class!r}; the outcome model's bag CAMs explain one "
+                f"score, its ordinal linear predictor: class = {OUTCOME_CAM_CLASS!r}"
+            )
+        return 0
+    return class_index(card, h.cam_class, where)
+
+
 def feature_columns(reg, cards, layers, methods, sources) -> dict[tuple[str, str], str]:
     """``(hypothesis id, map source) -> joined-table column`` for every registered test."""
     out = {}
@@ -75,7 +97,7 @@ def feature_columns(reg, cards, layers, methods, sources) -> dict[tuple[str, str
                 f"hypothesis {h.id} ({h.source}) registers layer {h.layer!r} but the {h.model} "
                 f"model's CAMs are computed at {layer!r} (the card's cam_layer or --layer)"
             )
-        k = class_index(card, h.cam_class, f"hypothesis {h.id} ({h.source})")
+        k = map_class_index(h, card)
         for src in sources:
             if src in ("control_uniform", "control_intensity"):
                 col = wide_column(h.feature, h.aggregation, src, "control", "image", -1)
@@ -87,23 +109,49 @@ def feature_columns(reg, cards, layers, methods, sources) -> dict[tuple[str, str
     return out
 
 
+def outcome_columns(reg, layer: str, methods, sources) -> dict[str, str]:
+    """``analysis-table column -> joined-table column`` of the outcome model's maps for
+    every registered feature (the features, aggregations and methods the CNNs' hypotheses
+    register; the first hypothesis of a feature sets its method): ``outcome__<feature>__cam``
+    and each control of ``sources``, whether or not a hypothesis on the outcome model is
+    registered (one that is uses the same column)."""
+    out = {}
+    for h in sorted(reg.hypotheses.values(), key=lambda h: h.id):
+        for src in sources:
+            name = f"outcome__{h.feature}__{src}"
+            if name in out:
+                continue
+            if src == "cam":
+                col = wide_column(h.feature, h.aggregation, "cam", cam_method(h, methods), layer, 0)
+            elif src == "control_random_model":
+                col = wide_column(h.feature, h.aggregation, src, "gradcam", layer, 0)
+            else:
+                col = wide_column(h.feature, h.aggregation, src, "control", "image", -1)
+            out[name] = col
+    return out
+
+
 def build_table(joined: dict, reg, cards, layers, methods, sources) -> AnalysisTable:
     """One row per patient: participants, image covariates, flags and one column per
     (hypothesis, map source) named by :func:`alias`.
 
-    ``joined`` maps ``"stroke"`` / ``"mrs"`` to each model's feature run (anything with a
-    ``table`` attribute: :class:`hypo.features.join.JoinResult`).
+    ``joined`` maps ``"stroke"`` / ``"mrs"`` (and ``"outcome"``, optional) to each model's
+    feature run (anything with a ``table`` attribute: :class:`hypo.features.join.JoinResult`).
+    With ``"outcome"`` the table also holds :func:`outcome_columns` and
+    ``in_training_outcome_model``; every model's flag counts in ``in_model_training``.
     """
     base = joined["stroke"].table
     cols = feature_columns(reg, cards, layers, methods, sources)
     keep = [c for c in base.columns if "__" not in c]
     table = base[keep].copy()
-    for key in ("stroke", "mrs"):
+    for key in joined:
         t = joined[key].table.set_index("participant_id")
         table[f"in_training_{key}_model"] = (
             table["participant_id"].map(t["in_model_training"]).fillna(False).astype(bool)
         )
-    table["in_model_training"] = table["in_training_stroke_model"] | table["in_training_mrs_model"]
+    table["in_model_training"] = np.logical_or.reduce(
+        [table[f"in_training_{key}_model"].to_numpy() for key in joined]
+    )
     for (hid, src), col in cols.items():
         h = reg.hypotheses[hid]
         t = joined[h.model].table.set_index("participant_id")
@@ -113,6 +161,17 @@ def build_table(joined: dict, reg, cards, layers, methods, sources) -> AnalysisT
                 f"{h.model} model's feature table (layer/method/class not computed?)"
             )
         table[alias(h, src)] = table["participant_id"].map(t[col]).astype(float)
+    if "outcome" in joined:
+        t = joined["outcome"].table.set_index("participant_id")
+        for name, col in outcome_columns(reg, layers["outcome"], methods, sources).items():
+            if name in table.columns:
+                continue
+            if col not in t.columns:
+                raise StudyError(
+                    f"outcome model maps: feature column {col!r} is not in its feature table "
+                    "(layer/method not computed?)"
+                )
+            table[name] = table["participant_id"].map(t[col]).astype(float)
     vol = pd.to_numeric(table.get("lesion_volume_ml"), errors="coerce")
     table[LOG_VOLUME] = np.log1p(vol.clip(lower=0))
     table[SIDE_RIGHT] = side_right(table["lesion_side"])
