@@ -20,8 +20,9 @@ ANALYSIS_COHORT = {"name": "analysis", "patients": 200, "seed": 20230901}
 #: ``hypotheses/`` (one file per hypothesis), ``lock.json`` (written before any outcome was
 #: read) and, for an amended version, ``AMENDMENT.md`` / ``amendment.json``.
 REGISTRY_ROOT = REPO_ROOT / "analyses" / "registry"
-#: The version the main study tests.
-REGISTRY_VERSION = "v1"
+#: The version the main study tests (v2: amendment 1, NIHSS in the primary models and the
+#: outcome model's maps as a family; v1 stays verifiable beside it).
+REGISTRY_VERSION = "v2"
 
 
 def registry_dir(version: str = REGISTRY_VERSION) -> Path:

@@ -54,7 +54,7 @@ REQUIREMENTS = Requirements(
         OUTCOME: "the outcome of every registered test",
         "age": "a primary covariate of every registered test",
         "mrs_before": "a primary covariate of every registered test",
-        "nihss_baseline": "the covariate of the NIHSS-adjusted sensitivity models",
+        "nihss_baseline": "a primary covariate of every registered test (registry v2)",
     },
     lesion_masks="lesion volume and side are primary covariates, and the maps are measured "
     "against the lesion",
