@@ -370,28 +370,63 @@ _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def _cam_maps(a, g, methods, alpha_norm):
     """Maps of one class at one layer; ``a``, ``g``: (batch, *spatial, channels)."""
+    return {m: v[:, 0] for m, v in _class_maps(a, [g], methods, alpha_norm).items()}
+
+
+def _class_maps(a, grads, methods, alpha_norm):
+    """Maps of every class at one layer, each method's of shape (batch, n_classes,
+    *spatial); ``a``: (batch, *spatial, channels), ``grads``: one gradient of ``a``'s shape
+    per class.
+
+    Grad-CAM and Grad-CAM++ are channel weightings of ``A``: their per-class weights
+    (batch, channels) are reduced from each gradient in a few passes, and every class's
+    map of both methods comes from one batched matrix product with ``A``, so ``A`` is read
+    once, not once per class and method.
+    """
     axes = list(range(1, len(a.shape) - 1))
-    out = {}
+    weighted = {}
     if "gradcam" in methods:
-        w = tf.reduce_mean(g, axis=axes, keepdims=True)
-        out["gradcam"] = tf.nn.relu(tf.reduce_sum(w * a, axis=-1))
+        weighted["gradcam"] = [tf.reduce_mean(g, axis=axes) for g in grads]
     if "gradcampp" in methods:
         # Eq. 19 after dividing numerator and denominator by g^2 (exp(S) cancels): no
-        # exponential, so no overflow for large logits.
+        # exponential, so no overflow for large logits. The spatial sum of A is the same
+        # for every class.
         s = tf.reduce_sum(a, axis=axes, keepdims=True)
-        denom = 2.0 + s * g
-        ok = tf.logical_and(tf.not_equal(g * g, 0.0), tf.not_equal(denom, 0.0))
-        alpha = tf.where(ok, 1.0 / tf.where(ok, denom, tf.ones_like(denom)), 0.0)
-        if alpha_norm:
-            z = tf.reduce_sum(alpha, axis=axes, keepdims=True)
-            alpha = alpha / tf.where(tf.equal(z, 0.0), tf.ones_like(z), z)
-        w = tf.reduce_sum(alpha * tf.nn.relu(g), axis=axes, keepdims=True)
-        out["gradcampp"] = tf.nn.relu(tf.reduce_sum(w * a, axis=-1))
+        weighted["gradcampp"] = [_gradcampp_weights(s, g, axes, alpha_norm) for g in grads]
+    out = {}
+    if weighted:
+        names = list(weighted)
+        w = tf.stack([wc for m in names for wc in weighted[m]], axis=1)  # (batch, k, ch.)
+        shape = tf.shape(a)
+        flat = tf.reshape(a, tf.stack([shape[0], -1, shape[-1]]))
+        maps = tf.nn.relu(tf.matmul(w, flat, transpose_b=True))  # (batch, k, positions)
+        maps = tf.reshape(maps, tf.concat([shape[:1], [len(names) * len(grads)], shape[1:-1]], 0))
+        for i, m in enumerate(names):
+            out[m] = maps[:, i * len(grads) : (i + 1) * len(grads)]
     if "hirescam" in methods:
-        out["hirescam"] = tf.nn.relu(tf.reduce_sum(g * a, axis=-1))
+        out["hirescam"] = tf.stack(
+            [tf.nn.relu(tf.reduce_sum(g * a, axis=-1)) for g in grads], axis=1
+        )
     if "layercam" in methods:
-        out["layercam"] = tf.nn.relu(tf.reduce_sum(tf.nn.relu(g) * a, axis=-1))
-    return out
+        out["layercam"] = tf.stack(
+            [tf.nn.relu(tf.reduce_sum(tf.nn.relu(g) * a, axis=-1)) for g in grads], axis=1
+        )
+    return {m: out[m] for m in methods}
+
+
+def _gradcampp_weights(s, g, axes, alpha_norm):
+    """Grad-CAM++ channel weights ``sum_ij alpha * ReLU(g)`` of one class, (batch, ch.),
+    with ``alpha = 1 / (2 + s * g)``, 0 where ``g == 0`` or the denominator is 0."""
+    denom = s * g + 2.0
+    if not alpha_norm:
+        # alpha only counts where g > 0, so ReLU(g) / denom (0 where denom == 0) is the
+        # product in one division.
+        return tf.reduce_sum(tf.math.divide_no_nan(tf.nn.relu(g), denom), axis=axes)
+    ok = tf.logical_and(tf.not_equal(g * g, 0.0), tf.not_equal(denom, 0.0))
+    alpha = tf.where(ok, 1.0 / tf.where(ok, denom, tf.ones_like(denom)), 0.0)
+    z = tf.reduce_sum(alpha, axis=axes, keepdims=True)
+    alpha = alpha / tf.where(tf.equal(z, 0.0), tf.ones_like(z), z)
+    return tf.reduce_sum(alpha * tf.nn.relu(g), axis=axes)
 
 
 @dataclass(frozen=True)
@@ -451,6 +486,15 @@ def _call_extractor(probe: _Probe, xs):
     return probe.extractor(list(xs), training=False)
 
 
+def _per_bag(maps, t: int):
+    """Maps (bags x slices, classes, *spatial) of a TimeDistributed layer as (bags, classes,
+    slices, *spatial)."""
+    shape = tf.shape(maps)
+    m = tf.reshape(maps, tf.concat([[-1, t], shape[1:]], 0))
+    rank = len(maps.shape) + 1
+    return tf.transpose(m, [0, 2, 1, *range(3, rank)])
+
+
 def _get_core(model, layer_keys, classes, methods, alpha_norm, score_layer, image_input, precision):
     probe = _probe(model, layer_keys, score_layer, image_input, precision)
     per_model = _CACHE[model]
@@ -471,23 +515,17 @@ def _get_core(model, layer_keys, classes, methods, alpha_norm, score_layer, imag
             # Samples are independent (inference mode), so the gradient of the batch sum
             # is each sample's own gradient (in a bag, each slice's gradient of its bag's
             # score).
-            per_layer = [{m: [] for m in methods} for _ in range(n_layers)]
-            for s in scores:
-                grads = tape.gradient(s, acts)
-                for li, (a, g) in enumerate(zip(acts, grads)):
-                    if g is None:
-                        g = tf.zeros_like(a)
-                    maps = _cam_maps(
-                        tf.cast(a, tf.float32), tf.cast(g, tf.float32), methods, alpha_norm
-                    )
-                    t = probe.time_steps[li]
-                    for m in methods:
-                        mm = maps[m]
-                        if t:
-                            mm = tf.reshape(mm, (-1, t, *mm.shape[1:]))
-                        per_layer[li][m].append(mm)
+            grads = [tape.gradient(s, acts) for s in scores]
+            stacked = []
+            for li, a in enumerate(acts):
+                gs = [tf.zeros_like(a) if g[li] is None else g[li] for g in grads]
+                gs = [tf.cast(g, tf.float32) for g in gs]
+                maps = _class_maps(tf.cast(a, tf.float32), gs, methods, alpha_norm)
+                t = probe.time_steps[li]
+                if t:  # (bags x slices, classes, ...) -> (bags, classes, slices, ...)
+                    maps = {m: _per_bag(v, t) for m, v in maps.items()}
+                stacked.append(maps)
             del tape
-            stacked = [{m: tf.stack(v[m], axis=1) for m in methods} for v in per_layer]
             return stacked, logits, tf.cast(outs[n_layers + 1], tf.float32)
 
         per_model[key] = core
