@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib
 import json
@@ -11,6 +12,7 @@ import platform
 import re
 import shutil
 import tempfile
+import weakref
 from collections.abc import Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -134,7 +136,14 @@ LIBRARIES = ("hypo", "numpy", "pandas", "scipy", "scikit-learn", "statsmodels", 
 def library_versions(names: Sequence[str] = LIBRARIES) -> dict[str, str | None]:
     """Installed version of each library in ``names`` (None where not installed); the name
     ``python`` gives the interpreter's version. The one version collector of hypo: model
-    cards, CAM provenance, the generator's record and report provenance all call it."""
+    cards, CAM provenance, the generator's record and report provenance all call it.
+    Versions are read once per process (reading package metadata took 11 ms a CAM call):
+    they are those of the libraries this process runs."""
+    return dict(_library_versions(tuple(names)))
+
+
+@functools.lru_cache(maxsize=64)
+def _library_versions(names: tuple[str, ...]) -> tuple[tuple[str, str | None], ...]:
     out: dict[str, str | None] = {}
     for name in names:
         if name == "python":
@@ -150,7 +159,7 @@ def library_versions(names: Sequence[str] = LIBRARIES) -> dict[str, str | None]:
     if "hypo" in out and out["hypo"] is None:
         # Run from a source checkout without installing: the package states its own version.
         out["hypo"] = hypo.__version__
-    return out
+    return tuple(out.items())
 
 
 #: "&" is escaped only where Markdown would read an entity.
@@ -208,12 +217,65 @@ def lazy_exports(package: str, exports: dict[str, Sequence[str]]):
     return __getattr__, __dir__, sorted(where)
 
 
+#: model -> (weight layout, fingerprinting function, last fingerprint, its SHA-256).
+_WEIGHT_HASHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def weights_hash(model, length: int = 16) -> str:
     """SHA-256 of a Keras model's weights (names, dtypes, shapes and bytes), first ``length``
-    hex digits: the key of every cache that depends on a model (CAMs, embeddings)."""
+    hex digits: the key of every cache that depends on a model (CAMs, embeddings).
+
+    Hashing the bytes costs more than a tenth of a CAM batch, so the hash is kept per model
+    and recomputed only when the weights have changed: one compiled call fingerprints the
+    bytes of every weight (64-bit FarmHash, ``tf.fingerprint``, about a tenth of the cost)
+    and the stored hash is returned while the fingerprints, names, dtypes and shapes are
+    those it was computed from (weights assigned in place, as in a randomisation test, or
+    by ``set_weights`` change the fingerprint).
+    """
+    weights = list(model.weights)
+    layout = tuple((id(w), w.path, str(w.dtype), tuple(w.shape)) for w in weights)
+    try:
+        entry = _WEIGHT_HASHES.get(model)
+    except TypeError:  # not weakly referenceable: hash the bytes every time
+        return _sha256_of_weights(weights)[:length]
+    if entry is None or entry[0] != layout:
+        entry = (layout, _fingerprinter(weights), None, None)
+    layout, fingerprint, last, digest = entry
+    fp = fingerprint() if fingerprint is not None else None
+    if fp is None or fp != last:
+        digest = _sha256_of_weights(weights)
+    _WEIGHT_HASHES[model] = (layout, fingerprint, fp, digest)
+    return digest[:length]
+
+
+def _sha256_of_weights(weights) -> str:
     h = hashlib.sha256()
-    for w in model.weights:
+    for w in weights:
         arr = np.ascontiguousarray(np.asarray(w.numpy()))
         h.update(f"{w.path}:{arr.dtype}:{arr.shape};".encode())
         h.update(arr.tobytes())
-    return h.hexdigest()[:length]
+    return h.hexdigest()
+
+
+def _fingerprinter(weights):
+    """A function returning the FarmHash fingerprints of ``weights`` as bytes, computed in
+    one compiled call; None where TensorFlow cannot fingerprint them (then the bytes are
+    hashed on every call)."""
+    import tensorflow as tf
+
+    if not weights:
+        return None
+    values = [getattr(w, "value", w) for w in weights]
+
+    @tf.function
+    def fingerprints():
+        return tf.concat([tf.fingerprint(tf.reshape(v, [1, -1])) for v in values], axis=0)
+
+    def call():
+        return fingerprints().numpy().tobytes()
+
+    try:
+        call()
+    except Exception:  # a dtype without a fingerprint kernel, a non-TensorFlow variable
+        return None
+    return call

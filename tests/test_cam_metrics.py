@@ -140,6 +140,25 @@ def test_cascading_randomisation_restores_weights_and_decorrelates():
     assert model_hash(m) == before
 
 
+def test_model_hash_is_cached_and_follows_weights_changed_in_place():
+    from hypo._util import _sha256_of_weights
+
+    m = _gap_model()
+    h = model_hash(m)
+    assert h == _sha256_of_weights(m.weights)[:16] and model_hash(m) == h
+    assert model_hash(m, length=8) == h[:8]
+    k = m.get_layer("block1_conv").kernel
+    orig = k.numpy()
+    k.assign(orig[..., ::-1])  # the same values in another order
+    shuffled = model_hash(m)
+    assert shuffled != h and shuffled == _sha256_of_weights(m.weights)[:16]
+    k.assign(orig)
+    assert model_hash(m) == h
+    other = _gap_model(seed=1)
+    m.set_weights(other.get_weights())
+    assert model_hash(m) == model_hash(other) == _sha256_of_weights(other.weights)[:16] != h
+
+
 def test_negative_controls():
     m = _gap_model()
     x = np.random.default_rng(4).normal(size=(2, 12, 12, 1)).astype("float32")
