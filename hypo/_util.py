@@ -217,7 +217,7 @@ def lazy_exports(package: str, exports: dict[str, Sequence[str]]):
     return __getattr__, __dir__, sorted(where)
 
 
-#: model -> (weight layout, fingerprinting function, last fingerprint, its SHA-256).
+#: model -> _HashState (the weights' layout, fingerprints and SHA-256 last seen).
 _WEIGHT_HASHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -225,27 +225,29 @@ def weights_hash(model, length: int = 16) -> str:
     """SHA-256 of a Keras model's weights (names, dtypes, shapes and bytes), first ``length``
     hex digits: the key of every cache that depends on a model (CAMs, embeddings).
 
-    Hashing the bytes costs more than a tenth of a CAM batch, so the hash is kept per model
-    and recomputed only when the weights have changed: one compiled call fingerprints the
-    bytes of every weight (64-bit FarmHash, ``tf.fingerprint``, about a tenth of the cost)
-    and the stored hash is returned while the fingerprints, names, dtypes and shapes are
-    those it was computed from (weights assigned in place, as in a randomisation test, or
-    by ``set_weights`` change the fingerprint).
+    Hashing the bytes took a tenth of a CAM batch of the paper's model, so a model hashed
+    again is only fingerprinted (64-bit FarmHash of every weight's bytes,
+    ``tf.fingerprint``: a fifth of the cost eagerly, a fifteenth from one compiled call
+    once the model has been hashed a few times) and its SHA-256 recomputed only when a
+    fingerprint, name, dtype or shape has changed (weights assigned in place, as in a
+    randomisation test, or by ``set_weights``).
     """
     weights = list(model.weights)
     layout = tuple((id(w), w.path, str(w.dtype), tuple(w.shape)) for w in weights)
     try:
-        entry = _WEIGHT_HASHES.get(model)
+        state = _WEIGHT_HASHES.get(model)
     except TypeError:  # not weakly referenceable: hash the bytes every time
         return _sha256_of_weights(weights)[:length]
-    if entry is None or entry[0] != layout:
-        entry = (layout, _fingerprinter(weights), None, None)
-    layout, fingerprint, last, digest = entry
-    fp = fingerprint() if fingerprint is not None else None
-    if fp is None or fp != last:
-        digest = _sha256_of_weights(weights)
-    _WEIGHT_HASHES[model] = (layout, fingerprint, fp, digest)
-    return digest[:length]
+    if state is None or state.layout != layout:
+        state = _HashState(layout, weights)
+        _WEIGHT_HASHES[model] = state
+        state.digest = _sha256_of_weights(weights)  # a model hashed once pays nothing more
+        return state.digest[:length]
+    fp = state.fingerprint()
+    if fp is None or fp != state.last:
+        state.digest = _sha256_of_weights(weights)
+    state.last = fp
+    return state.digest[:length]
 
 
 def _sha256_of_weights(weights) -> str:
@@ -257,25 +259,43 @@ def _sha256_of_weights(weights) -> str:
     return h.hexdigest()
 
 
-def _fingerprinter(weights):
-    """A function returning the FarmHash fingerprints of ``weights`` as bytes, computed in
-    one compiled call; None where TensorFlow cannot fingerprint them (then the bytes are
-    hashed on every call)."""
-    import tensorflow as tf
+class _HashState:
+    """The SHA-256 of one model's weights and the fingerprints it was computed with."""
 
-    if not weights:
-        return None
-    values = [getattr(w, "value", w) for w in weights]
+    #: Fingerprint op by op for this many calls, then trace one compiled call (0.1 s for
+    #: the paper's model, 1 s for a ResNet50): worth it for a model hashed batch by batch.
+    EAGER_CALLS = 2
 
-    @tf.function
-    def fingerprints():
-        return tf.concat([tf.fingerprint(tf.reshape(v, [1, -1])) for v in values], axis=0)
+    def __init__(self, layout, weights):
+        self.layout = layout
+        self.values = [getattr(w, "value", w) for w in weights]
+        self.digest: str | None = None
+        self.last: bytes | None = None
+        self.calls = 0
+        self.compiled = None
+        self.usable = True
 
-    def call():
-        return fingerprints().numpy().tobytes()
+    def _fingerprints(self):
+        import tensorflow as tf
 
-    try:
-        call()
-    except Exception:  # a dtype without a fingerprint kernel, a non-TensorFlow variable
-        return None
-    return call
+        return tf.concat([tf.fingerprint(tf.reshape(v, [1, -1])) for v in self.values], 0)
+
+    def fingerprint(self) -> bytes | None:
+        """The weights' fingerprints as bytes; None where TensorFlow cannot compute them (a
+        dtype without a kernel, a variable of another backend): then the bytes are hashed."""
+        if not self.usable or not self.values:
+            return None
+        import tensorflow as tf
+
+        self.calls += 1
+        try:
+            if self.calls <= self.EAGER_CALLS:
+                return b"".join(
+                    tf.fingerprint(tf.reshape(v, [1, -1])).numpy().tobytes() for v in self.values
+                )
+            if self.compiled is None:
+                self.compiled = tf.function(self._fingerprints)
+            return self.compiled().numpy().tobytes()
+        except Exception:
+            self.usable = False
+            return None
