@@ -13,8 +13,11 @@ alone. It also times the same network with its convolutional body nested as a
 sub-model (``keras.Model`` called inside the outer model, as a transfer-learning model is
 built) against the flat network, and the bfloat16-saved network (explained in float32)
 against a forward pass at the same precision (float32). Every speed is the median of
-``--reps`` single calls (default 5), the contenders interleaved in one process, so that
-load from other processes on a shared CPU hits all alike. Then streams CAMs of a synthetic
+``--reps`` single calls (default 5) after three untimed ones, the contenders interleaved in
+one process, so that load from other processes on a shared CPU hits all alike; the ratios
+to the forward pass (and nested to flat) are also printed repeat by repeat. The forward
+pass is the model called in a ``tf.function`` on a tensor (as fast as ``predict_on_batch``
+and faster than ``predict`` or an XLA-compiled call on this CPU). Then streams CAMs of a synthetic
 memory-mapped slice store to disk in a fresh process and reports that process's peak
 resident memory.
 """
@@ -72,12 +75,18 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _interleaved_rates(fns: dict, n_images: int, reps: int) -> dict:
-    """Images/s of each function from the median time of ``reps`` single calls, the calls
-    interleaved so that load from other processes on a shared CPU hits all alike, and their
-    order rotated every repeat so that no contender always runs first or last."""
+WARMUP = 3
+
+
+def _interleaved_times(fns: dict, reps: int) -> dict:
+    """Seconds of ``reps`` single calls of each function, the calls interleaved so that load
+    from other processes on a shared CPU hits all alike, and their order rotated every
+    repeat so that no contender always runs first or last. Each function is first called
+    ``WARMUP`` times, untimed (tracing, allocation, the weights' fingerprint function that
+    hypo.cam compiles on a model's fourth call)."""
     for fn in fns.values():
-        fn()  # warm-up: tracing, allocation
+        for _ in range(WARMUP):
+            fn()
     times = {k: [] for k in fns}
     keys = list(fns)
     for r in range(reps):
@@ -86,7 +95,18 @@ def _interleaved_rates(fns: dict, n_images: int, reps: int) -> dict:
             t0 = time.perf_counter()
             fn()
             times[k].append(time.perf_counter() - t0)
+    return times
+
+
+def _rates(times: dict, n_images: int) -> dict:
+    """Images/s of each contender from the median time of its calls."""
     return {k: n_images / float(np.median(v)) for k, v in times.items()}
+
+
+def _paired(times: dict, num: str, den: str) -> list[float]:
+    """Speed of ``num`` relative to ``den`` in each repeat (calls of the same repeat ran
+    next to each other, under the same load)."""
+    return [float(d / n) for n, d in zip(times[num], times[den])]
 
 
 def speed(reps: int, tkv_reps: int, tkv: bool = True) -> dict:
@@ -115,7 +135,7 @@ def speed(reps: int, tkv_reps: int, tkv: bool = True) -> dict:
     c = cam_of(bf16, layer)()
     same = max(float(np.abs(a[m] - b[m]).max() / max(a[m].max(), 1e-30)) for m in METHODS)
     same_bf = max(float(np.abs(a[m] - c[m]).max() / max(a[m].max(), 1e-30)) for m in METHODS)
-    r = _interleaved_rates(
+    times = _interleaved_times(
         {
             "hypo": cam_of(model, layer),
             "forward": forward_of(model),
@@ -123,9 +143,9 @@ def speed(reps: int, tkv_reps: int, tkv: bool = True) -> dict:
             "bf16": cam_of(bf16, layer),
             "forward_bf16": forward_of(bf16),
         },
-        BATCH,
         reps,
     )
+    r = _rates(times, BATCH)
     out = {
         "layer": layer,
         "hypo": r["hypo"],
@@ -135,6 +155,8 @@ def speed(reps: int, tkv_reps: int, tkv: bool = True) -> dict:
         "forward_bf16": r["forward_bf16"],
         "nested_max_rel_diff": same,
         "bf16_max_rel_diff": same_bf,
+        "hypo_per_rep": _paired(times, "hypo", "forward"),
+        "nested_per_rep": _paired(times, "nested", "hypo"),
     }
     if not tkv:
         return out
@@ -153,7 +175,9 @@ def speed(reps: int, tkv_reps: int, tkv: bool = True) -> dict:
             gc(score, x, **kw)
             gpp(score, x, **kw)
 
-    r_tkv = _interleaved_rates({"tkv": tkv_fn, "hypo": cam_of(model, layer)}, BATCH, tkv_reps)
+    r_tkv = _rates(
+        _interleaved_times({"tkv": tkv_fn, "hypo": cam_of(model, layer)}, tkv_reps), BATCH
+    )
     out.update(tkv=r_tkv["tkv"], hypo_next_to_tkv=r_tkv["hypo"])
     return out
 
@@ -205,6 +229,11 @@ def stream_child(n_slices: int, chunk_size: int, workdir: str) -> None:
     )
 
 
+def _fmt(ratios: list[float]) -> str:
+    med = float(np.median(ratios))
+    return " ".join(f"{v:.2f}" for v in ratios) + f"  (median {med:.2f}, min {min(ratios):.2f})"
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="short run (fewer repeats, 256 slices)")
@@ -230,7 +259,10 @@ def main(argv=None) -> None:
         f"input {INPUT}; classes {N_CLASSES}; methods {METHODS}"
     )
     s = speed(reps, tkv_reps, tkv=not args.no_tkv)
-    print(f"evaluation layer: {s['layer']}; median of {reps} interleaved calls")
+    print(
+        f"evaluation layer: {s['layer']}; median of {reps} interleaved calls after {WARMUP} "
+        f"untimed ones; load average {os.getloadavg()[0]:.2f} (1 min) at the end"
+    )
     print(f"{'':34s}{'images/s':>10s}")
     print(f"{'hypo.cam (GC + GC++, 3 cl.)':34s}{s['hypo']:10.1f}")
     print(f"{'  same, body nested as sub-model':34s}{s['nested']:10.1f}")
@@ -245,10 +277,12 @@ def main(argv=None) -> None:
             f"hypo timed alternately with tf-keras-vis: {s['hypo_next_to_tkv']:.1f} images/s)"
         )
     print(f"hypo / forward      = {s['hypo'] / s['forward']:.2f}x  (target >= 0.85x)")
+    print(f"  each repeat: {_fmt(s['hypo_per_rep'])}")
     print(
         f"nested / flat       = {s['nested'] / s['hypo']:.2f}x  (target >= 0.90x; maps equal "
         f"to {s['nested_max_rel_diff']:.1e} of each method's max)"
     )
+    print(f"  each repeat: {_fmt(s['nested_per_rep'])}")
     print(
         f"bf16 model / forward = {s['bf16'] / s['forward']:.2f}x  (float32 maps; equal to the "
         f"float32 model's to {s['bf16_max_rel_diff']:.1e}); "
