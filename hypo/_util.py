@@ -217,7 +217,7 @@ def lazy_exports(package: str, exports: dict[str, Sequence[str]]):
     return __getattr__, __dir__, sorted(where)
 
 
-#: model -> _HashState (the weights' layout, fingerprints and SHA-256 last seen).
+#: model -> _HashState (its variables, their fingerprints and SHA-256 last seen).
 _WEIGHT_HASHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -228,18 +228,17 @@ def weights_hash(model, length: int = 16) -> str:
     Hashing the bytes took a tenth of a CAM batch of the paper's model, so a model hashed
     again is only fingerprinted (64-bit FarmHash of every weight's bytes,
     ``tf.fingerprint``: a fifth of the cost eagerly, a fifteenth from one compiled call
-    once the model has been hashed a few times) and its SHA-256 recomputed only when a
-    fingerprint, name, dtype or shape has changed (weights assigned in place, as in a
-    randomisation test, or by ``set_weights``).
+    once the model has been hashed a few times) and its SHA-256 recomputed when a
+    fingerprint has changed (weights assigned in place, as in a randomisation test, or by
+    ``set_weights``) or the model holds other variables.
     """
     weights = list(model.weights)
-    layout = tuple((id(w), w.path, str(w.dtype), tuple(w.shape)) for w in weights)
     try:
         state = _WEIGHT_HASHES.get(model)
     except TypeError:  # not weakly referenceable: hash the bytes every time
         return _sha256_of_weights(weights)[:length]
-    if state is None or state.layout != layout:
-        state = _HashState(layout, weights)
+    if state is None or not state.same_variables(weights):
+        state = _HashState(weights)
         _WEIGHT_HASHES[model] = state
         state.digest = _sha256_of_weights(weights)  # a model hashed once pays nothing more
         return state.digest[:length]
@@ -266,14 +265,21 @@ class _HashState:
     #: the paper's model, 1 s for a ResNet50): worth it for a model hashed batch by batch.
     EAGER_CALLS = 2
 
-    def __init__(self, layout, weights):
-        self.layout = layout
+    def __init__(self, weights):
+        self.weights = weights  # held, so that no other variable can take their ids
         self.values = [getattr(w, "value", w) for w in weights]
         self.digest: str | None = None
         self.last: bytes | None = None
         self.calls = 0
         self.compiled = None
         self.usable = True
+
+    def same_variables(self, weights) -> bool:
+        """Whether ``weights`` are the very variables hashed before (a variable's name,
+        dtype and shape never change)."""
+        return len(weights) == len(self.weights) and all(
+            a is b for a, b in zip(weights, self.weights)
+        )
 
     def _fingerprints(self):
         import tensorflow as tf
