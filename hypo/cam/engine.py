@@ -414,9 +414,10 @@ def _channel_weights(a, grads, methods):
     channels), from one gradient per class.
 
     Grad-CAM++ takes five passes over each gradient (the old formulation took about
-    fifteen). Compiling this with XLA (``jit_compile=True``) fused them into one but made no
-    measurable difference to a CAM batch of the paper's model, for 1.6 s of compiling on
-    the first call and 0.3 s at every new batch size, so it is not.
+    fifteen). Compiling this with XLA (``jit_compile=True``) fuses them into one and saved
+    about 6 ms of CPU time per batch of 32 on the paper's model (2.5% of its forward pass;
+    no difference in wall time could be measured on the shared CPU), for 1.6 s of compiling
+    on the first call and 0.3 s at every new batch size, so it is not compiled.
     """
     axes = list(range(1, len(a.shape) - 1))
     out = {}
@@ -426,7 +427,8 @@ def _channel_weights(a, grads, methods):
         # Eq. 19 after dividing numerator and denominator by g^2 (exp(S) cancels): no
         # exponential, so no overflow for large logits. alpha = 1 / (2 + s g) only counts
         # where g > 0, so alpha * ReLU(g) is ReLU(g) / (2 + s g), 0 where the denominator
-        # is 0. The spatial sum s of A is the same for every class.
+        # is 0 (where g^2 underflows, 0 < g < 4e-23, the term is now about g / 2, not 0).
+        # The spatial sum s of A is the same for every class.
         s = tf.reduce_sum(a, axis=axes, keepdims=True)
         out["gradcampp"] = tf.stack(
             [
