@@ -15,7 +15,9 @@ built) against the flat network, and the bfloat16-saved network (explained in fl
 against a forward pass at the same precision (float32). Every speed is the median of
 ``--reps`` single calls (default 5) after three untimed ones, the contenders interleaved in
 one process, so that load from other processes on a shared CPU hits all alike; the ratios
-to the forward pass (and nested to flat) are also printed repeat by repeat. The forward
+to the forward pass (and nested to flat) are also printed repeat by repeat, and as ratios
+of the median CPU time per call (all threads of this process), which the load of other
+processes moves much less than wall-clock time. The forward
 pass is the model called in a ``tf.function`` on a tensor (as fast as ``predict_on_batch``
 and faster than ``predict`` or an XLA-compiled call on this CPU). Then streams CAMs of a synthetic
 memory-mapped slice store to disk in a fresh process and reports that process's peak
@@ -78,24 +80,27 @@ def _peak_rss_mib() -> float:
 WARMUP = 3
 
 
-def _interleaved_times(fns: dict, reps: int) -> dict:
-    """Seconds of ``reps`` single calls of each function, the calls interleaved so that load
-    from other processes on a shared CPU hits all alike, and their order rotated every
-    repeat so that no contender always runs first or last. Each function is first called
-    ``WARMUP`` times, untimed (tracing, allocation, the weights' fingerprint function that
-    hypo.cam compiles on a model's fourth call)."""
+def _interleaved_times(fns: dict, reps: int) -> tuple[dict, dict]:
+    """Wall-clock and CPU seconds (this process, all threads) of ``reps`` single calls of
+    each function, the calls interleaved so that load from other processes on a shared CPU
+    hits all alike, and their order rotated every repeat so that no contender always runs
+    first or last. Each function is first called ``WARMUP`` times, untimed (tracing,
+    allocation, the weights' fingerprint function that hypo.cam compiles on a model's
+    fourth call)."""
     for fn in fns.values():
         for _ in range(WARMUP):
             fn()
-    times = {k: [] for k in fns}
+    wall = {k: [] for k in fns}
+    cpu = {k: [] for k in fns}
     keys = list(fns)
     for r in range(reps):
         for k in keys[r % len(keys) :] + keys[: r % len(keys)]:
             fn = fns[k]
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             fn()
-            times[k].append(time.perf_counter() - t0)
-    return times
+            wall[k].append(time.perf_counter() - t0)
+            cpu[k].append(time.process_time() - c0)
+    return wall, cpu
 
 
 def _rates(times: dict, n_images: int) -> dict:
@@ -135,7 +140,7 @@ def speed(reps: int, tkv_reps: int, tkv: bool = True) -> dict:
     c = cam_of(bf16, layer)()
     same = max(float(np.abs(a[m] - b[m]).max() / max(a[m].max(), 1e-30)) for m in METHODS)
     same_bf = max(float(np.abs(a[m] - c[m]).max() / max(a[m].max(), 1e-30)) for m in METHODS)
-    times = _interleaved_times(
+    times, cpu = _interleaved_times(
         {
             "hypo": cam_of(model, layer),
             "forward": forward_of(model),
@@ -156,6 +161,8 @@ def speed(reps: int, tkv_reps: int, tkv: bool = True) -> dict:
         "nested_max_rel_diff": same,
         "bf16_max_rel_diff": same_bf,
         "hypo_per_rep": _paired(times, "hypo", "forward"),
+        "hypo_cpu": float(np.median(cpu["forward"]) / np.median(cpu["hypo"])),
+        "nested_cpu": float(np.median(cpu["hypo"]) / np.median(cpu["nested"])),
         "nested_per_rep": _paired(times, "nested", "hypo"),
     }
     if not tkv:
@@ -176,7 +183,7 @@ def speed(reps: int, tkv_reps: int, tkv: bool = True) -> dict:
             gpp(score, x, **kw)
 
     r_tkv = _rates(
-        _interleaved_times({"tkv": tkv_fn, "hypo": cam_of(model, layer)}, tkv_reps), BATCH
+        _interleaved_times({"tkv": tkv_fn, "hypo": cam_of(model, layer)}, tkv_reps)[0], BATCH
     )
     out.update(tkv=r_tkv["tkv"], hypo_next_to_tkv=r_tkv["hypo"])
     return out
@@ -278,11 +285,13 @@ def main(argv=None) -> None:
         )
     print(f"hypo / forward      = {s['hypo'] / s['forward']:.2f}x  (target >= 0.85x)")
     print(f"  each repeat: {_fmt(s['hypo_per_rep'])}")
+    print(f"  CPU time per call (all threads; load-robust): {s['hypo_cpu']:.2f}x")
     print(
         f"nested / flat       = {s['nested'] / s['hypo']:.2f}x  (target >= 0.90x; maps equal "
         f"to {s['nested_max_rel_diff']:.1e} of each method's max)"
     )
     print(f"  each repeat: {_fmt(s['nested_per_rep'])}")
+    print(f"  CPU time per call: {s['nested_cpu']:.2f}x")
     print(
         f"bf16 model / forward = {s['bf16'] / s['forward']:.2f}x  (float32 maps; equal to the "
         f"float32 model's to {s['bf16_max_rel_diff']:.1e}); "

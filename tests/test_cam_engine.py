@@ -435,7 +435,7 @@ def test_many_maps_resized_in_threads_equal_one_by_one(interpolation, monkeypatc
 
     from hypo.cam import resize
 
-    monkeypatch.setattr(resize, "_n_cpus", lambda: 3)  # three shares whatever the machine
+    monkeypatch.setattr(resize, "_n_cpus", lambda: 3)  # three threads whatever the machine
     maps = np.random.default_rng(16).random((7, 11, 5, 6)).astype("float32")
     assert 77 // resize.MIN_MAPS_PER_THREAD >= 3
     got = resize.resize_maps(maps, (20, 24), interpolation)

@@ -8,6 +8,7 @@ cores (OpenCV runs a 192 x 192 resize on one thread); 3D maps with
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from collections.abc import Sequence
@@ -132,7 +133,7 @@ def _pool() -> ThreadPoolExecutor:
     global _POOL
     with _POOL_LOCK:
         if _POOL is None or _POOL[0] != os.getpid():
-            workers = max(1, min(_n_cpus(), 8) - 1)  # the calling thread takes a share too
+            workers = max(1, min(_n_cpus(), 8) - 1)  # the calling thread resizes too
             _POOL = (os.getpid(), ThreadPoolExecutor(workers, thread_name_prefix="hypo-resize"))
         return _POOL[1]
 
@@ -141,22 +142,29 @@ def _resize_2d(flat: np.ndarray, size: tuple[int, int], kind: str) -> np.ndarray
     n = flat.shape[0]
     out = np.empty((n, *size), dtype=np.float32)
     flag = _CV2_FLAGS[kind]
+    step = 8  # maps taken at a time
+    starts = itertools.count(0, step)  # shared: next() on it is atomic under the GIL
 
-    def part(lo: int, hi: int) -> None:
+    def work() -> None:
         # One OpenCV call per map, written in place: 4x faster than stacking the maps as
         # channels of one image (whose result must then be transposed), measured on 96
-        # maps. OpenCV releases the GIL, so the shares run in parallel.
-        for i in range(lo, hi):
-            cv2.resize(flat[i], (size[1], size[0]), dst=out[i], interpolation=flag)
+        # maps. OpenCV releases the GIL, so the threads resize in parallel.
+        for lo in starts:
+            if lo >= n:
+                return
+            for i in range(lo, min(lo + step, n)):
+                cv2.resize(flat[i], (size[1], size[0]), dst=out[i], interpolation=flag)
 
-    shares = min(_n_cpus(), 8, n // MIN_MAPS_PER_THREAD)
-    if shares <= 1:
-        part(0, n)
+    helpers = min(_n_cpus(), 8, n // MIN_MAPS_PER_THREAD) - 1
+    if helpers <= 0:
+        work()
         return out
-    bounds = np.linspace(0, n, shares + 1).astype(int)
     pool = _pool()
-    futures = [pool.submit(part, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]
-    part(bounds[0], bounds[1])
+    futures = [pool.submit(work) for _ in range(helpers)]
+    # The calling thread takes maps until none are left, so it never waits for a helper
+    # that a loaded CPU has not scheduled yet (that one is cancelled).
+    work()
     for f in futures:
-        f.result()
+        if not f.cancel():
+            f.result()
     return out
