@@ -144,9 +144,14 @@ def test_flatten_model_matches_numpy_by_hand():
     assert any(res[meth].max() > 0 for meth in ALL)
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["ops", "xla"])
 @pytest.mark.parametrize("nesting", ["flat", "functional", "sequential"])
 @pytest.mark.parametrize("shape", [(8, 8, 1), (6, 6, 4, 1)])
-def test_gap_model_matches_numpy_2d_and_3d(shape, nesting):
+def test_gap_model_matches_numpy_2d_and_3d(shape, nesting, fused, monkeypatch):
+    from hypo.cam import engine
+
+    # The channel weights of a large layer are computed by XLA: force either path here.
+    monkeypatch.setattr(engine, "FUSE_MIN_ELEMENTS", 0 if fused else 2**62)
     m = gap_model(shape, nesting=nesting)
     x = np.random.default_rng(3).normal(size=(3, *shape)).astype("float32")
     body = m if nesting == "flat" else m.get_layer("body")
