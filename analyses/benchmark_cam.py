@@ -13,8 +13,13 @@ alone. It also times the same network with its convolutional body nested as a
 sub-model (``keras.Model`` called inside the outer model, as a transfer-learning model is
 built) against the flat network, and the bfloat16-saved network (explained in float32)
 against a forward pass at the same precision (float32). Every speed is the median of
-``--reps`` single calls (default 5), the contenders interleaved in one process, so that
-load from other processes on a shared CPU hits all alike. Then streams CAMs of a synthetic
+``--reps`` single calls (default 5) after three untimed ones, the contenders interleaved in
+one process, so that load from other processes on a shared CPU hits all alike; the ratios
+to the forward pass (and nested to flat) are also printed repeat by repeat, and as ratios
+of the median CPU time per call (all threads of this process), which the load of other
+processes moves much less than wall-clock time. The forward
+pass is the model called in a ``tf.function`` on a tensor (as fast as ``predict_on_batch``
+and faster than ``predict`` or an XLA-compiled call on this CPU). Then streams CAMs of a synthetic
 memory-mapped slice store to disk in a fresh process and reports that process's peak
 resident memory.
 """
@@ -72,21 +77,41 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _interleaved_rates(fns: dict, n_images: int, reps: int) -> dict:
-    """Images/s of each function from the median time of ``reps`` single calls, the calls
-    interleaved so that load from other processes on a shared CPU hits all alike, and their
-    order rotated every repeat so that no contender always runs first or last."""
+WARMUP = 3
+
+
+def _interleaved_times(fns: dict, reps: int) -> tuple[dict, dict]:
+    """Wall-clock and CPU seconds (this process, all threads) of ``reps`` single calls of
+    each function, the calls interleaved so that load from other processes on a shared CPU
+    hits all alike, and their order rotated every repeat so that no contender always runs
+    first or last. Each function is first called ``WARMUP`` times, untimed (tracing,
+    allocation, the weights' fingerprint function that hypo.cam compiles on a model's
+    fourth call)."""
     for fn in fns.values():
-        fn()  # warm-up: tracing, allocation
-    times = {k: [] for k in fns}
+        for _ in range(WARMUP):
+            fn()
+    wall = {k: [] for k in fns}
+    cpu = {k: [] for k in fns}
     keys = list(fns)
     for r in range(reps):
         for k in keys[r % len(keys) :] + keys[: r % len(keys)]:
             fn = fns[k]
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             fn()
-            times[k].append(time.perf_counter() - t0)
+            wall[k].append(time.perf_counter() - t0)
+            cpu[k].append(time.process_time() - c0)
+    return wall, cpu
+
+
+def _rates(times: dict, n_images: int) -> dict:
+    """Images/s of each contender from the median time of its calls."""
     return {k: n_images / float(np.median(v)) for k, v in times.items()}
+
+
+def _paired(times: dict, num: str, den: str) -> list[float]:
+    """Speed of ``num`` relative to ``den`` in each repeat (calls of the same repeat ran
+    next to each other, under the same load)."""
+    return [float(d / n) for n, d in zip(times[num], times[den])]
 
 
 def speed(reps: int, tkv_reps: int, tkv: bool = True) -> dict:
@@ -115,7 +140,7 @@ def speed(reps: int, tkv_reps: int, tkv: bool = True) -> dict:
     c = cam_of(bf16, layer)()
     same = max(float(np.abs(a[m] - b[m]).max() / max(a[m].max(), 1e-30)) for m in METHODS)
     same_bf = max(float(np.abs(a[m] - c[m]).max() / max(a[m].max(), 1e-30)) for m in METHODS)
-    r = _interleaved_rates(
+    times, cpu = _interleaved_times(
         {
             "hypo": cam_of(model, layer),
             "forward": forward_of(model),
@@ -123,9 +148,9 @@ def speed(reps: int, tkv_reps: int, tkv: bool = True) -> dict:
             "bf16": cam_of(bf16, layer),
             "forward_bf16": forward_of(bf16),
         },
-        BATCH,
         reps,
     )
+    r = _rates(times, BATCH)
     out = {
         "layer": layer,
         "hypo": r["hypo"],
@@ -135,6 +160,10 @@ def speed(reps: int, tkv_reps: int, tkv: bool = True) -> dict:
         "forward_bf16": r["forward_bf16"],
         "nested_max_rel_diff": same,
         "bf16_max_rel_diff": same_bf,
+        "hypo_per_rep": _paired(times, "hypo", "forward"),
+        "hypo_cpu": float(np.median(cpu["forward"]) / np.median(cpu["hypo"])),
+        "nested_cpu": float(np.median(cpu["hypo"]) / np.median(cpu["nested"])),
+        "nested_per_rep": _paired(times, "nested", "hypo"),
     }
     if not tkv:
         return out
@@ -153,7 +182,9 @@ def speed(reps: int, tkv_reps: int, tkv: bool = True) -> dict:
             gc(score, x, **kw)
             gpp(score, x, **kw)
 
-    r_tkv = _interleaved_rates({"tkv": tkv_fn, "hypo": cam_of(model, layer)}, BATCH, tkv_reps)
+    r_tkv = _rates(
+        _interleaved_times({"tkv": tkv_fn, "hypo": cam_of(model, layer)}, tkv_reps)[0], BATCH
+    )
     out.update(tkv=r_tkv["tkv"], hypo_next_to_tkv=r_tkv["hypo"])
     return out
 
@@ -205,6 +236,11 @@ def stream_child(n_slices: int, chunk_size: int, workdir: str) -> None:
     )
 
 
+def _fmt(ratios: list[float]) -> str:
+    med = float(np.median(ratios))
+    return " ".join(f"{v:.2f}" for v in ratios) + f"  (median {med:.2f}, min {min(ratios):.2f})"
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="short run (fewer repeats, 256 slices)")
@@ -230,7 +266,10 @@ def main(argv=None) -> None:
         f"input {INPUT}; classes {N_CLASSES}; methods {METHODS}"
     )
     s = speed(reps, tkv_reps, tkv=not args.no_tkv)
-    print(f"evaluation layer: {s['layer']}; median of {reps} interleaved calls")
+    print(
+        f"evaluation layer: {s['layer']}; median of {reps} interleaved calls after {WARMUP} "
+        f"untimed ones; load average {os.getloadavg()[0]:.2f} (1 min) at the end"
+    )
     print(f"{'':34s}{'images/s':>10s}")
     print(f"{'hypo.cam (GC + GC++, 3 cl.)':34s}{s['hypo']:10.1f}")
     print(f"{'  same, body nested as sub-model':34s}{s['nested']:10.1f}")
@@ -245,10 +284,14 @@ def main(argv=None) -> None:
             f"hypo timed alternately with tf-keras-vis: {s['hypo_next_to_tkv']:.1f} images/s)"
         )
     print(f"hypo / forward      = {s['hypo'] / s['forward']:.2f}x  (target >= 0.85x)")
+    print(f"  each repeat: {_fmt(s['hypo_per_rep'])}")
+    print(f"  CPU time per call (all threads; load-robust): {s['hypo_cpu']:.2f}x")
     print(
         f"nested / flat       = {s['nested'] / s['hypo']:.2f}x  (target >= 0.90x; maps equal "
         f"to {s['nested_max_rel_diff']:.1e} of each method's max)"
     )
+    print(f"  each repeat: {_fmt(s['nested_per_rep'])}")
+    print(f"  CPU time per call: {s['nested_cpu']:.2f}x")
     print(
         f"bf16 model / forward = {s['bf16'] / s['forward']:.2f}x  (float32 maps; equal to the "
         f"float32 model's to {s['bf16_max_rel_diff']:.1e}); "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib
 import json
@@ -11,6 +12,7 @@ import platform
 import re
 import shutil
 import tempfile
+import weakref
 from collections.abc import Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -134,7 +136,14 @@ LIBRARIES = ("hypo", "numpy", "pandas", "scipy", "scikit-learn", "statsmodels", 
 def library_versions(names: Sequence[str] = LIBRARIES) -> dict[str, str | None]:
     """Installed version of each library in ``names`` (None where not installed); the name
     ``python`` gives the interpreter's version. The one version collector of hypo: model
-    cards, CAM provenance, the generator's record and report provenance all call it."""
+    cards, CAM provenance, the generator's record and report provenance all call it.
+    Versions are read once per process (reading package metadata took 11 ms a CAM call):
+    they are those of the libraries this process runs."""
+    return dict(_library_versions(tuple(names)))
+
+
+@functools.lru_cache(maxsize=64)
+def _library_versions(names: tuple[str, ...]) -> tuple[tuple[str, str | None], ...]:
     out: dict[str, str | None] = {}
     for name in names:
         if name == "python":
@@ -150,7 +159,7 @@ def library_versions(names: Sequence[str] = LIBRARIES) -> dict[str, str | None]:
     if "hypo" in out and out["hypo"] is None:
         # Run from a source checkout without installing: the package states its own version.
         out["hypo"] = hypo.__version__
-    return out
+    return tuple(out.items())
 
 
 #: "&" is escaped only where Markdown would read an entity.
@@ -208,12 +217,91 @@ def lazy_exports(package: str, exports: dict[str, Sequence[str]]):
     return __getattr__, __dir__, sorted(where)
 
 
+#: model -> _HashState (its variables, their fingerprints and SHA-256 last seen).
+_WEIGHT_HASHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def weights_hash(model, length: int = 16) -> str:
     """SHA-256 of a Keras model's weights (names, dtypes, shapes and bytes), first ``length``
-    hex digits: the key of every cache that depends on a model (CAMs, embeddings)."""
+    hex digits: the key of every cache that depends on a model (CAMs, embeddings).
+
+    Hashing the bytes took a tenth of a CAM batch of the paper's model, so a model hashed
+    again is only fingerprinted (64-bit FarmHash of every weight's bytes,
+    ``tf.fingerprint``: a fifth of the cost eagerly, a fifteenth from one compiled call
+    once the model has been hashed a few times) and its SHA-256 recomputed when a
+    fingerprint has changed (weights assigned in place, as in a randomisation test, or by
+    ``set_weights``) or the model holds other variables.
+    """
+    weights = list(model.weights)
+    try:
+        state = _WEIGHT_HASHES.get(model)
+    except TypeError:  # not weakly referenceable: hash the bytes every time
+        return _sha256_of_weights(weights)[:length]
+    if state is None or not state.same_variables(weights):
+        state = _HashState(weights)
+        _WEIGHT_HASHES[model] = state
+        state.digest = _sha256_of_weights(weights)  # a model hashed once pays nothing more
+        return state.digest[:length]
+    fp = state.fingerprint()
+    if fp is None or fp != state.last:
+        state.digest = _sha256_of_weights(weights)
+    state.last = fp
+    return state.digest[:length]
+
+
+def _sha256_of_weights(weights) -> str:
     h = hashlib.sha256()
-    for w in model.weights:
+    for w in weights:
         arr = np.ascontiguousarray(np.asarray(w.numpy()))
         h.update(f"{w.path}:{arr.dtype}:{arr.shape};".encode())
         h.update(arr.tobytes())
-    return h.hexdigest()[:length]
+    return h.hexdigest()
+
+
+class _HashState:
+    """The SHA-256 of one model's weights and the fingerprints it was computed with."""
+
+    #: Fingerprint op by op for this many calls, then trace one compiled call (0.1 s for
+    #: the paper's model, 1 s for a ResNet50): worth it for a model hashed batch by batch.
+    EAGER_CALLS = 2
+
+    def __init__(self, weights):
+        self.weights = weights  # held, so that no other variable can take their ids
+        self.values = [getattr(w, "value", w) for w in weights]
+        self.digest: str | None = None
+        self.last: bytes | None = None
+        self.calls = 0
+        self.compiled = None
+        self.usable = True
+
+    def same_variables(self, weights) -> bool:
+        """Whether ``weights`` are the very variables hashed before (a variable's name,
+        dtype and shape never change)."""
+        return len(weights) == len(self.weights) and all(
+            a is b for a, b in zip(weights, self.weights)
+        )
+
+    def _fingerprints(self):
+        import tensorflow as tf
+
+        return tf.concat([tf.fingerprint(tf.reshape(v, [1, -1])) for v in self.values], 0)
+
+    def fingerprint(self) -> bytes | None:
+        """The weights' fingerprints as bytes; None where TensorFlow cannot compute them (a
+        dtype without a kernel, a variable of another backend): then the bytes are hashed."""
+        if not self.usable or not self.values:
+            return None
+        import tensorflow as tf
+
+        self.calls += 1
+        try:
+            if self.calls <= self.EAGER_CALLS:
+                return b"".join(
+                    tf.fingerprint(tf.reshape(v, [1, -1])).numpy().tobytes() for v in self.values
+                )
+            if self.compiled is None:
+                self.compiled = tf.function(self._fingerprints)
+            return self.compiled().numpy().tobytes()
+        except Exception:
+            self.usable = False
+            return None

@@ -144,9 +144,14 @@ def test_flatten_model_matches_numpy_by_hand():
     assert any(res[meth].max() > 0 for meth in ALL)
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["ops", "xla"])
 @pytest.mark.parametrize("nesting", ["flat", "functional", "sequential"])
 @pytest.mark.parametrize("shape", [(8, 8, 1), (6, 6, 4, 1)])
-def test_gap_model_matches_numpy_2d_and_3d(shape, nesting):
+def test_gap_model_matches_numpy_2d_and_3d(shape, nesting, fused, monkeypatch):
+    from hypo.cam import engine
+
+    # The channel weights of a large layer are computed by XLA: force either path here.
+    monkeypatch.setattr(engine, "FUSE_MIN_ELEMENTS", 0 if fused else 2**62)
     m = gap_model(shape, nesting=nesting)
     x = np.random.default_rng(3).normal(size=(3, *shape)).astype("float32")
     body = m if nesting == "flat" else m.get_layer("body")
@@ -427,3 +432,20 @@ def test_trilinear_resize_agrees_with_bilinear_and_3d_compute_resizes():
     res = compute(m, x, layer="block1_relu", interpolation="trilinear")
     assert res["gradcam"].shape == (2, 3, 6, 6, 4)
     assert "trilinear" in res.provenance["interpolation"]
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "nearest"])
+def test_many_maps_resized_in_threads_equal_one_by_one(interpolation, monkeypatch):
+    import cv2
+
+    from hypo.cam import resize
+
+    monkeypatch.setattr(resize, "_n_cpus", lambda: 3)  # three threads whatever the machine
+    maps = np.random.default_rng(16).random((7, 11, 5, 6)).astype("float32")
+    assert 77 // resize.MIN_MAPS_PER_THREAD >= 3
+    got = resize.resize_maps(maps, (20, 24), interpolation)
+    flag = resize._CV2_FLAGS[resize.canonical_interpolation(interpolation)]
+    one = np.stack([cv2.resize(m, (24, 20), interpolation=flag) for m in maps.reshape(-1, 5, 6)])
+    if interpolation == "bicubic":
+        one = np.maximum(one, 0)
+    np.testing.assert_array_equal(got, one.reshape(7, 11, 20, 24))

@@ -140,6 +140,30 @@ def test_cascading_randomisation_restores_weights_and_decorrelates():
     assert model_hash(m) == before
 
 
+def test_model_hash_is_cached_and_follows_weights_changed_in_place():
+    from hypo._util import _sha256_of_weights
+
+    def sha(model):
+        return _sha256_of_weights(model.weights)[:16]
+
+    m = _gap_model()
+    h = model_hash(m)
+    assert h == sha(m) and model_hash(m) == h  # hashed, then fingerprinted
+    k = m.get_layer("block1_conv").kernel
+    orig = k.numpy()
+    k.assign(orig[..., ::-1])  # the same values in another order
+    shuffled = model_hash(m)  # seen by the eager fingerprints
+    assert shuffled != h and shuffled == sha(m)
+    k.assign(orig)
+    assert model_hash(m) == h  # and by the compiled ones
+    k.assign(orig[..., ::-1])
+    assert model_hash(m) == shuffled and model_hash(m, length=8) == shuffled[:8]
+    k.assign(orig)
+    other = _gap_model(seed=1)
+    m.set_weights(other.get_weights())
+    assert model_hash(m) == model_hash(other) == sha(other) != h
+
+
 def test_negative_controls():
     m = _gap_model()
     x = np.random.default_rng(4).normal(size=(2, 12, 12, 1)).astype("float32")
