@@ -678,13 +678,13 @@ def compute_anatomy(
             rows.append(rec)
             continue
         # Cortical-edge band, by distance in mm from the brain's border.
-        depth = ndimage.distance_transform_edt(b, sampling=(pr, pc))
-        lab[b & (depth <= config.edge_width_mm)] |= EDGE
+        bg_mask = ~b
+        lab[b & _near(bg_mask, config.edge_width_mm, pr, pc, strict=False)] |= EDGE
         outside = img[~b]
         bg = float(np.median(outside)) if outside.size > 16 else float(np.percentile(img, 1))
         r = _bias_corrected(img - bg, b, config.bias_sigma_mm / pr, config.bias_sigma_mm / pc)
         if rec["ventricle_level"]:
-            vent = _ventricles(r, b, depth, pr, pc, config, csf_bright=csf_bright)
+            vent = _ventricles(r, b, bg_mask, pr, pc, config, csf_bright=csf_bright)
         else:
             vent = np.zeros_like(b)
         lab[vent] |= VENTRICLE
@@ -932,8 +932,11 @@ def _lesion(r, brain, mirror, pr, pc, config: AnatomyConfig) -> np.ndarray:
     return _keep_components(out.astype(np.uint8), min_px)
 
 
-def _ventricles(r, brain, depth, pr, pc, config: AnatomyConfig, csf_bright=False) -> np.ndarray:
-    """CSF components enclosed by tissue, deep and central in the brain (bool)."""
+def _ventricles(r, brain, outside, pr, pc, config: AnatomyConfig, csf_bright=False) -> np.ndarray:
+    """CSF components enclosed by tissue, deep and central in the brain (bool).
+
+    ``outside`` is ``~brain`` (passed in so it is computed once per slice).
+    """
     if csf_bright:
         # Bright CSF's level varies with the contrast (b0 2-3x tissue, ADC ~4x): the levels
         # are fractions of the way from tissue (1) to the slice's CSF, its brightest 0.5 %.
@@ -962,21 +965,52 @@ def _ventricles(r, brain, depth, pr, pc, config: AnatomyConfig, csf_bright=False
     hh = max((rr.max() - rr.min()) / 2.0, 1.0)
     hw = max((cc.max() - cc.min()) / 2.0, 1.0)
     f = config.ventricle_central_fraction
-    # Per-component maxima over the components' own pixels only (ndimage sorts its input).
-    on = lab > 0
-    comps = np.arange(n)
-    deepest = ndimage.maximum(depth[on], lab[on], index=comps)
-    inner = ndimage.distance_transform_edt(enclosed, sampling=(pr, pc))
-    width = 2 * np.asarray(ndimage.maximum(inner[on], lab[on], index=comps))
+    # A component is deep enough (wide enough) when one of its pixels lies at least that
+    # far from the brain's outside (from the component's own outside): the largest
+    # inscribed distance reaches the bound (``_near``: exact, no distance transform).
+    deep = ~_near(outside, config.ventricle_min_depth_mm, pr, pc, strict=True)
+    wide = ~_near(~enclosed, config.ventricle_min_width_mm / 2.0, pr, pc, strict=True)
     keep = (
         (stats[:, cv2.CC_STAT_AREA] >= config.ventricle_min_area_mm2 / (pr * pc))
-        & (width >= config.ventricle_min_width_mm)
+        & (np.bincount(lab[wide & enclosed], minlength=n)[:n] > 0)
         & (np.abs(cents[:, 0] - cx) <= f * hw)
         & (np.abs(cents[:, 1] - cy) <= f * hh)
-        & (np.asarray(deepest) >= config.ventricle_min_depth_mm)
+        & (np.bincount(lab[deep & enclosed], minlength=n)[:n] > 0)
     )
     keep[0] = False
     return keep[lab]
+
+
+def _disc(radius_mm: float, pr: float, pc: float, strict: bool) -> np.ndarray:
+    """Offsets (rows, cols) at Euclidean distance ``<= radius_mm`` (``<`` if ``strict``).
+
+    The distance is computed as ``scipy.ndimage.distance_transform_edt`` computes it
+    (``sqrt((dr * pr)**2 + (dc * pc)**2)`` in float64), so a threshold on that transform
+    and a dilation by this element select the same pixels.
+    """
+    pr, pc = float(pr), float(pc)
+    hr, hc = int(radius_mm / pr) + 1, int(radius_mm / pc) + 1
+    dr = np.arange(-hr, hr + 1, dtype=np.float64)[:, None] * pr
+    dc = np.arange(-hc, hc + 1, dtype=np.float64)[None, :] * pc
+    d = np.sqrt(np.add(dr * dr, dc * dc))
+    return ((d < radius_mm) if strict else (d <= radius_mm)).astype(np.uint8)
+
+
+def _near(outside: np.ndarray, radius_mm: float, pr: float, pc: float, strict: bool):
+    """Pixels within ``radius_mm`` (mm, ``<`` if ``strict``) of an ``outside`` pixel (bool).
+
+    Equivalent to thresholding ``distance_transform_edt(~outside, sampling=(pr, pc))`` (a
+    pixel of ``outside`` is at distance 0), at the cost of one dilation: the anatomy needs
+    only whether a pixel is within a few mm of the border, never the distance itself.
+    """
+    if not outside.any():
+        return np.zeros(outside.shape, bool)
+    ker = _disc(radius_mm, pr, pc, strict)
+    if not ker.any():
+        return outside.copy()
+    return (
+        cv2.dilate(outside.view(np.uint8), ker, borderType=cv2.BORDER_CONSTANT, borderValue=0) > 0
+    )
 
 
 def _keep_components(binary: np.ndarray, min_area_px: float) -> np.ndarray:

@@ -210,9 +210,10 @@ def brain_mask_3d(
     if brain.sum() * float(np.prod(zooms)) / 1000.0 < min_volume_ml:
         return np.zeros(x.shape, bool)
     brain = _morph2d(brain, zooms, opening_mm, cv2.MORPH_CLOSE) | brain
-    brain = ndi.binary_fill_holes(brain)
     # Per-slice holes in one labelling: background components connected within a slice
-    # only (no z neighbours) that do not reach the slice's border are holes.
+    # only (no z neighbours) that do not reach the slice's border are holes. This also
+    # fills every 3D hole (a 6-connected background component off the volume's faces is
+    # a union of such in-slice components), so no separate ``binary_fill_holes`` pass.
     within_slice = np.zeros((3, 3, 3), bool)
     within_slice[:, :, 1] = ndi.generate_binary_structure(2, 1)
     lab, n = ndi.label(~brain, within_slice)
@@ -357,20 +358,30 @@ def fit_midsagittal_plane(
 
     stride = max(len(pts) // 1500, 1)  # the yaw grid's subsample
 
+    # The objective in voxel space, points as columns: the mirror image of world point p
+    # is p - 2 s n, i.e. voxel inv(p) - 2 s inv3 n, so the points' own voxel coordinates
+    # are computed once and each evaluation costs one dot product and one interpolation.
+    pts_t = np.ascontiguousarray(pts.T)
+    vox_t = inv[:3, :3] @ pts_t + inv[:3, 3][:, None]
+    sub = (np.ascontiguousarray(pts_t[:, ::stride]), np.ascontiguousarray(vox_t[:, ::stride]))
+
     def loss(theta, coarse=False):
         a, b, d = theta
         if abs(a) > lim or abs(b) > lim:
             return 10.0 + abs(a) + abs(b)
         n = _normal_from_angles(base, u, v, a, b)
-        p, fv = (pts[::stride], fp[::stride]) if coarse else (pts, fp)
-        s = p @ n - (centroid @ n + d)
-        q = p - 2.0 * s[:, None] * n
-        vox = q @ inv[:3, :3].T + inv[:3, 3]
-        inside = (vox[:, 2] > -0.5) & (vox[:, 2] < nz - 0.5)
-        if inside.sum() < 0.3 * len(p):
+        (p, pv), fv = (sub, fp[::stride]) if coarse else ((pts_t, vox_t), fp)
+        s2 = 2.0 * (n @ p - (centroid @ n + d))
+        vox = pv - (inv[:3, :3] @ n)[:, None] * s2
+        z = vox[2]
+        inside = (z > -0.5) & (z < nz - 0.5)
+        n_in = int(np.count_nonzero(inside))
+        if n_in < 0.3 * p.shape[1]:
             return 10.0
-        fq = ndi.map_coordinates(f, vox[inside].T, order=1, mode="constant", cval=0.0)
-        return float(np.mean(np.abs(fv[inside] - fq)))
+        if n_in < p.shape[1]:
+            vox, fv = vox[:, inside], fv[inside]
+        fq = ndi.map_coordinates(f, vox, order=1, mode="constant", cval=0.0)
+        return float(np.mean(np.abs(fv - fq)))
 
     # Yaw first, on a coarse grid (the head's in-plane rotation is the largest unknown and
     # the one with local optima), then one Nelder-Mead from the best over tilt and offset.
