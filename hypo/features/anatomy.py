@@ -522,11 +522,15 @@ def _septum_shift(vent_rows, vent_cols, p0, d, pr, pc) -> float:
     s = (x_mm * dy - y_mm * dx) / norm
     along = (x_mm * dx + y_mm * dy) / norm
     bins = np.round(along / max(pr, 1e-6)).astype(int)
+    # Sorted by bin, then by distance: each bin's sorted distances are one run.
+    order = np.lexsort((s, bins))
+    bs, ss = bins[order], s[order]
+    starts = np.flatnonzero(np.r_[True, bs[1:] != bs[:-1]])
     mids = []
-    for b in np.unique(bins):
-        sv = np.sort(s[bins == b])
-        if sv.size < 2:
+    for a, e in zip(starts, np.r_[starts[1:], bs.size]):
+        if e - a < 2:
             continue
+        sv = ss[a:e]
         gaps = np.diff(sv)
         j = int(np.argmax(gaps))
         # A real septum gap separates pixels on both sides of it by more than a pixel.
@@ -908,10 +912,12 @@ def _lesion(r, brain, mirror, pr, pc, config: AnatomyConfig) -> np.ndarray:
         seed = z > config.lesion_z_no_midline
         low = z > config.lesion_z_low
     seed &= brain
+    if not seed.any():
+        return np.zeros(r.shape, bool)
     low = (low | seed) & brain
     min_px = config.lesion_min_area_mm2 / (pr * pc)
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(low.astype(np.uint8), connectivity=8)
-    if n <= 1 or not seed.any():
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(low.view(np.uint8), connectivity=8)
+    if n <= 1:
         return np.zeros(r.shape, bool)
     seeded = np.zeros(n, bool)
     seeded[np.unique(lab[seed])] = True
@@ -1037,6 +1043,7 @@ def anatomy_for_store(
     batch_size: int = 256,
     progress: bool = True,
     cohort=None,
+    workers: int | None = None,
 ) -> Anatomy:
     """Anatomy of every slice of a slice store, computed once and cached beside it.
 
@@ -1050,6 +1057,11 @@ def anatomy_for_store(
     Memory is bounded by one patient (or ``batch_size`` slices on the per-slice path); the
     labels are written into a memory map in a private folder that is published by rename,
     so a half-finished run leaves no cache behind and a rerun starts afresh.
+
+    ``workers``: processes for the volume method (default: the CPU count, at most 4, for
+    stores of at least :data:`PARALLEL_MIN_PATIENTS` patients; 1 = in this process). Each
+    patient's anatomy depends on that patient alone, and results are collected in store
+    order, so the cache is byte-identical whatever the number of workers.
     """
     from tqdm.auto import tqdm
 
@@ -1073,24 +1085,28 @@ def anatomy_for_store(
     else:
         # Batches end on patient boundaries so the per-patient midline angle sees all slices.
         bounds = _patient_batches(pids, batch_size)
-    pmm_all = table[["pixel_mm_row", "pixel_mm_col"]].to_numpy()
     with atomic_path(path) as tmp:
         tmp.mkdir()
         labels = np.lib.format.open_memmap(
             tmp / "labels.npy", mode="w+", dtype=np.uint8, shape=(n, H, W)
         )
         parts, patients = [], []
-        for a, b in tqdm(bounds, desc="anatomy", unit="patient" if config.volume else "batch",
-                         disable=not progress):  # fmt: skip
-            imgs = np.asarray(store.images[a:b])
-            kw = {}
-            if config.volume:
-                rec, brains, planes = _patient_volume_anatomy(cohort, table.iloc[a:b], config)
+        bar = tqdm(total=len(bounds), desc="anatomy", disable=not progress,
+                   unit="patient" if config.volume else "batch")  # fmt: skip
+        n_workers = _anatomy_workers(workers, len(bounds)) if config.volume else 1
+        if n_workers > 1:
+            results = _parallel_volume_anatomy(store, cohort, config, bounds, n_workers)
+        else:
+            results = (
+                _store_part_anatomy(store, cohort, config, a, b, batch_size) for a, b in bounds
+            )
+        for (a, b), (lab_ab, tab_ab, rec) in zip(bounds, results):
+            labels[a:b] = lab_ab
+            parts.append(tab_ab)
+            if rec is not None:
                 patients.append(rec)
-                kw = {"brains": brains, "planes": planes, "contrast": rec["contrast"]}
-            res = compute_anatomy(imgs, pmm_all[a:b], groups=pids[a:b], config=config, **kw)
-            labels[a:b] = res.labels
-            parts.append(res.table)
+            bar.update(1)
+        bar.close()
         labels.flush()
         del labels
         tab = pd.concat(parts, ignore_index=True)
@@ -1120,6 +1136,69 @@ def anatomy_for_store(
             },
         )
     return Anatomy.open(path)
+
+
+#: Stores with fewer patients are done in the calling process (a worker's start costs
+#: about as much as a few patients' anatomy).
+PARALLEL_MIN_PATIENTS = 24
+
+
+def _anatomy_workers(workers: int | None, n_parts: int) -> int:
+    if workers is None:
+        if n_parts < PARALLEL_MIN_PATIENTS:
+            return 1
+        workers = min(os.cpu_count() or 1, 4)
+    return max(1, min(int(workers), n_parts))
+
+
+def _store_part_anatomy(store, cohort, config: AnatomyConfig, a: int, b: int, batch_size=256):
+    """Labels, slice table and patient record (volume method, else None) of store rows
+    ``a:b`` (one patient, or one batch of the per-slice method)."""
+    rows = store.table.iloc[a:b]
+    pids = rows["participant_id"].astype(str).to_numpy()
+    pmm = rows[["pixel_mm_row", "pixel_mm_col"]].to_numpy()
+    imgs = np.asarray(store.images[a:b])
+    kw, rec = {}, None
+    if config.volume:
+        rec, brains, planes = _patient_volume_anatomy(cohort, rows, config)
+        kw = {"brains": brains, "planes": planes, "contrast": rec["contrast"]}
+    res = compute_anatomy(imgs, pmm, groups=pids, config=config, **kw)
+    return res.labels, res.table, rec
+
+
+_WORKER: dict = {}
+
+
+def _worker_init(store_path: str, cohort, config: AnatomyConfig) -> None:
+    from hypo.preprocess import SliceStore
+
+    # One thread per worker: the workers are the parallelism (as many as cores).
+    cv2.setNumThreads(1)
+    _WORKER.update(store=SliceStore.open(store_path), cohort=cohort, config=config)
+
+
+def _worker_part(ab: tuple[int, int]):
+    w = _WORKER
+    return _store_part_anatomy(w["store"], w["cohort"], w["config"], ab[0], ab[1])
+
+
+def _parallel_volume_anatomy(store, cohort, config: AnatomyConfig, bounds, n_workers: int):
+    """``_store_part_anatomy`` of each of ``bounds`` in worker processes, in order.
+
+    Fresh (spawned) workers: the caller may hold TensorFlow's and OpenCV's thread pools,
+    which a forked child must not inherit.
+    """
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    with cf.ProcessPoolExecutor(
+        n_workers,
+        mp_context=ctx,
+        initializer=_worker_init,
+        initargs=(str(store.path), cohort, config),
+    ) as pool:
+        yield from pool.map(_worker_part, [(int(a), int(b)) for a, b in bounds], chunksize=4)
 
 
 def _store_cohort(store, cohort):
