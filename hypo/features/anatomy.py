@@ -1058,8 +1058,9 @@ def anatomy_for_store(
     labels are written into a memory map in a private folder that is published by rename,
     so a half-finished run leaves no cache behind and a rerun starts afresh.
 
-    ``workers``: processes for the volume method (default: the CPU count, at most 4, for
-    stores of at least :data:`PARALLEL_MIN_PATIENTS` patients; 1 = in this process). Each
+    ``workers``: processes for the volume method (default: ``HYPO_WORKERS`` or the CPU
+    count, at most 4, for stores of at least :data:`PARALLEL_MIN_PATIENTS` patients; 1 =
+    in this process). Each
     patient's anatomy depends on that patient alone, and results are collected in store
     order, so the cache is byte-identical whatever the number of workers.
     """
@@ -1147,7 +1148,7 @@ def _anatomy_workers(workers: int | None, n_parts: int) -> int:
     if workers is None:
         if n_parts < PARALLEL_MIN_PATIENTS:
             return 1
-        workers = min(os.cpu_count() or 1, 4)
+        workers = int(os.environ.get("HYPO_WORKERS", 0) or min(os.cpu_count() or 1, 4))
     return max(1, min(int(workers), n_parts))
 
 
