@@ -69,6 +69,7 @@ from hypo.features.brain3d import (
     brain_mask_3d,
     deshear_affine,
     detect_csf_polarity,
+    fast_median,
     fit_midsagittal_plane,
     project_patient,
     slice_shear_deg,
@@ -502,8 +503,8 @@ def _symmetry_weight(img: np.ndarray, brain: np.ndarray) -> np.ndarray:
     """
     vals = img[brain]
     lo = float(np.percentile(img, 1))
-    med = float(np.median(vals))
-    mad = float(np.median(np.abs(vals - med))) * 1.4826 + 1e-6
+    med = fast_median(vals)
+    mad = fast_median(np.abs(vals - med)) * 1.4826 + 1e-6
     f = np.clip(img, lo, med + 2 * mad) - lo
     f = f.astype(np.float32)
     f[~brain] = 0
@@ -685,7 +686,7 @@ def compute_anatomy(
         bg_mask = ~b
         lab[b & _near(bg_mask, config.edge_width_mm, pr, pc, strict=False)] |= EDGE
         outside = img[~b]
-        bg = float(np.median(outside)) if outside.size > 16 else float(np.percentile(img, 1))
+        bg = fast_median(outside) if outside.size > 16 else float(np.percentile(img, 1))
         r = _bias_corrected(img - bg, b, config.bias_sigma_mm / pr, config.bias_sigma_mm / pc)
         if rec["ventricle_level"]:
             vent = _ventricles(r, b, bg_mask, pr, pc, config, csf_bright=csf_bright)
@@ -808,8 +809,8 @@ def _bias_corrected(x: np.ndarray, brain: np.ndarray, sig_r: float, sig_c: float
     median, so an infarct or the ventricles do not pull the field towards themselves.
     """
     vals = x[brain]
-    med = float(np.median(vals))
-    mad = float(np.median(np.abs(vals - med))) * 1.4826 + 1e-6
+    med = fast_median(vals)
+    mad = fast_median(np.abs(vals - med)) * 1.4826 + 1e-6
     w = (brain & (np.abs(x - med) <= 2 * mad)).astype(np.float32)
     if w.sum() < 16 or med <= 0:
         return np.where(brain, x / max(med, 1e-6), 0.0).astype(np.float32)
@@ -894,8 +895,8 @@ def _fissure_line(r, brain, p0, p1, pr, pc, config: AnatomyConfig):
 
 
 def _robust(v: np.ndarray) -> tuple[float, float]:
-    med = float(np.median(v))
-    return med, float(np.median(np.abs(v - med))) * 1.4826 + 1e-6
+    med = fast_median(v)
+    return med, fast_median(np.abs(v - med)) * 1.4826 + 1e-6
 
 
 def _lesion(r, brain, mirror, pr, pc, config: AnatomyConfig) -> np.ndarray:

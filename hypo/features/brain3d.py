@@ -84,6 +84,35 @@ def deshear_affine(affine: np.ndarray, tolerance_deg: float = 1.0) -> np.ndarray
     return A
 
 
+def fast_median(v: np.ndarray) -> float:
+    """``float(np.median(v))`` of a 1D array, the same value, at a fraction of the cost.
+
+    ``np.median`` partitions the whole array; here a sorted 1-in-64 subsample brackets the
+    middle order statistics, only the values within the bracket are partitioned, and the
+    result is formed as ``np.median`` forms it (the middle value, or the mean of the two in
+    the array's dtype). Falls back to ``np.median`` for small arrays, NaN, or a bracket
+    that misses the middle.
+    """
+    v = np.asarray(v).ravel()
+    n = v.size
+    if n < 4096 or v.dtype.kind != "f" or np.isnan(v).any():
+        return float(np.median(v))
+    k1, k2 = (n - 1) // 2, n // 2
+    s = np.sort(v[::64])
+    m = s.size
+    j, w = m // 2, max(4 * int(math.sqrt(m)), 8)
+    lo, hi = s[max(j - w, 0)], s[min(j + w, m - 1)]
+    below = int(np.count_nonzero(v < lo))
+    cand = v[(v >= lo) & (v <= hi)]
+    if below > k1 or below + cand.size <= k2:
+        return float(np.median(v))
+    part = np.partition(cand, [k1 - below, k2 - below])
+    a, b = part[k1 - below], part[k2 - below]
+    if k1 == k2:
+        return float(a)
+    return float(np.mean(np.array([a, b], dtype=v.dtype)))
+
+
 def _morph2d(mask: np.ndarray, zooms, radius_mm: float, op: int) -> np.ndarray:
     """In-plane (per axial slice) morphology with an ellipse of ``radius_mm`` (OpenCV).
 
@@ -328,13 +357,13 @@ def fit_midsagittal_plane(
     zooms = voxel_sizes(A)
     x = np.nan_to_num(np.asarray(data, np.float32))
     vals = x[brain]
-    med = float(np.median(vals))
-    mad = float(np.median(np.abs(vals - med))) * 1.4826 + 1e-6
+    med = fast_median(vals)
+    mad = fast_median(np.abs(vals - med)) * 1.4826 + 1e-6
     lo = float(np.percentile(vals, 1))
     f = np.clip(x, lo, med + 2.0 * mad) - lo
     f[~brain] = 0.0
     f = ndi.gaussian_filter(f, [smooth_mm / z for z in zooms], mode="constant")
-    scale = max(float(np.median(f[brain])), 1e-6)
+    scale = max(fast_median(f[brain]), 1e-6)
     f = (f / scale).astype(np.float32)
 
     idx = np.argwhere(brain)
