@@ -214,9 +214,11 @@ def _hypothesis_rows_star(args):
 
 
 def secondary_workers(n_tasks: int, workers: int | None = None) -> int:
-    """Processes for the battery: ``HYPO_WORKERS`` or the CPU count, at most the tasks."""
+    """Processes for the battery: ``workers``, else ``HYPO_WORKERS``, else 1; at most the
+    tasks. Opt-in: on a 2-core machine shared with other jobs two workers were slower
+    than one (the workers' start, and no idle core to gain)."""
     if workers is None:
-        workers = int(os.environ.get("HYPO_WORKERS", 0) or os.cpu_count() or 1)
+        workers = int(os.environ.get("HYPO_WORKERS", 0) or 1)
     return max(1, min(int(workers), n_tasks))
 
 
@@ -225,9 +227,10 @@ def secondary_analyses(data: pd.DataFrame, reg, config, workers: int | None = No
 
     ``config`` supplies ``n_boot``, ``seed``, ``cv_splits``, ``mice_m`` and ``progress``
     (a :class:`hypo.study.config.StudyConfig`). Hypotheses are independent (each draws
-    from ``config.seed`` alone), so with ``workers`` > 1 (default :func:`secondary_workers`)
-    they run in worker processes and are collected in hypothesis order: the tables are
-    the same as in one process.
+    from ``config.seed`` alone), so with ``workers`` > 1 (default
+    :func:`secondary_workers`, opt-in through ``HYPO_WORKERS``) they run in worker
+    processes and are collected in hypothesis order: the tables are the same as in one
+    process.
     """
     rows = {name: [] for name in COLUMNS}
     partial_po = []
