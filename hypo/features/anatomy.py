@@ -69,6 +69,7 @@ from hypo.features.brain3d import (
     brain_mask_3d,
     deshear_affine,
     detect_csf_polarity,
+    fast_median,
     fit_midsagittal_plane,
     project_patient,
     slice_shear_deg,
@@ -502,8 +503,8 @@ def _symmetry_weight(img: np.ndarray, brain: np.ndarray) -> np.ndarray:
     """
     vals = img[brain]
     lo = float(np.percentile(img, 1))
-    med = float(np.median(vals))
-    mad = float(np.median(np.abs(vals - med))) * 1.4826 + 1e-6
+    med = fast_median(vals)
+    mad = fast_median(np.abs(vals - med)) * 1.4826 + 1e-6
     f = np.clip(img, lo, med + 2 * mad) - lo
     f = f.astype(np.float32)
     f[~brain] = 0
@@ -522,11 +523,15 @@ def _septum_shift(vent_rows, vent_cols, p0, d, pr, pc) -> float:
     s = (x_mm * dy - y_mm * dx) / norm
     along = (x_mm * dx + y_mm * dy) / norm
     bins = np.round(along / max(pr, 1e-6)).astype(int)
+    # Sorted by bin, then by distance: each bin's sorted distances are one run.
+    order = np.lexsort((s, bins))
+    bs, ss = bins[order], s[order]
+    starts = np.flatnonzero(np.r_[True, bs[1:] != bs[:-1]])
     mids = []
-    for b in np.unique(bins):
-        sv = np.sort(s[bins == b])
-        if sv.size < 2:
+    for a, e in zip(starts, np.r_[starts[1:], bs.size]):
+        if e - a < 2:
             continue
+        sv = ss[a:e]
         gaps = np.diff(sv)
         j = int(np.argmax(gaps))
         # A real septum gap separates pixels on both sides of it by more than a pixel.
@@ -678,13 +683,13 @@ def compute_anatomy(
             rows.append(rec)
             continue
         # Cortical-edge band, by distance in mm from the brain's border.
-        depth = ndimage.distance_transform_edt(b, sampling=(pr, pc))
-        lab[b & (depth <= config.edge_width_mm)] |= EDGE
+        bg_mask = ~b
+        lab[b & _near(bg_mask, config.edge_width_mm, pr, pc, strict=False)] |= EDGE
         outside = img[~b]
-        bg = float(np.median(outside)) if outside.size > 16 else float(np.percentile(img, 1))
+        bg = fast_median(outside) if outside.size > 16 else float(np.percentile(img, 1))
         r = _bias_corrected(img - bg, b, config.bias_sigma_mm / pr, config.bias_sigma_mm / pc)
         if rec["ventricle_level"]:
-            vent = _ventricles(r, b, depth, pr, pc, config, csf_bright=csf_bright)
+            vent = _ventricles(r, b, bg_mask, pr, pc, config, csf_bright=csf_bright)
         else:
             vent = np.zeros_like(b)
         lab[vent] |= VENTRICLE
@@ -804,8 +809,8 @@ def _bias_corrected(x: np.ndarray, brain: np.ndarray, sig_r: float, sig_c: float
     median, so an infarct or the ventricles do not pull the field towards themselves.
     """
     vals = x[brain]
-    med = float(np.median(vals))
-    mad = float(np.median(np.abs(vals - med))) * 1.4826 + 1e-6
+    med = fast_median(vals)
+    mad = fast_median(np.abs(vals - med)) * 1.4826 + 1e-6
     w = (brain & (np.abs(x - med) <= 2 * mad)).astype(np.float32)
     if w.sum() < 16 or med <= 0:
         return np.where(brain, x / max(med, 1e-6), 0.0).astype(np.float32)
@@ -890,8 +895,8 @@ def _fissure_line(r, brain, p0, p1, pr, pc, config: AnatomyConfig):
 
 
 def _robust(v: np.ndarray) -> tuple[float, float]:
-    med = float(np.median(v))
-    return med, float(np.median(np.abs(v - med))) * 1.4826 + 1e-6
+    med = fast_median(v)
+    return med, fast_median(np.abs(v - med)) * 1.4826 + 1e-6
 
 
 def _lesion(r, brain, mirror, pr, pc, config: AnatomyConfig) -> np.ndarray:
@@ -908,10 +913,12 @@ def _lesion(r, brain, mirror, pr, pc, config: AnatomyConfig) -> np.ndarray:
         seed = z > config.lesion_z_no_midline
         low = z > config.lesion_z_low
     seed &= brain
+    if not seed.any():
+        return np.zeros(r.shape, bool)
     low = (low | seed) & brain
     min_px = config.lesion_min_area_mm2 / (pr * pc)
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(low.astype(np.uint8), connectivity=8)
-    if n <= 1 or not seed.any():
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(low.view(np.uint8), connectivity=8)
+    if n <= 1:
         return np.zeros(r.shape, bool)
     seeded = np.zeros(n, bool)
     seeded[np.unique(lab[seed])] = True
@@ -932,8 +939,11 @@ def _lesion(r, brain, mirror, pr, pc, config: AnatomyConfig) -> np.ndarray:
     return _keep_components(out.astype(np.uint8), min_px)
 
 
-def _ventricles(r, brain, depth, pr, pc, config: AnatomyConfig, csf_bright=False) -> np.ndarray:
-    """CSF components enclosed by tissue, deep and central in the brain (bool)."""
+def _ventricles(r, brain, outside, pr, pc, config: AnatomyConfig, csf_bright=False) -> np.ndarray:
+    """CSF components enclosed by tissue, deep and central in the brain (bool).
+
+    ``outside`` is ``~brain`` (passed in so it is computed once per slice).
+    """
     if csf_bright:
         # Bright CSF's level varies with the contrast (b0 2-3x tissue, ADC ~4x): the levels
         # are fractions of the way from tissue (1) to the slice's CSF, its brightest 0.5 %.
@@ -962,21 +972,52 @@ def _ventricles(r, brain, depth, pr, pc, config: AnatomyConfig, csf_bright=False
     hh = max((rr.max() - rr.min()) / 2.0, 1.0)
     hw = max((cc.max() - cc.min()) / 2.0, 1.0)
     f = config.ventricle_central_fraction
-    # Per-component maxima over the components' own pixels only (ndimage sorts its input).
-    on = lab > 0
-    comps = np.arange(n)
-    deepest = ndimage.maximum(depth[on], lab[on], index=comps)
-    inner = ndimage.distance_transform_edt(enclosed, sampling=(pr, pc))
-    width = 2 * np.asarray(ndimage.maximum(inner[on], lab[on], index=comps))
+    # A component is deep enough (wide enough) when one of its pixels lies at least that
+    # far from the brain's outside (from the component's own outside): the largest
+    # inscribed distance reaches the bound (``_near``: exact, no distance transform).
+    deep = ~_near(outside, config.ventricle_min_depth_mm, pr, pc, strict=True)
+    wide = ~_near(~enclosed, config.ventricle_min_width_mm / 2.0, pr, pc, strict=True)
     keep = (
         (stats[:, cv2.CC_STAT_AREA] >= config.ventricle_min_area_mm2 / (pr * pc))
-        & (width >= config.ventricle_min_width_mm)
+        & (np.bincount(lab[wide & enclosed], minlength=n)[:n] > 0)
         & (np.abs(cents[:, 0] - cx) <= f * hw)
         & (np.abs(cents[:, 1] - cy) <= f * hh)
-        & (np.asarray(deepest) >= config.ventricle_min_depth_mm)
+        & (np.bincount(lab[deep & enclosed], minlength=n)[:n] > 0)
     )
     keep[0] = False
     return keep[lab]
+
+
+def _disc(radius_mm: float, pr: float, pc: float, strict: bool) -> np.ndarray:
+    """Offsets (rows, cols) at Euclidean distance ``<= radius_mm`` (``<`` if ``strict``).
+
+    The distance is computed as ``scipy.ndimage.distance_transform_edt`` computes it
+    (``sqrt((dr * pr)**2 + (dc * pc)**2)`` in float64), so a threshold on that transform
+    and a dilation by this element select the same pixels.
+    """
+    pr, pc = float(pr), float(pc)
+    hr, hc = int(radius_mm / pr) + 1, int(radius_mm / pc) + 1
+    dr = np.arange(-hr, hr + 1, dtype=np.float64)[:, None] * pr
+    dc = np.arange(-hc, hc + 1, dtype=np.float64)[None, :] * pc
+    d = np.sqrt(np.add(dr * dr, dc * dc))
+    return ((d < radius_mm) if strict else (d <= radius_mm)).astype(np.uint8)
+
+
+def _near(outside: np.ndarray, radius_mm: float, pr: float, pc: float, strict: bool):
+    """Pixels within ``radius_mm`` (mm, ``<`` if ``strict``) of an ``outside`` pixel (bool).
+
+    Equivalent to thresholding ``distance_transform_edt(~outside, sampling=(pr, pc))`` (a
+    pixel of ``outside`` is at distance 0), at the cost of one dilation: the anatomy needs
+    only whether a pixel is within a few mm of the border, never the distance itself.
+    """
+    if not outside.any():
+        return np.zeros(outside.shape, bool)
+    ker = _disc(radius_mm, pr, pc, strict)
+    if not ker.any():
+        return outside.copy()
+    return (
+        cv2.dilate(outside.view(np.uint8), ker, borderType=cv2.BORDER_CONSTANT, borderValue=0) > 0
+    )
 
 
 def _keep_components(binary: np.ndarray, min_area_px: float) -> np.ndarray:
@@ -1003,6 +1044,7 @@ def anatomy_for_store(
     batch_size: int = 256,
     progress: bool = True,
     cohort=None,
+    workers: int | None = None,
 ) -> Anatomy:
     """Anatomy of every slice of a slice store, computed once and cached beside it.
 
@@ -1016,6 +1058,13 @@ def anatomy_for_store(
     Memory is bounded by one patient (or ``batch_size`` slices on the per-slice path); the
     labels are written into a memory map in a private folder that is published by rename,
     so a half-finished run leaves no cache behind and a rerun starts afresh.
+
+    ``workers``: processes for the volume method (default: the environment variable
+    ``HYPO_WORKERS`` for stores of at least :data:`PARALLEL_MIN_PATIENTS` patients, else
+    1 = in this process; on a 2-core machine shared with other jobs, two workers were
+    slower than one, so parallelism is opt-in). Each patient's anatomy depends on that
+    patient alone, and results are collected in store order, so the cache is
+    byte-identical whatever the number of workers.
     """
     from tqdm.auto import tqdm
 
@@ -1039,24 +1088,28 @@ def anatomy_for_store(
     else:
         # Batches end on patient boundaries so the per-patient midline angle sees all slices.
         bounds = _patient_batches(pids, batch_size)
-    pmm_all = table[["pixel_mm_row", "pixel_mm_col"]].to_numpy()
     with atomic_path(path) as tmp:
         tmp.mkdir()
         labels = np.lib.format.open_memmap(
             tmp / "labels.npy", mode="w+", dtype=np.uint8, shape=(n, H, W)
         )
         parts, patients = [], []
-        for a, b in tqdm(bounds, desc="anatomy", unit="patient" if config.volume else "batch",
-                         disable=not progress):  # fmt: skip
-            imgs = np.asarray(store.images[a:b])
-            kw = {}
-            if config.volume:
-                rec, brains, planes = _patient_volume_anatomy(cohort, table.iloc[a:b], config)
+        bar = tqdm(total=len(bounds), desc="anatomy", disable=not progress,
+                   unit="patient" if config.volume else "batch")  # fmt: skip
+        n_workers = _anatomy_workers(workers, len(bounds)) if config.volume else 1
+        if n_workers > 1:
+            results = _parallel_volume_anatomy(store, cohort, config, bounds, n_workers)
+        else:
+            results = (
+                _store_part_anatomy(store, cohort, config, a, b, batch_size) for a, b in bounds
+            )
+        for (a, b), (lab_ab, tab_ab, rec) in zip(bounds, results):
+            labels[a:b] = lab_ab
+            parts.append(tab_ab)
+            if rec is not None:
                 patients.append(rec)
-                kw = {"brains": brains, "planes": planes, "contrast": rec["contrast"]}
-            res = compute_anatomy(imgs, pmm_all[a:b], groups=pids[a:b], config=config, **kw)
-            labels[a:b] = res.labels
-            parts.append(res.table)
+            bar.update(1)
+        bar.close()
         labels.flush()
         del labels
         tab = pd.concat(parts, ignore_index=True)
@@ -1086,6 +1139,69 @@ def anatomy_for_store(
             },
         )
     return Anatomy.open(path)
+
+
+#: Stores with fewer patients are done in the calling process (a worker's start costs
+#: about as much as a few patients' anatomy).
+PARALLEL_MIN_PATIENTS = 24
+
+
+def _anatomy_workers(workers: int | None, n_parts: int) -> int:
+    if workers is None:
+        if n_parts < PARALLEL_MIN_PATIENTS:
+            return 1
+        workers = int(os.environ.get("HYPO_WORKERS", 0) or 1)
+    return max(1, min(int(workers), n_parts))
+
+
+def _store_part_anatomy(store, cohort, config: AnatomyConfig, a: int, b: int, batch_size=256):
+    """Labels, slice table and patient record (volume method, else None) of store rows
+    ``a:b`` (one patient, or one batch of the per-slice method)."""
+    rows = store.table.iloc[a:b]
+    pids = rows["participant_id"].astype(str).to_numpy()
+    pmm = rows[["pixel_mm_row", "pixel_mm_col"]].to_numpy()
+    imgs = np.asarray(store.images[a:b])
+    kw, rec = {}, None
+    if config.volume:
+        rec, brains, planes = _patient_volume_anatomy(cohort, rows, config)
+        kw = {"brains": brains, "planes": planes, "contrast": rec["contrast"]}
+    res = compute_anatomy(imgs, pmm, groups=pids, config=config, **kw)
+    return res.labels, res.table, rec
+
+
+_WORKER: dict = {}
+
+
+def _worker_init(store_path: str, cohort, config: AnatomyConfig) -> None:
+    from hypo.preprocess import SliceStore
+
+    # One thread per worker: the workers are the parallelism (as many as cores).
+    cv2.setNumThreads(1)
+    _WORKER.update(store=SliceStore.open(store_path), cohort=cohort, config=config)
+
+
+def _worker_part(ab: tuple[int, int]):
+    w = _WORKER
+    return _store_part_anatomy(w["store"], w["cohort"], w["config"], ab[0], ab[1])
+
+
+def _parallel_volume_anatomy(store, cohort, config: AnatomyConfig, bounds, n_workers: int):
+    """``_store_part_anatomy`` of each of ``bounds`` in worker processes, in order.
+
+    Fresh (spawned) workers: the caller may hold TensorFlow's and OpenCV's thread pools,
+    which a forked child must not inherit.
+    """
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    with cf.ProcessPoolExecutor(
+        n_workers,
+        mp_context=ctx,
+        initializer=_worker_init,
+        initargs=(str(store.path), cohort, config),
+    ) as pool:
+        yield from pool.map(_worker_part, [(int(a), int(b)) for a, b in bounds], chunksize=4)
 
 
 def _store_cohort(store, cohort):

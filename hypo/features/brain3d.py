@@ -84,6 +84,35 @@ def deshear_affine(affine: np.ndarray, tolerance_deg: float = 1.0) -> np.ndarray
     return A
 
 
+def fast_median(v: np.ndarray) -> float:
+    """``float(np.median(v))`` of a 1D array, the same value, at a fraction of the cost.
+
+    ``np.median`` partitions the whole array; here a sorted 1-in-64 subsample brackets the
+    middle order statistics, only the values within the bracket are partitioned, and the
+    result is formed as ``np.median`` forms it (the middle value, or the mean of the two in
+    the array's dtype). Falls back to ``np.median`` for small arrays, NaN, or a bracket
+    that misses the middle.
+    """
+    v = np.asarray(v).ravel()
+    n = v.size
+    if n < 4096 or v.dtype.kind != "f" or np.isnan(v).any():
+        return float(np.median(v))
+    k1, k2 = (n - 1) // 2, n // 2
+    s = np.sort(v[::64])
+    m = s.size
+    j, w = m // 2, max(4 * int(math.sqrt(m)), 8)
+    lo, hi = s[max(j - w, 0)], s[min(j + w, m - 1)]
+    below = int(np.count_nonzero(v < lo))
+    cand = v[(v >= lo) & (v <= hi)]
+    if below > k1 or below + cand.size <= k2:
+        return float(np.median(v))
+    part = np.partition(cand, [k1 - below, k2 - below])
+    a, b = part[k1 - below], part[k2 - below]
+    if k1 == k2:
+        return float(a)
+    return float(np.mean(np.array([a, b], dtype=v.dtype)))
+
+
 def _morph2d(mask: np.ndarray, zooms, radius_mm: float, op: int) -> np.ndarray:
     """In-plane (per axial slice) morphology with an ellipse of ``radius_mm`` (OpenCV).
 
@@ -210,9 +239,10 @@ def brain_mask_3d(
     if brain.sum() * float(np.prod(zooms)) / 1000.0 < min_volume_ml:
         return np.zeros(x.shape, bool)
     brain = _morph2d(brain, zooms, opening_mm, cv2.MORPH_CLOSE) | brain
-    brain = ndi.binary_fill_holes(brain)
     # Per-slice holes in one labelling: background components connected within a slice
-    # only (no z neighbours) that do not reach the slice's border are holes.
+    # only (no z neighbours) that do not reach the slice's border are holes. This also
+    # fills every 3D hole (a 6-connected background component off the volume's faces is
+    # a union of such in-slice components), so no separate ``binary_fill_holes`` pass.
     within_slice = np.zeros((3, 3, 3), bool)
     within_slice[:, :, 1] = ndi.generate_binary_structure(2, 1)
     lab, n = ndi.label(~brain, within_slice)
@@ -327,13 +357,13 @@ def fit_midsagittal_plane(
     zooms = voxel_sizes(A)
     x = np.nan_to_num(np.asarray(data, np.float32))
     vals = x[brain]
-    med = float(np.median(vals))
-    mad = float(np.median(np.abs(vals - med))) * 1.4826 + 1e-6
+    med = fast_median(vals)
+    mad = fast_median(np.abs(vals - med)) * 1.4826 + 1e-6
     lo = float(np.percentile(vals, 1))
     f = np.clip(x, lo, med + 2.0 * mad) - lo
     f[~brain] = 0.0
     f = ndi.gaussian_filter(f, [smooth_mm / z for z in zooms], mode="constant")
-    scale = max(float(np.median(f[brain])), 1e-6)
+    scale = max(fast_median(f[brain]), 1e-6)
     f = (f / scale).astype(np.float32)
 
     idx = np.argwhere(brain)
@@ -357,20 +387,30 @@ def fit_midsagittal_plane(
 
     stride = max(len(pts) // 1500, 1)  # the yaw grid's subsample
 
+    # The objective in voxel space, points as columns: the mirror image of world point p
+    # is p - 2 s n, i.e. voxel inv(p) - 2 s inv3 n, so the points' own voxel coordinates
+    # are computed once and each evaluation costs one dot product and one interpolation.
+    pts_t = np.ascontiguousarray(pts.T)
+    vox_t = inv[:3, :3] @ pts_t + inv[:3, 3][:, None]
+    sub = (np.ascontiguousarray(pts_t[:, ::stride]), np.ascontiguousarray(vox_t[:, ::stride]))
+
     def loss(theta, coarse=False):
         a, b, d = theta
         if abs(a) > lim or abs(b) > lim:
             return 10.0 + abs(a) + abs(b)
         n = _normal_from_angles(base, u, v, a, b)
-        p, fv = (pts[::stride], fp[::stride]) if coarse else (pts, fp)
-        s = p @ n - (centroid @ n + d)
-        q = p - 2.0 * s[:, None] * n
-        vox = q @ inv[:3, :3].T + inv[:3, 3]
-        inside = (vox[:, 2] > -0.5) & (vox[:, 2] < nz - 0.5)
-        if inside.sum() < 0.3 * len(p):
+        (p, pv), fv = (sub, fp[::stride]) if coarse else ((pts_t, vox_t), fp)
+        s2 = 2.0 * (n @ p - (centroid @ n + d))
+        vox = pv - (inv[:3, :3] @ n)[:, None] * s2
+        z = vox[2]
+        inside = (z > -0.5) & (z < nz - 0.5)
+        n_in = int(np.count_nonzero(inside))
+        if n_in < 0.3 * p.shape[1]:
             return 10.0
-        fq = ndi.map_coordinates(f, vox[inside].T, order=1, mode="constant", cval=0.0)
-        return float(np.mean(np.abs(fv[inside] - fq)))
+        if n_in < p.shape[1]:
+            vox, fv = vox[:, inside], fv[inside]
+        fq = ndi.map_coordinates(f, vox, order=1, mode="constant", cval=0.0)
+        return float(np.mean(np.abs(fv - fq)))
 
     # Yaw first, on a coarse grid (the head's in-plane rotation is the largest unknown and
     # the one with local optima), then one Nelder-Mead from the best over tilt and offset.

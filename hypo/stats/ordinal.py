@@ -221,6 +221,30 @@ class _LogitOrderedModel(OrderedModel):
         p = special.expit(x)
         return p * (1 - p)
 
+    # The finite-difference score calls ``loglike`` hundreds of thousands of times in a
+    # bootstrap; statsmodels reaches it through five methods and their argument checks.
+    # This is the same sequence of array operations (``transform_threshold_params``,
+    # ``_bounds``, ``_linpred``, ``prob``, ``loglikeobs``) in one call, so every value is
+    # the same to the last bit; a model with an offset takes statsmodels' own path.
+
+    def loglikeobs(self, params):
+        if self.offset is not None or self.exog is None:
+            return super().loglikeobs(params)
+        params = np.asarray(params)
+        k = self.k_levels - 1
+        th_params = params[-k:]
+        thresh = np.concatenate((th_params[:1], np.exp(th_params[1:]))).cumsum()
+        thresh = np.concatenate(([-np.inf], thresh, [np.inf]))
+        xb = np.asarray(self.exog).dot(params[:-k])
+        endog = self.endog
+        low = thresh[endog] - xb
+        upp = thresh[endog + 1] - xb
+        prob = np.maximum(special.expit(upp) - special.expit(low), 0)
+        return np.log(prob + 1e-20)
+
+    def loglike(self, params):
+        return self.loglikeobs(params).sum()
+
 
 def _fit_sm(
     codes: np.ndarray,

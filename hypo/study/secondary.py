@@ -8,6 +8,8 @@ Every function returns one row per hypothesis and keeps a failure in its ``error
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
@@ -188,31 +190,76 @@ def outcome_group_table(data: pd.DataFrame, reg) -> pd.DataFrame:
     return pd.concat(groups, ignore_index=True) if groups else pd.DataFrame()
 
 
-def secondary_analyses(data: pd.DataFrame, reg, config) -> dict[str, pd.DataFrame]:
+def _hypothesis_rows(data: pd.DataFrame, h, n_boot: int, seed: int, cv_splits: int, mice_m: int):
+    """One hypothesis's rows of each secondary table, and its partial-PO table or None."""
+    col = alias(h, "cam")
+    d, formula = primary_frame(data, h, col)
+    ident = {"hypothesis": h.id, "family": h.family, "model": h.model, "feature": h.feature}
+    rows = {name: [] for name in COLUMNS}
+    rows["bootstrap"].append({**ident, **bootstrap_row(d, formula, n_boot, seed)})
+    po_row, partial = po_check_row(d, formula)
+    rows["po_checks"].append({**ident, **po_row})
+    part = partial.assign(**ident) if partial is not None and len(partial) else None
+    rows["spearman"].append({**ident, **spearman_row(d, h.covariates)})
+    disc = discrimination_rows(d, h, formula, cv_splits, seed)
+    rows["discrimination"] += [{**ident, **r} for r in disc]
+    mice = mice_row(data, h, col, formula, mice_m, seed)
+    if mice is not None:
+        rows["mice"].append({**ident, **mice})
+    return rows, part
+
+
+def _hypothesis_rows_star(args):
+    return _hypothesis_rows(*args)
+
+
+def secondary_workers(n_tasks: int, workers: int | None = None) -> int:
+    """Processes for the battery: ``workers``, else ``HYPO_WORKERS``, else 1; at most the
+    tasks. Opt-in: on a 2-core machine shared with other jobs two workers were slower
+    than one (the workers' start, and no idle core to gain)."""
+    if workers is None:
+        workers = int(os.environ.get("HYPO_WORKERS", 0) or 1)
+    return max(1, min(int(workers), n_tasks))
+
+
+def secondary_analyses(data: pd.DataFrame, reg, config, workers: int | None = None) -> dict:
     """The whole battery: ``{name: table}`` for the names of :data:`CAPTIONS`.
 
     ``config`` supplies ``n_boot``, ``seed``, ``cv_splits``, ``mice_m`` and ``progress``
-    (a :class:`hypo.study.config.StudyConfig`).
+    (a :class:`hypo.study.config.StudyConfig`). Hypotheses are independent (each draws
+    from ``config.seed`` alone), so with ``workers`` > 1 (default
+    :func:`secondary_workers`, opt-in through ``HYPO_WORKERS``) they run in worker
+    processes and are collected in hypothesis order: the tables are the same as in one
+    process.
     """
     rows = {name: [] for name in COLUMNS}
     partial_po = []
     hyps = sorted(reg.hypotheses.values(), key=lambda h: h.id)
-    bar = tqdm(hyps, desc="secondary analyses", disable=not config.progress, unit="hypothesis")
-    for h in bar:
-        col = alias(h, "cam")
-        d, formula = primary_frame(data, h, col)
-        ident = {"hypothesis": h.id, "family": h.family, "model": h.model, "feature": h.feature}
-        rows["bootstrap"].append({**ident, **bootstrap_row(d, formula, config.n_boot, config.seed)})
-        po_row, partial = po_check_row(d, formula)
-        rows["po_checks"].append({**ident, **po_row})
-        if partial is not None and len(partial):
-            partial_po.append(partial.assign(**ident))  # terms failing PO, cut by cut
-        rows["spearman"].append({**ident, **spearman_row(d, h.covariates)})
-        disc = discrimination_rows(d, h, formula, config.cv_splits, config.seed)
-        rows["discrimination"] += [{**ident, **r} for r in disc]
-        mice = mice_row(data, h, col, formula, config.mice_m, config.seed)
-        if mice is not None:
-            rows["mice"].append({**ident, **mice})
+    args = [(data, h, config.n_boot, config.seed, config.cv_splits, config.mice_m) for h in hyps]
+    bar = tqdm(total=len(hyps), desc="secondary analyses", disable=not config.progress,
+               unit="hypothesis")  # fmt: skip
+    # A quick run's battery takes less than a worker's start.
+    n_workers = secondary_workers(len(hyps), 1 if getattr(config, "quick", False) else workers)
+    if n_workers > 1:
+        import concurrent.futures as cf
+        import multiprocessing as mp
+
+        # Spawned, not forked: the caller holds TensorFlow's thread pools.
+        pool = cf.ProcessPoolExecutor(n_workers, mp_context=mp.get_context("spawn"))
+        results = pool.map(_hypothesis_rows_star, args)
+    else:
+        pool, results = None, map(_hypothesis_rows_star, args)
+    try:
+        for hyp_rows, part in results:
+            for name, r in hyp_rows.items():
+                rows[name] += r
+            if part is not None:
+                partial_po.append(part)  # terms failing PO, cut by cut
+            bar.update(1)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    bar.close()
     out = {name: _frame(rows[name], cols) for name, cols in COLUMNS.items()}
     sp = out["spearman"]
     if len(sp):

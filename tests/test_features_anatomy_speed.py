@@ -1,0 +1,60 @@
+"""The anatomy's faster paths give the same numbers as the slower ones they replaced."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage
+
+import hypo.cohort as hc
+from hypo.features.anatomy import _near
+from hypo.features.brain3d import fast_median
+
+
+@pytest.mark.parametrize("pr, pc", [(1.0, 1.0), (0.94, 1.31), (1.7, 0.63)])
+@pytest.mark.parametrize("radius, strict", [(5.0, False), (8.0, True), (1.5, True)])
+def test_near_is_the_distance_transform_thresholded(pr, pc, radius, strict):
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        blob = ndimage.gaussian_filter(rng.random((90, 110)), 4) > 0.5
+        depth = ndimage.distance_transform_edt(blob, sampling=(pr, pc))
+        want = (depth < radius) if strict else (depth <= radius)
+        assert np.array_equal(_near(~blob, radius, pr, pc, strict=strict), want)
+
+
+def test_fast_median_is_np_median():
+    rng = np.random.default_rng(1)
+    for k in range(200):
+        n = int(rng.integers(1, 40000))
+        v = [
+            rng.normal(size=n).astype(np.float32),
+            rng.integers(0, 30, n).astype(np.float32),  # ties
+            np.sort(np.abs(rng.standard_cauchy(n))),  # sorted, float64, heavy tail
+        ][k % 3]
+        assert fast_median(v) == float(np.median(v))
+    v = rng.normal(size=10000)
+    v[17] = np.nan
+    assert np.isnan(fast_median(v))
+
+
+def test_parallel_store_anatomy_is_the_serial_one(tmp_path, monkeypatch):
+    from hypo.cohort.synthetic import generate_cohort
+    from hypo.features.anatomy import anatomy_for_store, anatomy_path
+    from hypo.preprocess import PreprocessConfig, build_slice_store
+
+    monkeypatch.setenv("HYPO_CACHE", str(tmp_path / "cache"))
+    root = generate_cohort(tmp_path / "c", 3, seed=4, workers=1, progress=False)
+    store = build_slice_store(hc.load(root), PreprocessConfig(size=96), progress=False)
+    one = anatomy_for_store(store, progress=False, workers=1)
+    labels, table = np.array(one.labels), one.table.copy()
+    patients = pd.read_parquet(anatomy_path(store) / "patients.parquet")
+    import shutil
+
+    shutil.rmtree(anatomy_path(store))
+    two = anatomy_for_store(store, progress=False, workers=2)
+    assert np.array_equal(np.asarray(two.labels), labels)
+    pd.testing.assert_frame_equal(two.table, table)
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(anatomy_path(store) / "patients.parquet"), patients
+    )
