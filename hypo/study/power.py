@@ -404,10 +404,22 @@ def run_power(
                        float(np.median(per_rep)) if per_rep else math.nan)  # fmt: skip
 
 
-def shipped_table(power: pd.DataFrame, registry_version: str) -> pd.DataFrame:
+def shipped_table(power: pd.DataFrame, registry_version: str, registry=None) -> pd.DataFrame:
     """The power table shipped as ``analyses/power/<registry-version>.csv`` (primary
     registered tests, every condition): hypothesis, effect_or, power, mc_low, mc_high,
-    n_replicates, plus the condition and the BH-q power."""
+    n_replicates, plus the condition and the BH-q power. With ``registry``, a registered
+    outcome-model hypothesis takes the rows of its map-set candidate (its layer and method),
+    under its own id."""
+    power = power.copy()
+    if registry is not None:
+        from .outcome_maps import OUTCOME_FEATURES
+
+        for h in registry.hypotheses.values():
+            if h.model == "outcome" and h.feature in OUTCOME_FEATURES:
+                i = OUTCOME_FEATURES.index(h.feature) + 1
+                src = f"map:{candidate_name(i, h.method, h.layer)}"
+                sel = power["hypothesis"] == src
+                power.loc[sel, ["hypothesis", "kind", "family"]] = [h.id, "registered", h.family]
     p = power[(power["kind"] == "registered") & (power["analysis"] == "primary")]
     p = p[~p["family"].str.contains(":")]  # older registries compared on the same replicates
     out = p[["hypothesis", "condition", "effect_or", "power", "mc_low", "mc_high", "power_q",
@@ -416,10 +428,10 @@ def shipped_table(power: pd.DataFrame, registry_version: str) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def write_shipped(power: pd.DataFrame, registry_version: str, folder: Path) -> Path:
+def write_shipped(power: pd.DataFrame, registry_version: str, folder: Path, registry=None) -> Path:
     """Write :func:`shipped_table` atomically to ``folder/<registry-version>.csv``."""
     path = Path(folder) / f"{registry_version}.csv"
-    write_table_atomic(path, shipped_table(power, registry_version))
+    write_table_atomic(path, shipped_table(power, registry_version, registry))
     return path
 
 
@@ -766,7 +778,8 @@ def run_power_study(args, say: Callable[[str], None] = lambda m: None,
     if getattr(args, "write_power_table", False):
         if args.quick:
             raise PowerError("--write-power-table needs a full run (not --quick)")
-        paths["shipped"] = write_shipped(res.tables["power"], version, POWER_TABLES)
+        paths["shipped"] = write_shipped(res.tables["power"], version, POWER_TABLES,
+                                         Registry.load(folder))  # fmt: skip
         closing.append(f"power table -> {paths['shipped']}")
     return PowerStudy(res, paths, closing)
 
