@@ -112,7 +112,8 @@ def _features_table(part, truth, rng):
 
     reg = Registry.load(HYPOTHESES_DIR)
     t = part.merge(truth, on="participant_id")
-    d = t[["participant_id", "group", "age", "mrs_before", "mrs_3months"]].copy()
+    d = t[["participant_id", "group", "age", "mrs_before", "nihss_baseline", "ivt", "iat",
+           "mrs_3months"]].copy()  # fmt: skip
     d["any_lesion_visible"] = 1
     d["has_features"] = True
     d["in_model_training"] = False
@@ -159,7 +160,9 @@ def test_quick_run_writes_tables_report_and_targets(quick):
     n_hyp = len(quick["reg"].hypotheses)
     for s in cal.SETTINGS:
         sub = rr[rr["setting"] == s.name]
-        assert len(sub) == n_hyp + 2, s.name  # every hypothesis + the two oracle terms
+        # every hypothesis, its sensitivity model (the table has its covariates), the two
+        # oracle terms
+        assert len(sub) == 2 * n_hyp + 2, s.name
         assert (sub["n_replicates"] == 50).all()
     assert rr["rejection_rate"].between(0, 1).all()
     assert (rr["mc_low"] <= rr["rejection_rate"] + 1e-12).all()
@@ -234,7 +237,8 @@ def test_replicate_key_changes_with_inputs_not_with_workers():
 
 def test_family_rates_and_bh(quick):
     fr = pd.read_csv(quick["out"] / "family_rates.csv")
-    assert set(fr["family"]) == set(quick["reg"].families)
+    fams = set(quick["reg"].families)
+    assert set(fr["family"]) == fams | {f"{f}_sensitivity" for f in fams}
     # BH never rejects more often than the uncorrected family-wise count.
     assert (fr["any_bh_rejection"] <= fr["fwer_uncorrected"] + 1e-12).all()
     assert fr.loc[fr["role"] == "type_I", "fdr"].notna().all()

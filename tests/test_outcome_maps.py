@@ -156,7 +156,7 @@ def test_study_has_the_outcome_source(setup):
     from hypo.paths import cache_dir
     from hypo.stats.registry import verify_lock
     from hypo.study.config import HYPOTHESES_DIR, LOCK_FILE, StudyConfig
-    from hypo.study.run import compute_features
+    from hypo.study.run import compute_features, outcome_layer
     from hypo.study.table import build_table, population_flow
 
     root = setup["root"]
@@ -180,6 +180,8 @@ def test_study_has_the_outcome_source(setup):
     assert set(dirs) == {"stroke", "mrs", "outcome"}
     cards = {k: json.loads((p / "card.json").read_text()) for k, p in dirs.items()}
     layers = {k: cards[k]["cam_layer"] for k in dirs}
+    layers["outcome"] = outcome_layer(cfg, cards["outcome"], reg)  # the registered one
+    assert layers["outcome"] == reg.hypotheses["H1_outcome"].layer
     timings = {}
     work = cache_dir() / "study"
     feats = compute_features(cfg, cohort, dirs, cards, layers, reg, work, lambda m: None, timings)
@@ -193,7 +195,7 @@ def test_study_has_the_outcome_source(setup):
             assert f"outcome__{f}__{src}" in table.columns
     # The registered method and aggregation at the outcome card's layer, class 0 (eta).
     wide = feats["outcome"].table.set_index("participant_id")
-    col = "relevance_mass_lesion_lesion__cam_gradcam_block5_relu_c0"
+    col = f"relevance_mass_lesion_lesion__cam_gradcam_{layers['outcome']}_c0"
     assert col in wide.columns
     assert np.array_equal(table["outcome__relevance_mass_lesion__cam"].to_numpy(),
                           table["participant_id"].map(wide[col]).to_numpy(), equal_nan=True)  # fmt: skip
@@ -204,7 +206,8 @@ def test_study_has_the_outcome_source(setup):
     assert not pop[table["participant_id"].eq("sub-003")].any()
     # The CNNs' columns are those of a run without the outcome model.
     without = {k: v for k, v in feats.items() if k != "outcome"}
-    base = build_table(without, reg, cards, layers, cfg.methods, sources).table
+    base = build_table(without, reg.without_models(["outcome"]), cards, layers, cfg.methods,
+                       sources).table  # fmt: skip
     shared = [c for c in base.columns if c not in ("in_model_training",)]
     pd.testing.assert_frame_equal(base[shared], table[shared])
 

@@ -516,6 +516,14 @@ def format_results(
     out = out.reset_index(drop=True)
     if compact:
         out = out.rename(columns={"map_source": "map source"})
+        # A failed fit's message (a formula, patient ids) is in results.csv; the table
+        # names the error's kind, so a 1280 px page does not scroll.
+        out["significance"] = [
+            s
+            if not s.startswith("not estimated: ")
+            else f"not estimated ({s[15:].split(':', 1)[0].split()[0]}; see results.csv)"
+            for s in out["significance"]
+        ]
         # An interval or "< 0.001" never breaks across lines (no-break spaces).
         for c in ("OR [95% CI]", "p", "q"):
             out[c] = out[c].str.replace(" ", "\u00a0")

@@ -193,6 +193,13 @@ class Registry:
             hyps[h.id] = h
         return cls(folder=folder, hypotheses=hyps)
 
+    def without_models(self, models) -> Registry:
+        """The hypotheses whose maps come from another model than ``models`` (a view of
+        the same folder: the lock still covers every file)."""
+        drop = set(models)
+        return Registry(self.folder, {i: h for i, h in self.hypotheses.items()
+                                      if h.model not in drop})  # fmt: skip
+
     @property
     def families(self) -> list[str]:
         return sorted({h.family for h in self.hypotheses.values()})
@@ -382,6 +389,7 @@ def test_hypotheses(
     outcome_col: str = "mrs_3months",
     sensitivity: bool = False,
     column_for=None,
+    ids=None,
 ) -> pd.DataFrame:
     """Fit every hypothesis of a family (or of all families) and report every test.
 
@@ -403,6 +411,9 @@ def test_hypotheses(
     column_for : callable, optional
         ``column_for(hypothesis) -> column name`` of the feature; default
         ``hypothesis.column`` or else ``hypothesis.feature``.
+    ids : collection of str, optional
+        Test only these hypotheses of the (whole, lock-checked) registry, e.g. when a map
+        source is not available; the q-values are then computed among them.
 
     Returns
     -------
@@ -420,6 +431,11 @@ def test_hypotheses(
         if family is not None
         else sorted(reg.hypotheses.values(), key=lambda h: h.id)
     )
+    if ids is not None:
+        unknown = sorted(set(ids) - set(reg.hypotheses))
+        if unknown:
+            raise ValueError(f"hypotheses {unknown} are not in the registry {folder}")
+        hyps = [h for h in hyps if h.id in set(ids)]
     if outcome_col not in features.columns:
         raise ValueError(f"outcome column {outcome_col!r} is not in the feature table")
     rows = []

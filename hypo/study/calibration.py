@@ -450,7 +450,7 @@ def closing_note(rr, ts, power, n_an, n_rep, alpha) -> list[str]:
     lines = [f"Targets (cheap replicates, {n_rep} per setting):"]
     nulls = rr[rr["within_null_band"].notna()]
     sens = nulls["hypothesis"].astype(str).str.endswith("+sensitivity")
-    for label, t1 in (("primary", nulls[~sens]), ("sensitivity (+ NIHSS)", nulls[sens])):
+    for label, t1 in (("primary", nulls[~sens]), ("sensitivity", nulls[sens])):
         if not len(t1):
             continue
         ok = t1["within_null_band"].fillna(False).astype(bool)

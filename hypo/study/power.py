@@ -749,13 +749,19 @@ def run_power_study(args, say: Callable[[str], None] = lambda m: None,
         h = reg.hypotheses.get(TARGET_HYPOTHESIS)
         if h is not None:  # registered: judge the target on its own layer and method
             target = candidate_name(1, h.method, h.layer)
+            # The choice is made (registered); this run only shows the candidates again.
+            lc = res.tables["layer_choice"]
+            lc["registered"] = lc["candidate"] == f"{h.method}@{h.layer}"
+            res.tables["layer_choice"] = lc.rename(columns={"chosen": "rule_on_this_run"})
     closing = closing_lines(res.tables, target, max(effects))
     lc = res.tables.get("layer_choice")
     if lc is not None and len(lc):
         for r in lc.itertuples():
             closing.append(f"candidate {r.candidate}: H1 power {_fmt(r.h1_power)} (q: "
                            f"{_fmt(r.h1_power_q)}), family mean {_fmt(r.family_mean_power)}, "
-                           f"max type-I {_fmt(r.max_type_I)}{' <- chosen' if r.chosen else ''}")  # fmt: skip
+                           f"max type-I {_fmt(r.max_type_I)}"
+                           + (" <- chosen" if getattr(r, "chosen", False) else "")
+                           + (" <- registered" if getattr(r, "registered", False) else ""))  # fmt: skip
     closing.append(f"{res.n_analysed} analysed patients; {res.seconds:.0f} s in all, "
                    f"{res.seconds_per_replicate:.3f} s per outcome redraw (median over "
                    "conditions and map sets, all fits of a redraw).")  # fmt: skip

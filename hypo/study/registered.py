@@ -53,6 +53,7 @@ def run_hypotheses(data: pd.DataFrame, reg, lock, methods, sources) -> pd.DataFr
                 outcome_col=OUTCOME,
                 sensitivity=src == "cam",
                 column_for=lambda h, src=src: alias(h, src),
+                ids=set(reg.hypotheses),
             )
         res.insert(3, "map_source", src)
         parts.append(res)

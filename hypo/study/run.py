@@ -379,12 +379,22 @@ def run_study(cfg: StudyConfig) -> StudyResult:
     model_dirs = {k: check_model(p, k) for k, p in cfg.model_dirs().items()}
     cards = {k: read_card(p) for k, p in model_dirs.items()}
     missing = sorted({h.model for h in reg.hypotheses.values()} - set(model_dirs))
+    untested = []
     if missing:
-        raise StudyError(f"the registry tests the {missing} model's maps, but no such model is "
-                         "configured (--outcome-model DIR)")  # fmt: skip
+        # A map source switched off (--no-outcome-model): its registered hypotheses are
+        # not tested, and the report says so; the lock still covers every file.
+        untested = sorted(i for i, h in reg.hypotheses.items() if h.model in missing)
+        reg = reg.without_models(missing)
+        if not reg.hypotheses:
+            raise StudyError(f"every registered hypothesis needs the {missing} model's maps, but "
+                             "no such model is configured (--outcome-model DIR)")  # fmt: skip
     cohort = resolve_cohort(cfg, stage)
     stage(f"cohort {cohort.cohort_id} ({len(cohort.participants)} patients)")
     warnings = run_warnings(cfg, cohort, cards, reg)
+    if untested:
+        warnings.append(f"registered hypotheses {', '.join(untested)} were not tested: they "
+                        f"need the {', '.join(missing)} model's maps, which this run leaves "
+                        "out (--no-outcome-model or a config without it)")  # fmt: skip
     timings = {}
     layers = {k: cfg.layer or cards[k].get("cam_layer") for k in model_dirs}
     if "outcome" in layers:
@@ -547,7 +557,8 @@ def _write_reports(res: StudyResult, out: Path, power_text: str = "") -> dict[st
     paths = write_analysis_report(
         out,
         res.table,
-        results[~na].reset_index(drop=True),
+        # the power sentences are in the intro (and results.csv), not in the wide table
+        results[~na].drop(columns=["power_note"], errors="ignore").reset_index(drop=True),
         figure_feats,
         flow=res.flow,
         excluded=res.excluded,
