@@ -364,6 +364,7 @@ def run_power(
         f"fits per replicate (registered {fams}, oracle, image statistics"
         f"{', compared: ' + ', '.join(n for n, _ in settings.compare) if settings.compare else ''})")  # fmt: skip
 
+    n_stored = len(list((Path(settings.out) / "replicates").rglob("*.parquet")))
     conds = conditions(settings.effects)
     k_sets = map_sets.per_condition if map_sets is not None else 1
     out = Path(settings.out)
@@ -392,6 +393,8 @@ def run_power(
             reps = reps.assign(condition=cond.name, map_set=k)
             parts.append(reps)
     reps = pd.concat(parts, ignore_index=True)
+    if len(list((Path(settings.out) / "replicates").rglob("*.parquet"))) == n_stored:
+        per_rep = []  # every chunk was read from an earlier run: no time to report
     power = power_table(reps, settings.alpha)
     type1 = type_one_table(power)
     mde = minimum_detectable_effect(power)
@@ -762,9 +765,13 @@ def run_power_study(args, say: Callable[[str], None] = lambda m: None,
                            f"max type-I {_fmt(r.max_type_I)}"
                            + (" <- chosen" if getattr(r, "chosen", False) else "")
                            + (" <- registered" if getattr(r, "registered", False) else ""))  # fmt: skip
-    closing.append(f"{res.n_analysed} analysed patients; {res.seconds:.0f} s in all, "
-                   f"{res.seconds_per_replicate:.3f} s per outcome redraw (median over "
-                   "conditions and map sets, all fits of a redraw).")  # fmt: skip
+    if np.isfinite(res.seconds_per_replicate):
+        closing.append(f"{res.n_analysed} analysed patients; {res.seconds:.0f} s in all, "
+                       f"{res.seconds_per_replicate:.3f} s per outcome redraw (median over "
+                       "conditions and map sets, all fits of a redraw).")  # fmt: skip
+    else:
+        closing.append(f"{res.n_analysed} analysed patients; every replicate read from an "
+                       "earlier run's chunks (a resumed run): its timing is in that run's log.")  # fmt: skip
     out = Path(args.out)
     sections = report_sections(res, settings, target, out)
     intro = [
