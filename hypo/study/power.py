@@ -514,8 +514,12 @@ def cohort_ladder(evaluation_csv: Path | None) -> pd.DataFrame:
 # --------------------------------------------------------------------------- report
 
 
-def figures(out: Path, power: pd.DataFrame, alpha: float) -> list:
-    """Power curves per family with the oracle and the image statistics beside them."""
+def figures(out: Path, power: pd.DataFrame, alpha: float, families=None) -> list:
+    """Power curves, one panel per family of the registry under test (``families``: only
+    these, e.g. the registered outcome-map candidate), tests labelled H1-H4, with the oracle
+    and the image statistics as dashed references in every panel."""
+    import re
+
     from plotnine import (
         aes,
         facet_wrap,
@@ -523,11 +527,12 @@ def figures(out: Path, power: pd.DataFrame, alpha: float) -> list:
         geom_hline,
         geom_line,
         geom_point,
-        ggplot,  # fmt: skip
+        ggplot,
         labs,
+        scale_linetype_manual,
         scale_x_log10,
         theme,
-        theme_bw,
+        theme_bw,  # fmt: skip
     )
 
     from hypo.report.writer import Figure
@@ -535,35 +540,42 @@ def figures(out: Path, power: pd.DataFrame, alpha: float) -> list:
     fdir = Path(out) / "figures"
     fdir.mkdir(parents=True, exist_ok=True)
     d = power[(power["condition"] != "complete_null") & (power["analysis"] == "primary")]
-    if d.empty:
+    reg = d[d["kind"].isin(["registered", "map set"]) & ~d["family"].str.contains(":")].copy()
+    if families is not None:
+        reg = reg[reg["family"].isin(families) | (reg["kind"] == "registered")]
+    if reg.empty:
         return []
-    reg = d[d["kind"].isin(["registered", "map set"])].copy()
     ref = d[d["kind"].isin(["truth", "image statistic"])]
-    facets = sorted(reg["family"].unique()) or ["(no registered test)"]
+    facets = sorted(reg["family"].unique())
     refs = pd.concat([ref.assign(family=f) for f in facets], ignore_index=True)
+    reg["test"] = [re.sub(r"^map:", "", h).split("[")[0].split("_")[0] for h in reg["hypothesis"]]
+    refs["test"] = ["oracle (truth)" if h == "truth" else h.replace("image:", "image: ")
+                    for h in refs["hypothesis"]]  # fmt: skip
+    reg["line"], refs["line"] = "map feature", "reference"
     both = pd.concat([reg, refs], ignore_index=True)
-    both["test"] = np.where(both["kind"].isin(["truth", "image statistic"]),
-                            "[" + both["hypothesis"] + "]", both["hypothesis"])  # fmt: skip
-    g = (ggplot(both, aes("effect_or", "power", colour="test"))
+    ncol = min(3, len(facets))
+    nrow = (len(facets) + ncol - 1) // ncol
+    g = (ggplot(both, aes("effect_or", "power", colour="test", linetype="line"))
          + geom_line() + geom_point(size=1.2)
          + geom_errorbar(aes(ymin="mc_low", ymax="mc_high"), width=0.02)
-         + geom_hline(yintercept=0.8, linetype="dashed")
-         + geom_hline(yintercept=alpha, linetype="dotted")
+         + geom_hline(yintercept=0.8, linetype="dashed", colour="grey")
+         + geom_hline(yintercept=alpha, linetype="dotted", colour="grey")
          + scale_x_log10(breaks=sorted(both["effect_or"].unique()))
-         + facet_wrap("~family", ncol=2)
+         + scale_linetype_manual(values={"map feature": "solid", "reference": "dashed"})
+         + facet_wrap("~family", ncol=ncol)
          + labs(x="planted OR per SD of swelling (1 = conditional null)",
-                y=f"power (p < {alpha})",
-                title="Power of each test against the planted swelling effect",
-                colour="test ([reference])")
-         + theme_bw() + theme(figure_size=(10, 3.6 * ((len(facets) + 1) // 2)),
-                              legend_position="right"))  # fmt: skip
+                y=f"power (p < {alpha})", colour="", linetype="",
+                title="Power of each test against the planted swelling effect")
+         + theme_bw() + theme(figure_size=(4 * ncol + 1, 3.2 * nrow + 1.2),
+                              legend_position="bottom"))  # fmt: skip
     g.save(fdir / "power_curves.png", dpi=100, verbose=False)
     return [Figure("figures/power_curves.png",
                    "Power (share of replicates with p < alpha; Wilson 95 % Monte-Carlo CIs) of "
-                   "every primary registered test against the planted OR per SD of swelling, "
-                   "with the oracle ([truth]: the generator's own covariates) and the image "
-                   "signs of swelling ([image:...]) repeated in every panel as references. "
-                   "Dashed: 0.8; dotted: alpha.")]  # fmt: skip
+                   "every primary registered test (H1 asymmetry, H2 ventricles, H3 cortical "
+                   "edge, H4 lesion overlap) against the planted OR per SD of swelling, one "
+                   "panel per map family, with the oracle (the generator's own covariates) and "
+                   "the image signs of swelling as dashed references in every panel. Grey "
+                   "dashed: 0.8; dotted: alpha.")]  # fmt: skip
 
 
 def wide_power(power: pd.DataFrame) -> pd.DataFrame:
@@ -644,7 +656,11 @@ def report_sections(res: PowerResult, settings: PowerSettings, target: str | Non
     t = res.tables
     largest = max(settings.effects) if settings.effects else 1.0
     secs = [Section("Verdicts", [*closing_lines(t, target, largest)])]
-    secs.append(Section("Power curves", figures(out, t["power"], settings.alpha)))
+    fams = None
+    lc = t.get("layer_choice")
+    if lc is not None and len(lc) and "registered" in lc and lc["registered"].any():
+        fams = [f"outcome_maps[{c}]" for c in lc.loc[lc["registered"], "candidate"]]
+    secs.append(Section("Power curves", figures(out, t["power"], settings.alpha, fams)))
     secs.append(Section("Power per test and condition", [
         Table(wide_power(t["power"]), "Primary tests: power (share of replicates with p < "
               "alpha) [Wilson 95 % Monte-Carlo CI] per condition; under the two nulls this is "
