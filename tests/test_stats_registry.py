@@ -177,3 +177,43 @@ def test_a_hypothesis_may_ask_for_profile_intervals(tmp_path, features):
     f.write_text(f.read_text() + 'ci = "bootstrap"\n')
     with pytest.raises(ValueError, match="ci 'bootstrap'"):
         Registry.load(folder)
+
+
+def test_registry_versions_both_verify_and_the_amendment_chain_holds(tmp_path):
+    """v1's lock still holds after the amendment; v2 names v1's hash and locks its record;
+    a changed record or a wrong amended hash is refused by name."""
+    import json
+    import shutil
+
+    from hypo.paths import REGISTRY_VERSION, registry_dir
+    from hypo.stats.registry import RegistryLockError, verify_amendment, verify_lock
+
+    assert REGISTRY_VERSION == "v2"
+    verify_lock(registry_dir("v1") / "hypotheses", registry_dir("v1") / "lock.json")
+    rec = verify_amendment(registry_dir("v2"))
+    assert rec["amends"] == "v1"
+    v2 = verify_lock(registry_dir("v2") / "hypotheses", registry_dir("v2") / "lock.json")
+    assert all("nihss_baseline" in h.covariates for h in v2.hypotheses.values())
+    assert {h.id for h in v2.hypotheses.values() if h.model == "outcome"} == {
+        f"H{i}_outcome" for i in range(1, 5)
+    }
+    for what in ("record", "hash"):
+        root = tmp_path / what
+        for v in ("v1", "v2"):
+            shutil.copytree(registry_dir(v), root / v)
+        f = root / "v2" / "amendment.json"
+        d = json.loads(f.read_text())
+        if what == "record":
+            d["reason"] += " (edited after locking)"
+            match = "changed after"
+        else:
+            d["amends_registry_sha256"] = "0" * 64
+            match = "amends registry hash"
+        f.write_text(json.dumps(d))
+        if what == "hash":  # relock so only the chain is wrong
+            from hypo.stats.registry import lock
+
+            lock(root / "v2" / "hypotheses", root / "v2" / "lock.json", overwrite=True,
+                 amendment=f)  # fmt: skip
+        with pytest.raises(RegistryLockError, match=match):
+            verify_amendment(root / "v2")
