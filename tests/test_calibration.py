@@ -127,18 +127,23 @@ def _features_table(part, truth, rng):
     return d, reg
 
 
+def _write_cohort(cohort, part, truth, p):
+    """A folder a synthetic cohort's truth is read from (participants, truth, generator)."""
+    (cohort / "derivatives" / "truth").mkdir(parents=True)
+    part.to_csv(cohort / "participants.tsv", sep="\t", index=False, na_rep="n/a")
+    truth.to_csv(cohort / "derivatives" / "truth" / "truth.tsv", sep="\t", index=False)
+    (cohort / "generator.json").write_text(json.dumps({"mode": "default", "hash": "x",
+                                                       "params": p.to_dict()}))  # fmt: skip
+    return cohort
+
+
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     from analyses import calibration as ac
 
     root = tmp_path_factory.mktemp("calibration")
     part, truth, p = _cohort_tables(N)
-    cohort = root / "cohort"
-    (cohort / "derivatives" / "truth").mkdir(parents=True)
-    part.to_csv(cohort / "participants.tsv", sep="\t", index=False, na_rep="n/a")
-    truth.to_csv(cohort / "derivatives" / "truth" / "truth.tsv", sep="\t", index=False)
-    (cohort / "generator.json").write_text(json.dumps({"mode": "default", "hash": "x",
-                                                       "params": p.to_dict()}))  # fmt: skip
+    cohort = _write_cohort(root / "cohort", part, truth, p)
     feats, reg = _features_table(part, truth, np.random.default_rng(5))
     fpath = root / "features.csv"
     feats.to_csv(fpath, index=False)

@@ -4,14 +4,12 @@ process pool and a dask cluster."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from hypo.study import power as pw
-from tests.test_calibration import _cohort_tables, _features_table
+from tests.test_calibration import _cohort_tables, _features_table, _write_cohort
 
 N = 160
 
@@ -20,12 +18,7 @@ N = 160
 def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("power")
     part, truth, p = _cohort_tables(N, seed=11)
-    cohort = root / "cohort"
-    (cohort / "derivatives" / "truth").mkdir(parents=True)
-    part.to_csv(cohort / "participants.tsv", sep="\t", index=False, na_rep="n/a")
-    truth.to_csv(cohort / "derivatives" / "truth" / "truth.tsv", sep="\t", index=False)
-    (cohort / "generator.json").write_text(json.dumps({"mode": "default", "hash": "x",
-                                                       "params": p.to_dict()}))  # fmt: skip
+    cohort = _write_cohort(root / "cohort", part, truth, p)
     feats, reg = _features_table(part, truth, np.random.default_rng(5))
     rng = np.random.default_rng(7)
     sw = part[["participant_id"]].merge(truth, on="participant_id")["swelling"].to_numpy()
