@@ -164,6 +164,9 @@ def candidate_rows(features: pd.DataFrame, where: str) -> tuple[pd.DataFrame, np
 def full_replicate(i: int, mode: str, args, reg, say) -> pd.DataFrame:
     """One end-to-end replicate: a new seeded cohort, CAMs, features, registered fits."""
 
+    # The CNNs' maps only: the outcome model's maps depend on the outcome (they have the
+    # nested design of hypo.study.power).
+    reg = reg.without_models(["outcome"])
     seed = int(rng_for(args.seed, "full_replicate", i).integers(1, 2**31 - 1))
     n = args.full_patients
     root = data_dir() / "synthetic" / "calibration" / f"full-{mode}-n{n}-s{seed}"

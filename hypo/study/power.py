@@ -925,3 +925,79 @@ def power_note(table: pd.DataFrame | None, hypothesis: str, alpha: float = 0.05)
     if len(hit) and hit.iloc[0]["effect_or"] < top["effect_or"]:
         s += f"; >= {MDE_POWER} from OR {hit.iloc[0]['effect_or']:g}"
     return s
+
+
+# --------------------------------------------------------------------------- benchmark
+
+
+def benchmark(features: Path, n_redraws: int = 50, fresh: int = 3, fresh_patients: int = 30,
+              map_set: bool = True, seed: int = 0, say=lambda m: None) -> pd.DataFrame:  # fmt: skip
+    """Seconds per replicate of each design, measured in one run (``analyses.benchmark_power``).
+
+    * ``shortcut``: one outcome redraw with every fixed fit of the default table (v2 and v1
+      registered tests, oracle, image statistics);
+    * ``map set``: one refit of the outcome head on a redraw of the development outcomes,
+      its maps and features at three layers x two methods (a fresh cache: nothing reused);
+    * ``fresh cohort``: a new seeded synthetic cohort through the main study's functions
+      (generation, slice store, CNN maps, anatomy, features, registered fits;
+      :func:`hypo.study.calibration.full_replicate`), ``fresh`` times, also a smoke test.
+    """
+    import tempfile
+    from types import SimpleNamespace
+
+    from hypo.stats.calibration import redraw_mrs, run_replicate
+
+    from .._util import rng_for
+    from .calibration import full_replicate, read_cohort_truth
+    from .config import HYPOTHESES_DIR, LOCK_FILE, MRS_MODEL, STROKE_MODEL, registry_dir
+
+    rows = []
+    feats = pd.read_csv(features, dtype={"participant_id": str}, low_memory=False)
+    table, missing = _candidate_rows(feats, str(features))
+    part, truth, params, _ = read_cohort_truth(_default_cohort())
+    covs = outcome_covariates(part, truth).loc[table["participant_id"].to_numpy()]
+    reg = Registry.load(HYPOTHESES_DIR)
+
+    def col(h):
+        return f"{h.model}__{h.feature}__cam"
+
+    specs = prepare_fits(table, reg, col, truth=covs, sensitivity=True)
+    specs += image_specs(
+        table, IMAGE_STATISTICS, list(next(iter(reg.hypotheses.values())).covariates)
+    )
+    old = Registry.load(registry_dir("v1") / "hypotheses")
+    specs += prepare_fits(table, old, col)
+    t = time.perf_counter()
+    for r in range(n_redraws):
+        y = redraw_mrs(covs, "default", rng_for(seed, "bench", r), params, 3.0, missing)
+        run_replicate(y, specs, 0.05)
+    sec = (time.perf_counter() - t) / n_redraws
+    rows.append({"design": "shortcut (outcome redraw, fixed maps)", "seconds": sec,
+                 "n": n_redraws, "fits": len(specs)})  # fmt: skip
+    say(f"shortcut: {sec:.3f} s per redraw ({len(specs)} fits)")
+    if map_set:
+        from .outcome_maps import dev_outcome_covariates, outcome_map_features
+
+        dcovs, dparams, _ = dev_outcome_covariates()
+        y = redraw_mrs(dcovs, "default", rng_for(seed, "bench_dev"), dparams, 3.0)
+        with tempfile.TemporaryDirectory() as tmp:
+            outcome_map_features(y.astype(int), cache_root=tmp)  # inputs loaded, traced
+            y2 = redraw_mrs(dcovs, "default", rng_for(seed, "bench_dev", 2), dparams, 3.0)
+            t = time.perf_counter()
+            outcome_map_features(y2.astype(int), cache_root=tmp)
+            sec = time.perf_counter() - t
+        rows.append({"design": "map set (head refitted, 3 layers x 2 methods)",
+                     "seconds": sec, "n": 1, "fits": 0})  # fmt: skip
+        say(f"map set: {sec:.1f} s")
+    args = SimpleNamespace(seed=seed, full_patients=fresh_patients, workers=1,
+                           stroke_model=STROKE_MODEL, mrs_model=MRS_MODEL,
+                           hypotheses=HYPOTHESES_DIR, lock=LOCK_FILE)  # fmt: skip
+    for i in range(fresh):
+        t = time.perf_counter()
+        res = full_replicate(1000 + i, "default", args, reg, say)
+        sec = time.perf_counter() - t
+        ok = res["p"].notna().sum()
+        rows.append({"design": f"fresh cohort ({fresh_patients} patients, smoke test {i + 1})",
+                     "seconds": sec, "n": 1, "fits": int(ok)})  # fmt: skip
+        say(f"fresh cohort {i + 1}: {sec:.0f} s, {ok} fits with a p-value")
+    return pd.DataFrame(rows)
