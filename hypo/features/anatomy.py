@@ -71,6 +71,7 @@ from hypo.features.brain3d import (
     detect_csf_polarity,
     fast_median,
     fit_midsagittal_plane,
+    otsu3_index,
     project_patient,
     slice_shear_deg,
 )
@@ -334,23 +335,10 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
 
 
 def _otsu3_low(g: np.ndarray) -> int:
-    """Lower threshold of a three-class Otsu split of a uint8 image (vectorised search)."""
+    """Lower threshold of a three-class Otsu split of a uint8 image."""
     p = np.bincount(g.ravel(), minlength=256).astype(float)
     p /= p.sum()
-    levels = np.arange(256, dtype=float)
-    w = np.cumsum(p)
-    m = np.cumsum(p * levels)
-    wt, mt = w[-1], m[-1]
-    # Classes [0, t1], (t1, t2], (t2, 255]; maximise sum_k w_k mu_k^2 over t1 < t2.
-    w0, m0 = w[:, None], m[:, None]
-    w1, m1 = w[None, :] - w0, m[None, :] - m0
-    w2, m2 = wt - w[None, :], mt - m[None, :]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        score = m0**2 / w0 + m1**2 / w1 + m2**2 / w2
-    score[~np.isfinite(score)] = -np.inf
-    score[np.tril_indices(256)] = -np.inf
-    t1, _ = np.unravel_index(int(np.argmax(score)), score.shape)
-    return int(t1)
+    return otsu3_index(p, np.arange(256, dtype=float))
 
 
 def brain_mask(img: np.ndarray, min_solidity: float = 0.85, pixel_mm: float = 1.0) -> np.ndarray:

@@ -144,13 +144,14 @@ def _otsu(values: np.ndarray, bins: int = 256) -> float:
     return float(centres[int(np.argmax(between))])
 
 
-def _otsu3_low(values: np.ndarray, bins: int = 128) -> float:
-    """Lower threshold of a three-class Otsu split of a 1D sample (exhaustive search)."""
-    hist, edges = np.histogram(values, bins)
-    p = hist / max(hist.sum(), 1)
-    centres = 0.5 * (edges[:-1] + edges[1:])
+def otsu3_index(p: np.ndarray, levels: np.ndarray) -> int:
+    """Three-class Otsu split of a histogram: the index of the last bin of the lowest
+    class (exhaustive, vectorised search over t1 < t2).
+
+    ``p`` holds the bins' probabilities, ``levels`` their intensities (bin centres, or the
+    grey levels of a uint8 image)."""
     w = np.cumsum(p)
-    m = np.cumsum(p * centres)
+    m = np.cumsum(p * levels)
     wt, mt = w[-1], m[-1]
     # Classes [0, t1], (t1, t2], (t2, end]; maximise sum_k w_k mu_k^2 over t1 < t2.
     w0, m0 = w[:, None], m[:, None]
@@ -159,9 +160,17 @@ def _otsu3_low(values: np.ndarray, bins: int = 128) -> float:
     with np.errstate(divide="ignore", invalid="ignore"):
         score = m0**2 / w0 + m1**2 / w1 + m2**2 / w2
     score[~np.isfinite(score)] = -np.inf
-    score[np.tril_indices(bins)] = -np.inf
+    score[np.tril_indices(len(p))] = -np.inf
     t1, _ = np.unravel_index(int(np.argmax(score)), score.shape)
-    return float(edges[t1 + 1])
+    return int(t1)
+
+
+def _otsu3_low(values: np.ndarray, bins: int = 128) -> float:
+    """Lower threshold of a three-class Otsu split of a 1D sample."""
+    hist, edges = np.histogram(values, bins)
+    p = hist / max(hist.sum(), 1)
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    return float(edges[otsu3_index(p, centres) + 1])
 
 
 def brain_mask_3d(

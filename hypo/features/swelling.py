@@ -30,6 +30,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from hypo.cohort.contrast import csf_polarity
+
 __all__ = ["SWELLING_COLUMNS", "swelling_signs"]
 
 #: Columns of :func:`swelling_signs` besides ``participant_id``.
@@ -166,8 +168,8 @@ def swelling_for_store(store, anatomy, sides, csf_bright: bool | None = None) ->
         csf_bright = False
         pt = anatomy.patients
         if pt is not None and "contrast" in pt.columns and len(pt):
-            c = pt["contrast"].astype(str).str.lower()
-            csf_bright = bool(c.isin(["b0", "t2", "adc", "detected-csf-bright"]).mean() > 0.5)
+            bright = [csf_polarity(str(c)) == "bright" for c in pt["contrast"]]
+            csf_bright = bool(np.mean(bright) > 0.5)
     return swelling_signs(
         store.images, store.masks["lesion"], anatomy.brain, anatomy.hemisphere,
         anatomy.table, store.table["participant_id"].to_numpy(), sides, csf_bright,

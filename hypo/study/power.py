@@ -282,6 +282,17 @@ class PowerSettings:
 
 
 @dataclass
+class PowerInputs:
+    """The main analysis's patients (before its mRS-known step) and their generator truth."""
+
+    rows: pd.DataFrame
+    missing: np.ndarray
+    covariates: pd.DataFrame
+    params: object
+    cohort: Path
+
+
+@dataclass
 class PowerResult:
     """Tables of a power run and what it conditioned on."""
 
@@ -289,6 +300,7 @@ class PowerResult:
     n_analysed: int
     seconds: float
     seconds_per_replicate: float
+    inputs: PowerInputs | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -299,6 +311,57 @@ def _candidate_rows(features: pd.DataFrame, where: str):
         return candidate_rows(features, where)
     except CalibrationError as e:
         raise PowerError(str(e)) from e
+
+
+def power_inputs(features: Path, cohort: Path | None = None) -> PowerInputs:
+    """Read the main analysis's ``features.csv`` and the synthetic cohort's truth once."""
+    from .calibration import read_cohort_truth
+
+    cohort_dir = Path(cohort) if cohort else _default_cohort()
+    try:
+        part, truth, params, _gen = read_cohort_truth(cohort_dir)
+    except Exception as e:  # noqa: BLE001 -- the message names the files
+        raise PowerError(str(e)) from e
+    fpath = Path(features)
+    if not fpath.is_file():
+        raise PowerError(f"{fpath}: no patient table; run `python -m analyses.asymmetry_vs_mrs` "
+                         "first (or pass --features)")  # fmt: skip
+    table = pd.read_csv(fpath, dtype={"participant_id": str}, low_memory=False)
+    rows, missing = _candidate_rows(table, str(fpath))
+    covs = outcome_covariates(part, truth)
+    lost = sorted(set(rows["participant_id"]) - set(covs.index))
+    if lost:
+        raise PowerError(f"{fpath}: patients {lost[:5]} are not in cohort {cohort_dir} (--cohort?)")
+    return PowerInputs(rows, missing, covs.loc[rows["participant_id"].to_numpy()], params,
+                       cohort_dir)  # fmt: skip
+
+
+def _column_for(h) -> str:
+    return f"{h.model}__{h.feature}__cam"
+
+
+def fixed_specs(inp: PowerInputs, reg: Registry, compare=(), outcome: bool = True):
+    """The fits whose maps do not change between replicates: the registry's tests with a
+    column in the table (primary and sensitivity; the outcome model's only with
+    ``outcome``, i.e. on the shipped head's maps), the oracle, the image statistics and
+    each ``(name, folder)`` of ``compare`` (families prefixed ``<name>:``). Returns the
+    specs and the registry's families among them."""
+    rows = inp.rows
+    fixed = [h for h in reg.hypotheses.values() if _column_for(h) in rows.columns
+             and (outcome or h.model != "outcome")]  # fmt: skip
+    fams = sorted({h.family for h in fixed})
+    specs = prepare_fits(rows, reg, _column_for, truth=inp.covariates, families=fams,
+                         sensitivity=True)  # fmt: skip
+    specs += image_specs(rows, IMAGE_STATISTICS,
+                         list(next(iter(reg.hypotheses.values())).covariates))  # fmt: skip
+    for name, folder in compare:
+        old = Registry.load(folder)
+        ofams = sorted({h.family for h in old.hypotheses.values()
+                        if _column_for(h) in rows.columns})  # fmt: skip
+        for s in prepare_fits(rows, old, _column_for, families=ofams):
+            specs.append(FitSpec(f"{name}:{s.hypothesis}", f"{name}:{s.family}", s.terms,
+                                 s.tested, s.X, s.rows))  # fmt: skip
+    return specs, fams
 
 
 def run_power(
@@ -312,53 +375,16 @@ def run_power(
     run reads no analysis outcome, only redraws); ``settings.compare`` older versions whose
     tests are refitted on the same replicates (their families are prefixed ``<name>:``).
     """
-    from .calibration import read_cohort_truth
-
     started = time.perf_counter()
     try:
         check_engine(settings.engine)
     except ValueError as e:
         raise PowerError(str(e)) from e
-    cohort_dir = Path(settings.cohort) if settings.cohort else None
-    if cohort_dir is None:
-        from hypo.paths import default_cohort_dir
-
-        cohort_dir = default_cohort_dir("analysis")
-    try:
-        part, truth, params, _gen = read_cohort_truth(cohort_dir)
-    except Exception as e:  # noqa: BLE001 -- the message names the files
-        raise PowerError(str(e)) from e
-    fpath = Path(settings.features)
-    if not fpath.is_file():
-        raise PowerError(f"{fpath}: no patient table; run `python -m analyses.asymmetry_vs_mrs` "
-                         "first (or pass --features)")  # fmt: skip
-    features = pd.read_csv(fpath, dtype={"participant_id": str}, low_memory=False)
-    rows, missing = _candidate_rows(features, str(fpath))
-    covs = outcome_covariates(part, truth)
-    lost = sorted(set(rows["participant_id"]) - set(covs.index))
-    if lost:
-        raise PowerError(f"{fpath}: patients {lost[:5]} are not in cohort {cohort_dir} (--cohort?)")
-    covs = covs.loc[rows["participant_id"].to_numpy()]
-
-    def column_for(h):
-        return f"{h.model}__{h.feature}__cam"
-
+    inp = power_inputs(settings.features, settings.cohort)
+    rows, missing, covs, params = inp.rows, inp.missing, inp.covariates, inp.params
     reg = Registry.load(settings.registry)
-    # The outcome model's maps depend on the outcome: with map sets they are refitted per
-    # replicate; without, its columns (if any) are tested on the shipped head's maps.
-    fixed = [h for h in reg.hypotheses.values() if column_for(h) in rows.columns
-             and not (map_sets is not None and h.model == "outcome")]  # fmt: skip
-    fams = sorted({h.family for h in fixed})
-    specs = prepare_fits(rows, reg, column_for, truth=covs, families=fams, sensitivity=True)
+    specs, fams = fixed_specs(inp, reg, settings.compare, outcome=map_sets is None)
     primary = list(next(iter(reg.hypotheses.values())).covariates)
-    specs += image_specs(rows, IMAGE_STATISTICS, primary)
-    for name, folder in settings.compare:
-        old = Registry.load(folder)
-        ofams = sorted({h.family for h in old.hypotheses.values()
-                        if column_for(h) in rows.columns})  # fmt: skip
-        for s in prepare_fits(rows, old, column_for, families=ofams):
-            specs.append(FitSpec(f"{name}:{s.hypothesis}", f"{name}:{s.family}", s.terms,
-                                 s.tested, s.X, s.rows))  # fmt: skip
     n_an = int((~missing).sum())
     say(f"{len(rows)} patients ({n_an} with an mRS, as the main analysis); {len(specs)} fixed "
         f"fits per replicate (registered {fams}, oracle, image statistics"
@@ -398,13 +424,14 @@ def run_power(
     power = power_table(reps, settings.alpha)
     type1 = type_one_table(power)
     mde = minimum_detectable_effect(power)
-    cols = [column_for(h) for h in fixed] + [c for c in IMAGE_STATISTICS if c in rows]
+    cols = [_column_for(h) for h in reg.hypotheses.values() if h.family in fams]
+    cols += [c for c in IMAGE_STATISTICS if c in rows]
     known = ~missing
     pc = partial_correlations(rows[known], cols, covs["swelling"].to_numpy(float)[known],
                               [c for c in primary if not c.startswith("C(")])  # fmt: skip
     tables = {"power": power, "type_I": type1, "mde": mde, "partial_correlations": pc}
     return PowerResult(tables, n_an, time.perf_counter() - started,
-                       float(np.median(per_rep)) if per_rep else math.nan)  # fmt: skip
+                       float(np.median(per_rep)) if per_rep else math.nan, inp)  # fmt: skip
 
 
 def shipped_table(power: pd.DataFrame, registry_version: str, registry=None) -> pd.DataFrame:
@@ -750,15 +777,11 @@ def run_power_study(args, say: Callable[[str], None] = lambda m: None,
     if map_sets is None and getattr(args, "map_sets", 0):
         map_sets = outcome_map_sets(settings, int(args.map_sets), say)
     res = run_power(settings, say, map_sets)
-    from .calibration import read_cohort_truth
 
-    part, truth, params, _ = read_cohort_truth(settings.cohort or _default_cohort())
-    feats = pd.read_csv(settings.features, dtype={"participant_id": str}, low_memory=False)
-    rows, missing = _candidate_rows(feats, str(settings.features))
-    covs = outcome_covariates(part, truth).loc[rows["participant_id"].to_numpy()]
-    res.tables["effect_ladder"] = effect_ladder(covs, effects, params,
+    inp = res.inputs
+    res.tables["effect_ladder"] = effect_ladder(inp.covariates, effects, inp.params,
                                                 n_redraws=50 if args.quick else 200,
-                                                seed=args.seed, missing=missing)  # fmt: skip
+                                                seed=args.seed, missing=inp.missing)  # fmt: skip
     ev = Path(__file__).resolve().parents[2] / "models" / "outcome-mil-128" / "evaluation.csv"
     res.tables["ladder"] = cohort_ladder(ev if ev.is_file() else None)
     target = TARGET_HYPOTHESIS
@@ -795,7 +818,7 @@ def run_power_study(args, say: Callable[[str], None] = lambda m: None,
         + (f", compared on the same replicates with {', '.join(v for v, _ in compare)}" if compare else "")
         + f". Conditions: complete null and conditional null ({n_null} outcome redraws each), "
         f"planted OR per SD of swelling {', '.join(f'{e:g}' for e in effects)} ({n_power} each).",
-        f"Features: {settings.features}; cohort: {settings.cohort or _default_cohort()}.",
+        f"Features: {settings.features}; cohort: {res.inputs.cohort}.",
         *(["Quick run (--quick): few replicates; not for inference."] if args.quick else []),
         *(["Outcome model's maps: " + map_sets.describe] if map_sets is not None else
           ["The outcome model's maps are not part of this run (--map-sets 0)."]),
@@ -948,25 +971,14 @@ def benchmark(features: Path, n_redraws: int = 50, fresh: int = 3, fresh_patient
     from hypo.stats.calibration import redraw_mrs, run_replicate
 
     from .._util import rng_for
-    from .calibration import full_replicate, read_cohort_truth
+    from .calibration import full_replicate
     from .config import HYPOTHESES_DIR, LOCK_FILE, MRS_MODEL, STROKE_MODEL, registry_dir
 
     rows = []
-    feats = pd.read_csv(features, dtype={"participant_id": str}, low_memory=False)
-    table, missing = _candidate_rows(feats, str(features))
-    part, truth, params, _ = read_cohort_truth(_default_cohort())
-    covs = outcome_covariates(part, truth).loc[table["participant_id"].to_numpy()]
+    inp = power_inputs(features)
+    covs, params, missing = inp.covariates, inp.params, inp.missing
     reg = Registry.load(HYPOTHESES_DIR)
-
-    def col(h):
-        return f"{h.model}__{h.feature}__cam"
-
-    specs = prepare_fits(table, reg, col, truth=covs, sensitivity=True)
-    specs += image_specs(
-        table, IMAGE_STATISTICS, list(next(iter(reg.hypotheses.values())).covariates)
-    )
-    old = Registry.load(registry_dir("v1") / "hypotheses")
-    specs += prepare_fits(table, old, col)
+    specs, _ = fixed_specs(inp, reg, [("v1", registry_dir("v1") / "hypotheses")])
     t = time.perf_counter()
     for r in range(n_redraws):
         y = redraw_mrs(covs, "default", rng_for(seed, "bench", r), params, 3.0, missing)
