@@ -144,3 +144,35 @@ def test_a_missing_engine_is_a_refusal_not_a_traceback(study, monkeypatch):
     s = study["settings"]
     with pytest.raises(pw.PowerError, match=r"hypo\[cluster\]|\.\[cluster\]"):
         pw.run_power(pw.PowerSettings(**{**vars(s), "engine": "dask"}))
+
+
+def test_map_sets_enter_as_a_nested_design_with_their_own_correlations(study, tmp_path):
+    """A fake map source whose head 'learns' swelling only when the development outcomes
+    carry it: its test gains power at OR 3, and the per-map-set partial correlations show
+    the learning (the null sets do not track swelling)."""
+    s = study["settings"]
+    feats = study["feats"]
+    from hypo.study.calibration import read_cohort_truth
+
+    _, truth, _, _ = read_cohort_truth(s.cohort)
+    sw = feats[["participant_id"]].merge(truth, on="participant_id")["swelling"].to_numpy()
+
+    def features(cond, k):
+        rng = np.random.default_rng([3, k, len(cond.name)])
+        learned = 0.0 if cond.planted_or_per_sd is None else 1.0
+        x = learned * sw + 0.4 * rng.normal(size=len(sw))
+        return pd.DataFrame({"participant_id": feats["participant_id"], "fake_map": x,
+                             "outcome_eta": x + 0.1 * rng.normal(size=len(sw))})  # fmt: skip
+
+    ms = pw.MapSets(features, {"H1_outcome[fake@l]": ("fake_map", "outcome_maps[fake@l]")}, 2)
+    res = pw.run_power(pw.PowerSettings(**{**vars(s), "out": tmp_path / "out", "effects": [3.0],
+                                           "n_null": 40, "n_power": 40}), map_sets=ms)  # fmt: skip
+    power = res.tables["power"]
+    assert _row(power, "map:H1_outcome[fake@l]", "or_3")["power"] >= 0.6
+    assert _row(power, "map:H1_outcome[fake@l]", "or_3")["n_replicates"] == 40
+    pcs = res.tables["map_set_partial_correlations"].set_index(["feature", "condition"])
+    assert set(pcs.index.get_level_values(0)) == {"fake_map", "outcome_eta"}
+    assert (pcs["n_map_sets"] == 2).all()
+    assert pcs.loc[("fake_map", "or_3"), "mean_partial_r"] > 0.7
+    assert abs(pcs.loc[("fake_map", "complete_null"), "mean_partial_r"]) < 0.3
+    assert len(pcs.loc[("outcome_eta", "or_3"), "partial_r_by_set"].split()) == 2

@@ -247,6 +247,7 @@ class CumulativeLogitFit:
     thresholds: np.ndarray
     converged: bool
     error: str = ""
+    loglik: float = math.nan
 
     @property
     def p(self) -> np.ndarray:
@@ -348,7 +349,9 @@ def fit_cumulative_logit(
     var = np.diag(cov)[:k]
     if not np.all(np.isfinite(var)) or np.any(var <= 0):
         return CumulativeLogitFit(nan, nan, _thresholds(a), False, "singular information")
-    return CumulativeLogitFit(beta.copy(), np.sqrt(var), _thresholds(a), True)
+    return CumulativeLogitFit(
+        beta.copy(), np.sqrt(var), _thresholds(a), True, loglik=-float(res.fun)
+    )
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,7 @@ __all__ = [
     "PowerSettings",
     "conditions",
     "image_specs",
+    "map_set_correlation_summary",
     "minimum_detectable_effect",
     "partial_correlations",
     "power_table",
@@ -169,6 +170,23 @@ def partial_correlations(table: pd.DataFrame, columns: Sequence[str], truth: pd.
                      "ci_low": float(ci[0]), "ci_high": float(ci[1]),
                      "p": float(r[p_col].iloc[0])})  # fmt: skip
     return pd.DataFrame(rows, columns=["feature", "n", "partial_r", "ci_low", "ci_high", "p"])
+
+
+def map_set_correlation_summary(pcs: pd.DataFrame) -> pd.DataFrame:
+    """Per map-set feature and condition: the partial correlation with true swelling in
+    each map set (``partial_r_by_set``) and their mean. Under a planted effect a head that
+    learned swelling gives features (and a linear predictor ``outcome_eta``) that track it
+    more than under the nulls."""
+    if pcs.empty:
+        return pcs
+    g = pcs.groupby(["feature", "condition", "effect_or"], sort=False)
+    out = g.agg(n=("n", "max"), mean_partial_r=("partial_r", "mean"),
+                min_partial_r=("partial_r", "min"), max_partial_r=("partial_r", "max"),
+                n_map_sets=("map_set", "nunique")).reset_index()  # fmt: skip
+    out["partial_r_by_set"] = [
+        " ".join(f"{r:+.2f}" for r in grp.sort_values("map_set")["partial_r"]) for _, grp in g
+    ]
+    return out.sort_values(["feature", "effect_or", "condition"]).reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------- summaries
@@ -396,6 +414,10 @@ def run_power(
     out = Path(settings.out)
     parts = []
     per_rep = []
+    set_pcs = []
+    known = ~missing
+    swelling = covs["swelling"].to_numpy(float)
+    numeric_primary = [c for c in primary if not c.startswith("C(")]
     for cond in conds:
         n_total = settings.n_null if cond.role == "type_I" else settings.n_power
         n_each = int(math.ceil(n_total / k_sets))
@@ -407,6 +429,14 @@ def run_power(
                                                                 how="left")  # fmt: skip
                 for name, (col, fam) in map_sets.hypotheses.items():
                     extra += image_specs(tab, {name: col}, primary, family=fam, prefix="map:")
+                # Does this map set's head, trained on development outcomes carrying the
+                # condition's effect, measure the analysis patients' true swelling?
+                set_cols = [c for c, _ in map_sets.hypotheses.values()]
+                set_cols += [c for c in mf.columns if c == "outcome_eta"]
+                pc_k = partial_correlations(tab[known], list(dict.fromkeys(set_cols)),
+                                            swelling[known], numeric_primary)  # fmt: skip
+                set_pcs.append(pc_k.assign(condition=cond.name, effect_or=_effect_of(cond.name),
+                                           map_set=k))  # fmt: skip
             name = cond.name if k_sets == 1 else f"{cond.name}.m{k}"
             setting = Setting(name, cond.mode, cond.role, cond.planted_or_per_sd)
             config = CalibrationConfig(n_replicates=n_each, alpha=settings.alpha,
@@ -426,10 +456,12 @@ def run_power(
     mde = minimum_detectable_effect(power)
     cols = [_column_for(h) for h in reg.hypotheses.values() if h.family in fams]
     cols += [c for c in IMAGE_STATISTICS if c in rows]
-    known = ~missing
-    pc = partial_correlations(rows[known], cols, covs["swelling"].to_numpy(float)[known],
-                              [c for c in primary if not c.startswith("C(")])  # fmt: skip
+    pc = partial_correlations(rows[known], cols, swelling[known], numeric_primary)
     tables = {"power": power, "type_I": type1, "mde": mde, "partial_correlations": pc}
+    if set_pcs:
+        tables["map_set_partial_correlations"] = map_set_correlation_summary(
+            pd.concat(set_pcs, ignore_index=True)
+        )
     return PowerResult(tables, n_an, time.perf_counter() - started,
                        float(np.median(per_rep)) if per_rep else math.nan, inp)  # fmt: skip
 
@@ -704,7 +736,14 @@ def report_sections(res: PowerResult, settings: PowerSettings, target: str | Non
     secs.append(Section("Do the features measure swelling?", [
         Table(t["partial_correlations"], "Spearman partial correlation of each feature with "
               "the generator's true swelling, given the primary covariates (analysed "
-              "patients): a map feature that does not correlate cannot carry the effect.")]))  # fmt: skip
+              "patients): a map feature that does not correlate cannot carry the effect."),
+        *([Table(t["map_set_partial_correlations"], "The same per map set of the outcome "
+                 "model (head refitted on development outcomes redrawn under each condition): "
+                 "the partial correlation of each map feature and of the head's linear "
+                 "predictor (outcome_eta) with the analysis patients' true swelling, per "
+                 "map set and their mean. A head that learned swelling from the development "
+                 "outcomes would show it rising with the planted OR.")]
+          if "map_set_partial_correlations" in t else [])]))  # fmt: skip
     if "ladder" in t:
         secs.append(Section("Is the default cohort as predictable as real ones?", [
             Table(t["ladder"], "AUC of mRS 3-6 vs 0-2: the shipped outcome model's "
