@@ -248,3 +248,33 @@ def test_outcome_layer_follows_the_registry_unless_overridden():
     reg.hypotheses["O2"] = NS(model="outcome", layer="block4_relu")
     with pytest.raises(StudyError, match="one layer per model"):
         outcome_layer(StudyConfig(), card, reg)
+
+
+def test_layercam_map_sets_hold_the_multi_layer_fusion(setup):
+    from hypo.cam import CamStore
+    from hypo.cam.fusion import fuse_layer_maps
+    from hypo.study import outcome_maps as om
+
+    layers = ("block5_relu", "block3_relu")
+    ms = om.outcome_map_set(None, layers=layers, methods=("gradcam", "layercam"),
+                            analysis=setup["analysis"], dev=setup["dev"],
+                            cache_root=setup["root"] / "c3", config=setup["outcome"])  # fmt: skip
+    cols = [om.map_column(f, m, la) for la, m in [(la, m) for la in layers
+            for m in ("gradcam", "layercam")] + [("fusion", "layercam")]
+            for f in om.OUTCOME_FEATURES]  # fmt: skip
+    assert list(ms.table.columns) == ["participant_id", *cols, "outcome_eta"]
+    # The fused view's maps: each layer scaled by its largest value, the shallow one lifted
+    # by tanh(2 x), the maximum taken.
+    stores = {la: CamStore.open(next((setup["root"] / "c3" / "cams").glob(f"{la}-*")))
+              for la in layers}  # fmt: skip
+    rows = np.arange(len(stores["block5_relu"].logits))
+    views = [om._RowsView(stores[la], rows) for la in layers]
+    fused = om._FusedView(views)
+    assert fused.layer == "fusion" and fused.methods == ("layercam",)
+    got = np.concatenate([c for _, _, c in fused.iter_chunks("layercam")])
+    maps = [stores[la].maps("layercam", rows, resized=True) for la in layers]
+    scales = [stores[la].maps("layercam", rows, resized=False).max() for la in layers]
+    np.testing.assert_allclose(got, fuse_layer_maps(maps, scales, deep=0), rtol=1e-5, atol=1e-7)
+    assert got.max() <= 1.0 and got.max() > 0
+    with pytest.raises(ValueError, match="input size only"):
+        next(fused.iter_chunks("layercam", resized=False))

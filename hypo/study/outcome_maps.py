@@ -61,10 +61,18 @@ OUTCOME_AGGREGATION = "lesion_slices_map_mass_weighted_mean"
 #: Layers of a map set by default: the card's ``cam_layer`` (8 x 8 at 128 px) and finer.
 DEFAULT_LAYERS = ("block5_relu", "block4_relu", FINE_LAYER)
 DEFAULT_METHODS = ("gradcam", "gradcampp")
+#: Methods the power study compares (issue 17 item 4); with LayerCAM at several layers a map
+#: set also holds their multi-layer fusion (layer ``fusion``, :mod:`hypo.cam.fusion`).
+CANDIDATE_METHODS = ("gradcam", "gradcampp", "layercam")
 #: Largest |eta| difference allowed between the shipped head and its refit on the
 #: development cohort's own mRS (the check that the refit reproduces the shipped fit).
 REFIT_TOLERANCE = 1e-3
 MAP_SET_VERSION = 2
+
+
+def fuses(layers, methods) -> bool:
+    """Whether a map set of these layers and methods also holds the LayerCAM fusion."""
+    return "layercam" in methods and len(layers) > 1
 
 
 def map_column(feature: str, method: str, layer: str) -> str:
@@ -232,6 +240,35 @@ class _RowsView:
             yield start, stop, self.cs.maps(method, self.rows[start:stop], resized=resized)
 
 
+class _FusedView:
+    """LayerCAM maps of several layers fused into one map per slice and class
+    (:func:`hypo.cam.fusion.fuse_layer_maps`, one scale per layer over these rows), seen as
+    a store of one method (``layercam``) at layer ``fusion`` with the finest layer's cells."""
+
+    def __init__(self, views, method: str = "layercam"):
+        from hypo.cam.fusion import FUSION_LAYER, layer_scales
+
+        self.views, self.method = list(views), method
+        v0 = self.views[0]
+        self.methods, self.classes, self.layer = (method,), v0.classes, FUSION_LAYER
+        self.input_shape = v0.input_shape
+        self.raw_shape = max((v.raw_shape for v in self.views), key=lambda r: int(np.prod(r)))
+        self.n_chunks = v0.n_chunks
+        # views are deepest first (DEFAULT_LAYERS order): the first is scaled linearly
+        self.scales = layer_scales(
+            [(c for _, _, c in v.iter_chunks(method, resized=False)) for v in self.views]
+        )
+
+    def iter_chunks(self, method: str, resized: bool = True):
+        from hypo.cam.fusion import fuse_layer_maps
+
+        if method != self.method or not resized:
+            raise ValueError(f"fused maps exist for {self.method!r} at input size only")
+        for parts in zip(*(v.iter_chunks(method, resized=True) for v in self.views)):
+            start, stop = parts[0][:2]
+            yield start, stop, fuse_layer_maps([p[2] for p in parts], self.scales, deep=0)
+
+
 def map_inputs(
     outcome_model=OUTCOME_MODEL, analysis=None, dev=None, patients=None, log=None
 ) -> MapInputs:
@@ -331,12 +368,14 @@ def refit_head(inp: MapInputs, dev_mrs=None) -> OrdinalHead:
 
 
 def _map_set(inp: MapInputs, head: OrdinalHead, layers, methods, root: Path, log):
+    from hypo.cam.fusion import FUSION_LAYER
     from hypo.features.aggregate import aggregate_patients
     from hypo.features.anatomy import AnatomyConfig
     from hypo.features.maps import FeatureConfig, features_for_store
 
     say = log or (lambda m: None)
     m = inp.model
+    fuse = fuses(layers, methods)
     hkey = stable_hash({"head": head.to_dict(), "pooling": m.pooling,
                         "embedding_layer": m.embedding_layer}, 16)  # fmt: skip
     pkey = stable_hash(inp.patients, 8)
@@ -344,6 +383,8 @@ def _map_set(inp: MapInputs, head: OrdinalHead, layers, methods, root: Path, log
     key = {"version": MAP_SET_VERSION, "head": hkey, "patients": pkey, "store": skey,
            "layers": list(layers), "methods": list(methods), "features": list(OUTCOME_FEATURES),
            "anatomy": AnatomyConfig().key(), "feature_config": FeatureConfig().__dict__}  # fmt: skip
+    if fuse:
+        key["fusion"] = "layercam-max-tanh2-layer-scale"
     out_file = root / "map_sets" / f"{hkey}-{stable_hash(key, 12)}.parquet"
     if out_file.is_file():
         return pd.read_parquet(out_file), {}
@@ -360,16 +401,20 @@ def _map_set(inp: MapInputs, head: OrdinalHead, layers, methods, root: Path, log
     rows = np.flatnonzero(les.reshape(len(les), -1).any(1))
     sub, an = _rows(inp.store, inp.anatomy, rows)
     views = [_RowsView(stores[la], rows) for la in layers]
+    if fuse:
+        views.append(_FusedView(views))
     sf = features_for_store(sub, an, views, controls=(), progress=False)
     pt = aggregate_patients(sf, cohort_id=inp.cohort_id)
     pt["participant_id"] = pt["participant_id"].astype(str)
     cam = pt[(pt["map_source"] == "cam") & (pt["class_index"] == 0)]
-    for layer in layers:
-        for method in methods:
-            sel = cam[(cam["method"] == method) & (cam["layer"] == layer)]
-            sel = sel.set_index("participant_id")
-            for f in OUTCOME_FEATURES:
-                table[map_column(f, method, layer)] = table["participant_id"].map(sel[f + suffix])
+    pairs = [(la, me) for la in layers for me in methods]
+    if fuse:
+        pairs.append((FUSION_LAYER, "layercam"))
+    for layer, method in pairs:
+        sel = cam[(cam["method"] == method) & (cam["layer"] == layer)]
+        sel = sel.set_index("participant_id")
+        for f in OUTCOME_FEATURES:
+            table[map_column(f, method, layer)] = table["participant_id"].map(sel[f + suffix])
     pid = inp.store.table["participant_id"].astype(str).to_numpy()
     first = pd.Series(np.arange(len(pid))).groupby(pid).first()
     eta = np.asarray(stores[layers[0]].logits)[:, 0]

@@ -888,20 +888,22 @@ def outcome_map_sets(settings: PowerSettings, per_condition: int, say=lambda m: 
     (:func:`hypo.study.outcome_maps.outcome_map_features`: encoder, pooling and penalty
     fixed) and the analysis cohort's maps and features computed at every candidate layer
     and method. Every candidate's four features form one BH family."""
+    from hypo.cam.fusion import FUSION_LAYER
     from hypo.stats.calibration import redraw_mrs
 
     from .._util import rng_for
     from .outcome_maps import (
+        CANDIDATE_METHODS,
         DEFAULT_LAYERS,
-        DEFAULT_METHODS,
         OUTCOME_FEATURES,
         dev_outcome_covariates,  # fmt: skip
+        fuses,
         map_column,
         outcome_map_features,
     )
 
     layers = tuple(layers or DEFAULT_LAYERS)
-    methods = tuple(methods or DEFAULT_METHODS)
+    methods = tuple(methods or CANDIDATE_METHODS)
     analysis = settings.cohort
     covs, params, _ = dev_outcome_covariates(analysis=analysis)
 
@@ -916,13 +918,17 @@ def outcome_map_sets(settings: PowerSettings, per_condition: int, say=lambda m: 
         return f
 
     hyps = {}
-    for layer in layers:
-        for m in methods:
-            for i, feat in enumerate(OUTCOME_FEATURES, 1):
-                hyps[candidate_name(i, m, layer)] = (map_column(feat, m, layer),
-                                                     f"outcome_maps[{m}@{layer}]")  # fmt: skip
+    pairs = [(layer, m) for layer in layers for m in methods]
+    if fuses(layers, methods):
+        pairs.append((FUSION_LAYER, "layercam"))
+    for layer, m in pairs:
+        for i, feat in enumerate(OUTCOME_FEATURES, 1):
+            hyps[candidate_name(i, m, layer)] = (map_column(feat, m, layer),
+                                                 f"outcome_maps[{m}@{layer}]")  # fmt: skip
     desc = (f"{per_condition} map set(s) per condition (development outcomes redrawn, head "
-            f"refitted), layers {', '.join(layers)}, methods {', '.join(methods)}.")  # fmt: skip
+            f"refitted), layers {', '.join(layers)}, methods {', '.join(methods)}"
+            + (f", and LayerCAM fused over the layers (layer {FUSION_LAYER!r})"
+               if fuses(layers, methods) else "") + ".")  # fmt: skip
     return MapSets(features, hyps, per_condition, desc)
 
 
