@@ -391,7 +391,9 @@ def _map_set(inp: MapInputs, head: OrdinalHead, layers, methods, root: Path, log
     suffix = AGGREGATION_SUFFIX[OUTCOME_AGGREGATION]
     table = pd.DataFrame({"participant_id": inp.patients})
     t = time.perf_counter()
-    dirs = {la: root / "cams" / f"{la}-{hkey}-p{pkey}-s{skey}" for la in layers}
+    # Methods name the folder too: a store holds the methods it was computed with.
+    mtag = "" if tuple(methods) == DEFAULT_METHODS else f"-m{stable_hash(list(methods), 6)}"
+    dirs = {la: root / "cams" / f"{la}-{hkey}-p{pkey}-s{skey}{mtag}" for la in layers}
     stores = bag_cam_stores(m.encoder, inp.store, head, m.pooling, dirs, tuple(methods),
                             m.embedding_layer)  # fmt: skip
     t_cam = time.perf_counter() - t
