@@ -176,3 +176,27 @@ def test_map_sets_enter_as_a_nested_design_with_their_own_correlations(study, tm
     assert pcs.loc[("fake_map", "or_3"), "mean_partial_r"] > 0.7
     assert abs(pcs.loc[("fake_map", "complete_null"), "mean_partial_r"]) < 0.3
     assert len(pcs.loc[("outcome_eta", "or_3"), "partial_r_by_set"].split()) == 2
+
+
+def test_the_main_reports_power_paragraph_lists_one_number_per_null_test(tmp_path, monkeypatch):
+    from hypo.study import run
+
+    table = pd.DataFrame({"hypothesis": ["H1_stroke", "H2_stroke", "H3_stroke"] * 2,
+                          "effect_or": [1.5] * 3 + [3.0] * 3,
+                          "power": [0.1, 0.05, 0.2, 0.3, 0.07, 0.6],
+                          "n_replicates": [200] * 6})  # fmt: skip
+    monkeypatch.setattr(pw, "read_shipped", lambda version, folder=None: table)
+    res = pd.DataFrame({"hypothesis": ["H1_stroke", "H2_stroke", "H3_stroke", "H1_stroke"],
+                        "map_source": ["cam", "cam", "cam", "control_uniform"],
+                        "analysis": ["primary"] * 4, "q": [0.5, 0.01, 0.9, 0.5]})  # fmt: skip
+    text = run.power_paragraph(res, "vtest")
+    assert "a null here had power, at OR 3 per SD of swelling (200 replicates): " in text
+    assert "H1_stroke 0.30, H3_stroke 0.60." in text and "H2_stroke" not in text  # q < 0.05
+    assert res.loc[1, "power_note"].startswith("a null here had power 0.07 at OR 3")
+    assert res.loc[3, "power_note"] == ""  # control maps get no note
+    # Notes of different forms stay whole sentences.
+    table.loc[5, "n_replicates"] = 100
+    text = run.power_paragraph(res, "vtest")
+    assert (
+        "H3_stroke: a null here had power 0.60 at OR 3 per SD of swelling (100 replicates)" in text
+    )

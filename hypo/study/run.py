@@ -14,6 +14,7 @@ runs on the table before any fit.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -606,15 +607,23 @@ def power_paragraph(results: pd.DataFrame, version: str | None, alpha: float = 0
         results.at[i, "power_note"] = note
         q = results.at[i, "q"]
         if not (np.isfinite(q) and q < alpha):
-            notes.append(f"{h}: {note}")
+            notes.append((h, note))
     src = f"analyses/power/{version}.csv" if table is not None else "no power table"
     if not notes:
         return (
             f"Every primary CAM test rejected at q < {alpha}; power per test: results.csv ({src})."
         )
-    return (f"Null results and the power they had (positive controls on the synthetic cohort, "
-            f"python -m analyses.power; {src}): " + "; ".join(notes) + ". A null result is "
-            "evidence of absence only for effects at or above the test's detectable size.")  # fmt: skip
+    head = (f"Null results and the power they had (positive controls on the synthetic cohort, "
+            f"python -m analyses.power; {src}): ")  # fmt: skip
+    tail = (". A null result is evidence of absence only for effects at or above the test's "
+            "detectable size.")  # fmt: skip
+    # Notes that differ only in the power figure read as one list of numbers.
+    pat = re.compile(r"a null here had power (\S+) (at OR .+ replicates\))$")
+    parsed = [(h, pat.match(n)) for h, n in notes]
+    if all(m is not None for _, m in parsed) and len({m.group(2) for _, m in parsed}) == 1:
+        return (head + f"a null here had power, {parsed[0][1].group(2)}: "
+                + ", ".join(f"{h} {m.group(1)}" for h, m in parsed) + tail)  # fmt: skip
+    return head + "; ".join(f"{h}: {n}" for h, n in notes) + tail
 
 
 def study_intro(cfg, cohort, cards, layers, n, synthetic_truth: bool, reg=None) -> list[str]:
