@@ -130,7 +130,7 @@ def _runtime_line(out: Path, tm: dict, hist: list) -> str:
         + f"; statistics {tm['statistics_s']:.0f} s; report "
         f"{tm['report_s']:.0f} s{'; statistics from the cache' if tm['statistics_reused'] else ''})"
         + (f"; last run that fitted them {fitted[-1]['total_s']:.0f} s" if fitted else "")
-        + f"; targets <= 600 s from nothing / <= 60 s with caches ({out / 'runtime.json'})"
+        + f"; targets (issue 18) <= 180 s from nothing / <= 60 s with caches ({out / 'runtime.json'})"
     )
 
 
