@@ -691,6 +691,9 @@ def closing_lines(tables: dict, target: str | None, largest: float) -> list[str]
                      f"{TYPE_I_UPPER_MAX}; worst {worst['hypothesis']} {_fmt(worst['type_I_error'])} "
                      f"[{_fmt(worst['mc_low'])}, {_fmt(worst['mc_high'])}] under "
                      f"{worst['condition']}.")  # fmt: skip
+        means = cur.groupby("condition")["type_I_error"].mean()
+        lines.append("Mean type-I error of those tests: " + ", ".join(
+            f"{c} {_fmt(v, 4)}" for c, v in means.items()) + " (nominal 0.05).")  # fmt: skip
     old = prim[prim["family"].str.contains(":")]
     if len(old):
         lines.append(f"Same replicates, older registry: {int(old['meets_target'].sum())} of "
