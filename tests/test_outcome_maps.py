@@ -278,3 +278,38 @@ def test_layercam_map_sets_hold_the_multi_layer_fusion(setup):
     assert got.max() <= 1.0 and got.max() > 0
     with pytest.raises(ValueError, match="input size only"):
         next(fused.iter_chunks("layercam", resized=False))
+
+
+def test_encoder_information_finds_swelling_only_where_the_design_carries_it():
+    from types import SimpleNamespace
+
+    from hypo.study.outcome_maps import encoder_swelling_information
+
+    rng = np.random.default_rng(0)
+    n = 300
+    covs = pd.DataFrame({"swelling": rng.normal(size=n),
+                         "true_tissue_volume_ml": rng.lognormal(2.5, 1.0, size=n),
+                         "side": rng.choice(["left", "right"], size=n),
+                         "territory": "MCA", "age": rng.normal(70, 10, size=n),
+                         "sex": rng.choice(["F", "M"], size=n),
+                         "mrs_before": rng.integers(0, 3, size=n),
+                         "nihss_baseline": rng.integers(0, 20, size=n), "ivt": 0, "iat": 0})  # fmt: skip
+    logv = np.log1p(covs["true_tissue_volume_ml"].to_numpy())
+    noise = rng.normal(size=(n, 6))
+    blind = np.column_stack([noise, logv])  # embeddings that see volume, not swelling
+    seeing = np.column_stack([noise, covs["swelling"] + 0.3 * rng.normal(size=n), logv])
+
+    def run(design):
+        inp = SimpleNamespace(design=design,
+                              dev=SimpleNamespace(covariates=covs, cohort_id="fake"))  # fmt: skip
+        return encoder_swelling_information(inp).set_index(["target", "predictors"])["cv_r"]
+
+    r_blind, r_seeing = run(blind), run(seeing)
+    head = "encoder embeddings + lesion extent (the head's design)"
+    target = "swelling beyond the primary covariates"
+    assert abs(r_blind[(target, head)]) < 0.2
+    assert r_seeing[(target, head)] > 0.8
+    assert r_blind[("ln(true infarct volume + 1) (positive control)", head)] > 0.95
+    with pytest.raises(ValueError, match="not a synthetic cohort"):
+        encoder_swelling_information(SimpleNamespace(
+            design=blind, dev=SimpleNamespace(covariates=None, cohort_id="own")))  # fmt: skip

@@ -510,3 +510,63 @@ def outcome_map_set(dev_mrs, *, layers=DEFAULT_LAYERS, methods=DEFAULT_METHODS, 
         cache_dir() / "outcome_maps" / inp.cohort_id)  # fmt: skip
     table, seconds = _map_set(inp, head, tuple(layers), tuple(methods), root, log)
     return MapSet(table, head, seconds)
+
+
+#: Covariates the swelling is residualised on before asking what an embedding adds: the
+#: generator's versions of the registry's primary covariates.
+ENCODER_CHECK_COVARIATES = ("log_lesion_volume_ml_plus_1", "age_per_decade_above_70",
+                            "mrs_before", "right_side", "nihss_baseline")  # fmt: skip
+
+
+def encoder_swelling_information(inp: MapInputs | None = None, folds: int = 5,
+                                 seed: int = 0) -> pd.DataFrame:  # fmt: skip
+    """How much of the true swelling, beyond the primary covariates, the outcome head's
+    inputs carry: a ceiling for every map set.
+
+    On the development patients (synthetic: true swelling known), the swelling is
+    residualised on :data:`ENCODER_CHECK_COVARIATES` (least squares), then predicted from
+    the head's design (the frozen encoder's pooled slice embeddings and the lesion extent,
+    standardised) by ridge regression with its penalty chosen inside each training fold
+    (scikit-learn ``RidgeCV``), ``folds``-fold cross-validated. A head refitted on any
+    outcome can only use what this design carries: if the out-of-fold prediction does not
+    track the residual swelling, no map set of this encoder can measure swelling.
+
+    Returns
+    -------
+    DataFrame
+        ``target, predictors, n, cv_r2, cv_r`` (out-of-fold R^2 and Pearson r), ``folds``:
+        the residual swelling from the head's design and from the lesion extent alone (a
+        floor), and as a positive control of the check the true infarct volume from the
+        head's design.
+    """
+    from sklearn.linear_model import RidgeCV
+    from sklearn.model_selection import KFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from hypo.stats.calibration import generator_design
+
+    inp = inp or map_inputs()
+    if inp.dev.covariates is None:
+        raise ValueError(f"{inp.dev.cohort_id}: not a synthetic cohort; no true swelling")
+    g = generator_design(inp.dev.covariates)
+    C = np.column_stack([np.ones(len(g)), g[list(ENCODER_CHECK_COVARIATES)].to_numpy(float)])
+    sw = g["swelling"].to_numpy(float)
+    resid = sw - C @ np.linalg.lstsq(C, sw, rcond=None)[0]
+    cv = KFold(folds, shuffle=True, random_state=seed)
+    rows = []
+    design = "encoder embeddings + lesion extent (the head's design)"
+    runs = [("swelling beyond the primary covariates", design, inp.design, resid),
+            ("swelling beyond the primary covariates", "lesion extent alone",
+             inp.design[:, -1:], resid),
+            # positive control of the check: what the encoder was trained to see
+            ("ln(true infarct volume + 1) (positive control)", design, inp.design,
+             g["log_lesion_volume_ml_plus_1"].to_numpy(float))]  # fmt: skip
+    for target, name, X, y in runs:
+        model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 5, 30)))
+        pred = cross_val_predict(model, X, y, cv=cv)
+        r2 = 1 - np.sum((y - pred) ** 2) / np.sum((y - y.mean()) ** 2)
+        r = float(np.corrcoef(pred, y)[0, 1]) if np.std(pred) > 0 else 0.0
+        rows.append({"target": target, "predictors": name, "n": len(y), "cv_r2": float(r2),
+                     "cv_r": r, "folds": folds})  # fmt: skip
+    return pd.DataFrame(rows)

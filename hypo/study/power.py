@@ -756,6 +756,14 @@ def report_sections(res: PowerResult, settings: PowerSettings, target: str | Non
                   "patients: the generator's true model with and without swelling (mean over "
                   "outcome redraws). Deep DWI features added +0.165 AUC to clinical ones in "
                   "the published cohort (0.76 -> 0.925).")]))  # fmt: skip
+    if "encoder_information" in t and len(t["encoder_information"]):
+        secs.append(Section("Can the outcome model see swelling at all?", [
+            Table(t["encoder_information"], "Out-of-fold ridge prediction on the development "
+                  "patients from what the ordinal head is fitted on (the frozen encoder's "
+                  "pooled slice embeddings and the lesion extent): the true swelling after "
+                  "the primary covariates are regressed out, and as a positive control of "
+                  "the check the true infarct volume. A head refitted on any outcome can "
+                  "use only what this design carries.")]))  # fmt: skip
     if "layer_choice" in t and len(t["layer_choice"]):
         secs.append(Section("Layer and method of the outcome model's maps", [
             Table(t["layer_choice"], "Candidates compared on the same replicates (positive "
@@ -828,6 +836,9 @@ def run_power_study(args, say: Callable[[str], None] = lambda m: None,
     res.tables["ladder"] = cohort_ladder(ev if ev.is_file() else None)
     target = TARGET_HYPOTHESIS
     if map_sets is not None:
+        from .outcome_maps import encoder_swelling_information
+
+        res.tables["encoder_information"] = encoder_swelling_information(seed=args.seed)
         res.tables["layer_choice"] = layer_choice(res.tables["power"], max(effects))
         reg = Registry.load(folder)
         h = reg.hypotheses.get(TARGET_HYPOTHESIS)
@@ -838,6 +849,12 @@ def run_power_study(args, say: Callable[[str], None] = lambda m: None,
             lc["registered"] = lc["candidate"] == f"{h.method}@{h.layer}"
             res.tables["layer_choice"] = lc.rename(columns={"chosen": "rule_on_this_run"})
     closing = closing_lines(res.tables, target, max(effects))
+    enc = res.tables.get("encoder_information")
+    if enc is not None and len(enc):
+        closing.append("The outcome head's inputs (frozen encoder embeddings + lesion extent) "
+                       "predict, out of fold on the development patients: "
+                       + "; ".join(f"{r.target} from {r.predictors.split(' (')[0]}: r "
+                                   f"{_fmt(r.cv_r)}" for r in enc.itertuples()) + ".")  # fmt: skip
     lc = res.tables.get("layer_choice")
     if lc is not None and len(lc):
         for r in lc.itertuples():
