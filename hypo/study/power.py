@@ -836,9 +836,11 @@ def run_power_study(args, say: Callable[[str], None] = lambda m: None,
     res.tables["ladder"] = cohort_ladder(ev if ev.is_file() else None)
     target = TARGET_HYPOTHESIS
     if map_sets is not None:
-        from .outcome_maps import encoder_swelling_information
+        from .outcome_maps import encoder_swelling_information, map_inputs
 
-        res.tables["encoder_information"] = encoder_swelling_information(seed=args.seed)
+        res.tables["encoder_information"] = encoder_swelling_information(
+            map_inputs(analysis=settings.cohort), seed=args.seed
+        )
         res.tables["layer_choice"] = layer_choice(res.tables["power"], max(effects))
         reg = Registry.load(folder)
         h = reg.hypotheses.get(TARGET_HYPOTHESIS)
