@@ -838,9 +838,12 @@ def run_power_study(args, say: Callable[[str], None] = lambda m: None,
     if map_sets is not None:
         from .outcome_maps import encoder_swelling_information, map_inputs
 
-        res.tables["encoder_information"] = encoder_swelling_information(
-            map_inputs(analysis=settings.cohort), seed=args.seed
-        )
+        try:
+            res.tables["encoder_information"] = encoder_swelling_information(
+                map_inputs(analysis=settings.cohort), seed=args.seed
+            )
+        except (ValueError, FileNotFoundError) as e:  # e.g. a cohort without truth
+            say(f"encoder check not run: {e}")
         res.tables["layer_choice"] = layer_choice(res.tables["power"], max(effects))
         reg = Registry.load(folder)
         h = reg.hypotheses.get(TARGET_HYPOTHESIS)
