@@ -645,6 +645,7 @@ def wide_power(power: pd.DataFrame) -> pd.DataFrame:
     order = list(dict.fromkeys(d.sort_values("effect_or")["condition"]))
     w = d.pivot_table(index=["kind", "family", "hypothesis"], columns="condition", values="cell",
                       aggfunc="first")[order]  # fmt: skip
+    w.columns.name = None  # else the report shows an empty "condition" column
     return w.reset_index()
 
 
@@ -681,7 +682,13 @@ def closing_lines(tables: dict, target: str | None, largest: float) -> list[str]
                          f"replicates): {'met' if ok else 'NOT met'} (target >= {MDE_POWER}).")  # fmt: skip
         else:
             lines.append(f"Target {target} (named beforehand): not in this run.")
-    prim = type1[(type1["analysis"] == "primary") & (type1["kind"] == "registered")]
+    # The registered tests: the CNN families and, in a run with map sets, the registered
+    # candidate of the outcome model's family (the target's).
+    fams = set()
+    if target is not None and "[" in target:
+        fams.add(f"outcome_maps[{target.split('[', 1)[1]}")
+    prim = type1[(type1["analysis"] == "primary")
+                 & ((type1["kind"] == "registered") | type1["family"].isin(fams))]  # fmt: skip
     cur = prim[~prim["family"].str.contains(":")]
     if len(cur):
         n_ok = int(cur["meets_target"].sum())
