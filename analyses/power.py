@@ -15,8 +15,14 @@ the ordinal head refitted on each, maps and features of the analysis cohort, the
 outcome redraws of the analysis cohort split over the K map sets. See
 :mod:`hypo.study.power`.
 
+Map sets hold Grad-CAM, Grad-CAM++ and LayerCAM at three layers and LayerCAM fused over
+them (:mod:`hypo.cam.fusion`), each candidate its own BH family.
+
 Outputs in ``--out``: ``power.csv``, ``type_I.csv``, ``mde.csv``, ``partial_correlations.csv``,
-``ladder.csv``, ``effect_ladder.csv``, ``figures/``, ``report.md``/``report.html``. With
+``ladder.csv``, ``effect_ladder.csv``, ``figures/``, ``report.md``/``report.html``; with map
+sets also ``layer_choice.csv``, ``map_set_partial_correlations.csv`` (each map feature and
+the refitted head's linear predictor against true swelling, per map set) and
+``encoder_information.csv`` (what the head's inputs carry of swelling at all). With
 ``--write-power-table`` the primary tests' power is also written to
 ``analyses/power/<registry-version>.csv``, which the main report reads to print beside
 every null result the power that test had.
