@@ -23,10 +23,12 @@ The data dictionary of every column is :data:`FEATURE_DICTIONARY`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from hypo._util import write_table_atomic
 from hypo.features.anatomy import BRAIN, EDGE, LEFT, LESION, RIGHT, VENTRICLE
 
 MAP_SOURCES = ("cam", "control_uniform", "control_intensity", "control_random_model")
@@ -521,6 +523,7 @@ def features_for_store(
     patient_side: dict | None = None,
     config: FeatureConfig | None = None,
     progress: bool = True,
+    control_cache=None,
 ) -> pd.DataFrame:
     """Per-slice features of every map of a store, with negative controls side by side.
 
@@ -538,6 +541,11 @@ def features_for_store(
     patient_side : dict participant_id -> side, optional
         Lesion side per patient for ``asymmetry_ipsi_contra``; default: computed from the
         store's lesions (see :func:`patient_lesion_side`).
+    control_cache : path, optional
+        Parquet file of the image-made controls' rows: read when it exists, else written.
+        The controls depend on the store, its anatomy, ``controls``, ``config`` and the
+        patients' sides only, not on a model, so the models of one study featurise them
+        once (:func:`hypo.features.pipeline.run_features` keys the file by all of those).
 
     Returns
     -------
@@ -628,10 +636,18 @@ def features_for_store(
                 maps = np.asarray(maps)
                 for j, cls in enumerate(cs.classes):
                     add(source, label, cs.layer, cls, start, stop, maps[:, j], cell_px)
-    for kind in controls:
-        for s in range(0, n, 256):
-            e = min(n, s + 256)
-            add(kind, "control", "image", -1, s, e, control_maps(store.images[s:e], kind), None)
+    if controls and control_cache is not None and Path(control_cache).is_file():
+        frames.append(pd.read_parquet(control_cache))
+    elif controls:
+        first = len(frames)
+        for kind in controls:
+            for s in range(0, n, 256):
+                e = min(n, s + 256)
+                add(kind, "control", "image", -1, s, e, control_maps(store.images[s:e], kind),
+                    None)  # fmt: skip
+        if control_cache is not None:
+            Path(control_cache).parent.mkdir(parents=True, exist_ok=True)
+            write_table_atomic(Path(control_cache), pd.concat(frames[first:], ignore_index=True))
     if not frames:
         raise ValueError("no maps to featurise: pass cams and/or controls")
     feats = pd.concat(frames, ignore_index=True)
