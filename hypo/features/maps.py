@@ -272,10 +272,10 @@ def map_features(
     config = config or FeatureConfig()
     labels = np.asarray(labels)
     a_all = _check(maps, labels, lesion)
-    return _map_features(a_all, label_blocks(labels, lesion, config), side, config, on_empty_brain)
+    return _map_features(a_all, _label_blocks(labels, lesion, config), side, config, on_empty_brain)
 
 
-def label_blocks(labels: np.ndarray, lesion: np.ndarray | None, config: FeatureConfig) -> list:
+def _label_blocks(labels: np.ndarray, lesion: np.ndarray | None, config: FeatureConfig) -> list:
     """What the features of any map of these slices need from their anatomy alone (region
     codes and pixel counts, brain and lesion masks), in blocks of ``config.chunk`` rows:
     computed once, shared by every map (method, class, map source) of the same slices."""
@@ -292,7 +292,7 @@ def label_blocks(labels: np.ndarray, lesion: np.ndarray | None, config: FeatureC
 
 
 def _map_features(a_all, blocks, side, config, on_empty_brain) -> pd.DataFrame:
-    """:func:`map_features` of checked, flattened maps over their :func:`label_blocks`."""
+    """:func:`map_features` of checked, flattened maps over their :func:`_label_blocks`."""
     n = len(a_all)
     parts = []
     for s, lb in zip(range(0, n, config.chunk), blocks):
@@ -364,7 +364,7 @@ def _top_k(a, n_outside, les, ok, ks, bins):
 
 @dataclass
 class _LabelBlock:
-    """One block of slices' anatomy as the features read it (see :func:`label_blocks`)."""
+    """One block of slices' anatomy as the features read it (see :func:`_label_blocks`)."""
 
     code: np.ndarray  # (n, P) int32: anatomy bits with the lesion in use
     flat: np.ndarray  # code + 64 x row: bincount index of (row, code)
@@ -639,7 +639,7 @@ def features_for_store(
         if (start, stop) not in shared:
             shared.clear()
             les = None if lesion is None else np.asarray(lesion[start:stop])
-            shared[start, stop] = label_blocks(anatomy.labels[start:stop], les, config)
+            shared[start, stop] = _label_blocks(anatomy.labels[start:stop], les, config)
         return shared[start, stop]
 
     def add(source, method, layer, cls, start, stop, maps2d, cell_px):

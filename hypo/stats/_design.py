@@ -348,7 +348,7 @@ def _plain_terms(rhs: str) -> tuple[str, ...] | None:
 
 def _numeric_key(rhs: str, frame: pd.DataFrame) -> tuple | None:
     names = _plain_terms(rhs)
-    if names is None:
+    if names is None or frame.columns.duplicated().any():
         return None
     dtypes = tuple(frame[c].dtype for c in names)
     if not all(isinstance(d, np.dtype) and d.kind in "fi" for d in dtypes):
