@@ -124,7 +124,9 @@ def _runtime_line(out: Path, tm: dict, hist: list) -> str:
     fitted = [h for h in hist[:-1] if h.get("cohort") == hist[-1]["cohort"]]
     fitted = [h for h in fitted if h.get("statistics_reused") is False]
     return (
-        f"  runtime  this run {tm['total_s']:.0f} s (features: stroke {tm['features_stroke_s']:.0f}"
+        f"  runtime  this run {tm['total_s']:.0f} s ("
+        + (f"cohort {tm['cohort_s']:.0f} s; " if tm.get("cohort_s", 0) >= 1 else "")
+        + f"features: stroke {tm['features_stroke_s']:.0f}"
         f" s, mRS {tm['features_mrs_s']:.0f} s"
         + (f", outcome {tm['features_outcome_s']:.0f} s" if "features_outcome_s" in tm else "")
         + f"; statistics {tm['statistics_s']:.0f} s; report "

@@ -449,3 +449,23 @@ def test_many_maps_resized_in_threads_equal_one_by_one(interpolation, monkeypatc
     if interpolation == "bicubic":
         one = np.maximum(one, 0)
     np.testing.assert_array_equal(got, one.reshape(7, 11, 20, 24))
+
+
+def test_bag_weights_trace_once_for_any_batch_size_and_equal_the_fused_ones():
+    # Bags hold per-patient slice counts: one trace for all sizes (no retracing warning),
+    # the same fused weights as the per-shape XLA function, to the bit.
+    import tensorflow as tf
+
+    from hypo.cam import engine
+
+    methods = ("gradcam", "gradcampp")
+    rng = np.random.default_rng(0)
+    dims = (16, 16, 256)  # at FUSE_MIN_ELEMENTS for one class: the fused path
+    for size in (3, 5, 3, 2):
+        a = tf.constant(np.maximum(rng.normal(size=(size, *dims)), 0).astype(np.float32))
+        g = tf.constant(rng.normal(0, 1e-3, (size, *dims)).astype(np.float32))
+        got = engine._weigher(a, 1, methods, any_batch=True)(a, [g])
+        want = engine._fused_channel_weights(a, [g], methods)
+        for m in methods:
+            np.testing.assert_array_equal(got[m].numpy(), want[m].numpy())
+    assert engine._fused_any_batch(dims, 1, methods).experimental_get_tracing_count() == 1

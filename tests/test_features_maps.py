@@ -234,6 +234,14 @@ def test_features_for_store_with_controls(tmp_path):
     assert (i["relevance_mass_lesion"].to_numpy() > 2 * u["relevance_mass_lesion"].to_numpy()).all()
     assert np.allclose(u["ventricle_density_ratio"], 1.0)
     np.testing.assert_allclose(control_maps(Store.images, "control_uniform"), 1.0)
+    # The controls' rows cached for the next model of the store: written, then read back
+    # into the same table to the bit.
+    cache = tmp_path / "controls.parquet"
+    written = features_for_store(Store, an, progress=False, control_cache=cache)
+    assert cache.is_file()
+    read = features_for_store(Store, an, progress=False, control_cache=cache)
+    pd.testing.assert_frame_equal(written, f, check_exact=True)
+    pd.testing.assert_frame_equal(read, f, check_exact=True)
 
 
 def test_features_for_store_reads_cam_chunks_and_records_cell_size(tmp_path):

@@ -26,6 +26,7 @@ Notation: ``k`` channel, ``ij`` (``ijk`` in 3D) position, ``sum_ab`` a spatial s
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -369,11 +370,14 @@ _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _cam_maps(a, g, methods, alpha_norm):
-    """Maps of one class at one layer; ``a``, ``g``: (batch, *spatial, channels)."""
-    return {m: v[:, 0] for m, v in _class_maps(a, [g], methods, alpha_norm).items()}
+    """Maps of one class at one layer; ``a``, ``g``: (batch, *spatial, channels). For
+    batches of any size (a patient's bag): a large layer's XLA weights are traced once per
+    layer shape, not once per batch size."""
+    maps = _class_maps(a, [g], methods, alpha_norm, any_batch=True)
+    return {m: v[:, 0] for m, v in maps.items()}
 
 
-def _class_maps(a, grads, methods, alpha_norm):
+def _class_maps(a, grads, methods, alpha_norm, any_batch=False):
     """Maps of every class at one layer, each method's of shape (batch, n_classes,
     *spatial); ``a``: (batch, *spatial, channels), ``grads``: one gradient of ``a``'s shape
     per class.
@@ -388,7 +392,7 @@ def _class_maps(a, grads, methods, alpha_norm):
     if channel:
         k = len(channel) * len(grads)
         direct = tuple(m for m in channel if m != "gradcampp" or not alpha_norm)
-        weights = _weigher(a, len(grads))(a, grads, direct) if direct else {}
+        weights = _weigher(a, len(grads), direct, any_batch)(a, grads) if direct else {}
         if "gradcampp" in channel and alpha_norm:
             weights["gradcampp"] = _normalised_gradcampp_weights(a, grads)
         w = tf.concat([weights[m] for m in channel], axis=1)  # (batch, k, channels)
@@ -414,8 +418,9 @@ def _class_maps(a, grads, methods, alpha_norm):
 FUSE_MIN_ELEMENTS = 2**16
 
 
-def _weigher(a, n_classes: int):
-    """:func:`_channel_weights` compiled with XLA for a large layer, else as TensorFlow ops.
+def _weigher(a, n_classes: int, methods, any_batch: bool = False):
+    """``(a, grads) -> weights``: :func:`_channel_weights` compiled with XLA for a large
+    layer, else as TensorFlow ops.
 
     Grad-CAM++ takes five passes over each gradient as separate ops; XLA fuses them and the
     Grad-CAM mean into one. On the paper's model (12 x 12 x 512 at the last block, 3
@@ -423,12 +428,34 @@ def _weigher(a, n_classes: int):
     the CAM step from 19 to 7 ms (median of 6 calls each, load 4.4 on 2 cores) and about
     6 ms of CPU time per batch, for about 1.1 s of compiling on the first call and 0.2-0.3 s
     at each new batch size; a small layer keeps the ops and compiles nothing.
+
+    ``any_batch``: the batch size varies call by call (bags of per-patient slice counts);
+    the XLA function is traced once for any batch size (:func:`_fused_any_batch`), where
+    :data:`_fused_channel_weights` would retrace at every new size (TensorFlow's
+    "retracing" warnings). The same fused computation: the same weights to the bit.
     """
+    methods = tuple(methods)
     dims = a.shape[1:]
     if any(d is None for d in dims):
-        return _channel_weights
+        return lambda a, grads: _channel_weights(a, grads, methods)
     big = int(np.prod(dims)) * n_classes >= FUSE_MIN_ELEMENTS
-    return _fused_channel_weights if big else _channel_weights
+    if not big:
+        return lambda a, grads: _channel_weights(a, grads, methods)
+    if any_batch:
+        return _fused_any_batch(tuple(int(d) for d in dims), n_classes, methods)
+    return lambda a, grads: _fused_channel_weights(a, grads, methods)
+
+
+@functools.lru_cache(maxsize=64)
+def _fused_any_batch(dims: tuple, n_classes: int, methods: tuple):
+    """:func:`_channel_weights` compiled with XLA for activations ``(None, *dims)``."""
+    spec = tf.TensorSpec([None, *dims], tf.float32)
+
+    @tf.function(jit_compile=True, input_signature=[spec, [spec] * n_classes])
+    def weights(a, grads):
+        return _channel_weights(a, grads, methods)
+
+    return weights
 
 
 def _channel_weights(a, grads, methods):

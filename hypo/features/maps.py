@@ -23,10 +23,12 @@ The data dictionary of every column is :data:`FEATURE_DICTIONARY`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from hypo._util import write_table_atomic
 from hypo.features.anatomy import BRAIN, EDGE, LEFT, LESION, RIGHT, VENTRICLE
 
 MAP_SOURCES = ("cam", "control_uniform", "control_intensity", "control_random_model")
@@ -270,18 +272,32 @@ def map_features(
     config = config or FeatureConfig()
     labels = np.asarray(labels)
     a_all = _check(maps, labels, lesion)
-    n = len(a_all)
+    return _map_features(a_all, _label_blocks(labels, lesion, config), side, config, on_empty_brain)
+
+
+def _label_blocks(labels: np.ndarray, lesion: np.ndarray | None, config: FeatureConfig) -> list:
+    """What the features of any map of these slices need from their anatomy alone (region
+    codes and pixel counts, brain and lesion masks), in blocks of ``config.chunk`` rows:
+    computed once, shared by every map (method, class, map source) of the same slices."""
+    labels = np.asarray(labels)
+    n = len(labels)
     lab_all = labels.reshape(n, -1)
     les_all = None if lesion is None else np.asarray(lesion).reshape(n, -1) > 0
-    parts = []
+    blocks = []
     for s in range(0, n, config.chunk):
         e = min(n, s + config.chunk)
         les = ((lab_all[s:e] & LESION) > 0) if les_all is None else les_all[s:e]
-        parts.append(
-            _features_block(
-                a_all[s:e], lab_all[s:e], les, None if side is None else side[s:e], config
-            )
-        )
+        blocks.append(_LabelBlock.of(lab_all[s:e], les))
+    return blocks
+
+
+def _map_features(a_all, blocks, side, config, on_empty_brain) -> pd.DataFrame:
+    """:func:`map_features` of checked, flattened maps over their :func:`_label_blocks`."""
+    n = len(a_all)
+    parts = []
+    for s, lb in zip(range(0, n, config.chunk), blocks):
+        e = min(n, s + config.chunk)
+        parts.append(_features_block(a_all[s:e], lb, None if side is None else side[s:e], config))
     out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     if on_empty_brain == "raise" and n:
         empty = np.flatnonzero(out["_brain_px"].to_numpy() == 0)
@@ -316,10 +332,12 @@ def _top_k(a, n_outside, les, ok, ks, bins):
     idx *= 2
     np.add(idx, les, out=idx, casting="unsafe")
     idx += (np.arange(n, dtype=np.int32) * (2 * bins))[:, None]
-    both = np.bincount(idx.ravel(), minlength=n * 2 * bins).reshape(n, bins, 2).astype(float)
-    both[:, 0, 0] -= n_outside
-    cnt = both.sum(axis=2)
-    hits = both[:, :, 1]
+    both = np.bincount(idx.ravel(), minlength=n * 2 * bins).reshape(n, bins, 2)
+    # Counts are whole numbers: summed and shifted in integers, exact as in float.
+    cnt_i = both[:, :, 0] + both[:, :, 1]
+    cnt_i[:, 0] -= np.asarray(n_outside).astype(np.int64)
+    cnt = cnt_i.astype(float)
+    hits = both[:, :, 1].astype(float)
     # A bin's mass is its count times its centre value: exact to half a bin (1/(2 bins) of
     # the row's maximum per pixel), and it saves a weighted pass over every pixel.
     centre = (np.arange(bins) + 0.5)[None, :] / np.where(scale > 0, scale, 1.0)[:, None]
@@ -328,34 +346,50 @@ def _top_k(a, n_outside, les, ok, ks, bins):
     c_top = np.cumsum(cnt[:, ::-1], axis=1)[:, ::-1]
     m_top = np.cumsum(mass[:, ::-1], axis=1)[:, ::-1]
     h_top = np.cumsum(hits[:, ::-1], axis=1)[:, ::-1]
-    pad = np.zeros((n, 1))
-    c_above = np.hstack([c_top[:, 1:], pad])
-    m_above = np.hstack([m_top[:, 1:], pad])
-    h_above = np.hstack([h_top[:, 1:], pad])
     out_m, out_h = [], []
     rows = np.arange(n)
     for k in ks:
         k = np.minimum(np.asarray(k, float), c_top[:, 0])
         b = np.clip((c_top >= k[:, None]).sum(axis=1) - 1, 0, bins - 1)
-        need = k - c_above[rows, b]
+        # Everything strictly above bin b (none above the top bin).
+        top_bin, up = b == bins - 1, np.minimum(b + 1, bins - 1)
+        c_above = np.where(top_bin, 0.0, c_top[rows, up])
+        need = k - c_above
         frac = _ratio(need, cnt[rows, b])
         frac = np.where(np.isfinite(frac), frac, 0.0)
-        out_m.append(m_above[rows, b] + frac * mass[rows, b])
-        out_h.append(h_above[rows, b] + frac * hits[rows, b])
+        out_m.append(np.where(top_bin, 0.0, m_top[rows, up]) + frac * mass[rows, b])
+        out_h.append(np.where(top_bin, 0.0, h_top[rows, up]) + frac * hits[rows, b])
     return out_m, out_h
 
 
-def _features_block(a, lab, les, side, config: FeatureConfig) -> pd.DataFrame:
+@dataclass
+class _LabelBlock:
+    """One block of slices' anatomy as the features read it (see :func:`_label_blocks`)."""
+
+    code: np.ndarray  # (n, P) int32: anatomy bits with the lesion in use
+    flat: np.ndarray  # code + 64 x row: bincount index of (row, code)
+    hc: np.ndarray  # (n, 64) float: pixels per (row, code)
+    brain: np.ndarray  # (n, P) bool
+    les: np.ndarray  # (n, P) bool
+
+    @classmethod
+    def of(cls, lab, les) -> _LabelBlock:
+        n = len(lab)
+        # One label code per pixel (the anatomy bits with the lesion in use); every region
+        # sum is then a sum over codes of a per-row histogram: two bincounts for the whole
+        # block. Built in uint8 (lesion pixels are brain too), widened once for the offsets.
+        les8 = np.asarray(les).view(np.uint8) if les.dtype == bool else (les > 0).view(np.uint8)
+        code = ((lab & ~np.uint8(LESION)) | (les8 * np.uint8(LESION | BRAIN))).astype(np.int32)
+        off = (np.arange(n, dtype=np.int32) * 64)[:, None]
+        flat = (code + off).ravel()
+        hc = np.bincount(flat, minlength=n * 64).reshape(n, 64).astype(float)
+        return cls(code, flat, hc, (code & BRAIN) > 0, (code & LESION) > 0)
+
+
+def _features_block(a, lb: _LabelBlock, side, config: FeatureConfig) -> pd.DataFrame:
     n, P = a.shape
-    # One label code per pixel (the anatomy bits with the lesion in use); every region sum
-    # is then a sum over codes of a per-row histogram: two bincounts for the whole block.
-    # Built in uint8 (lesion pixels are brain too), widened once for the bincount offsets.
-    les8 = np.asarray(les).view(np.uint8) if les.dtype == bool else (les > 0).view(np.uint8)
-    code = ((lab & ~np.uint8(LESION)) | (les8 * np.uint8(LESION | BRAIN))).astype(np.int32)
-    off = (np.arange(n, dtype=np.int32) * 64)[:, None]
-    flat = (code + off).ravel()
-    hm = np.bincount(flat, weights=a.ravel(), minlength=n * 64).reshape(n, 64)
-    hc = np.bincount(flat, minlength=n * 64).reshape(n, 64).astype(float)
+    hc = lb.hc
+    hm = np.bincount(lb.flat, weights=a.ravel(), minlength=n * 64).reshape(n, 64)
     codes = np.arange(64)
 
     def region(*, has=0, lacks=0):
@@ -374,8 +408,7 @@ def _features_block(a, lab, les, side, config: FeatureConfig) -> pd.DataFrame:
     m_tot = hm.sum(axis=1)
     n_out = P - n_b
     m_out = m_tot - m_b
-    brain = (code & BRAIN) > 0
-    les = (code & LESION) > 0
+    brain, les = lb.brain, lb.les
     has_les = n_les > 0
     mass_ok = m_b > 0
 
@@ -521,6 +554,7 @@ def features_for_store(
     patient_side: dict | None = None,
     config: FeatureConfig | None = None,
     progress: bool = True,
+    control_cache=None,
 ) -> pd.DataFrame:
     """Per-slice features of every map of a store, with negative controls side by side.
 
@@ -538,6 +572,11 @@ def features_for_store(
     patient_side : dict participant_id -> side, optional
         Lesion side per patient for ``asymmetry_ipsi_contra``; default: computed from the
         store's lesions (see :func:`patient_lesion_side`).
+    control_cache : path, optional
+        Parquet file of the image-made controls' rows: read when it exists, else written.
+        The controls depend on the store, its anatomy, ``controls``, ``config`` and the
+        patients' sides only, not on a model, so the models of one study featurise them
+        once (:func:`hypo.features.pipeline.run_features` keys the file by all of those).
 
     Returns
     -------
@@ -594,16 +633,20 @@ def features_for_store(
     pix = pmm.mean(axis=1)
 
     frames = []
+    shared = {}  # the label blocks of the slices last featurised, for every map of them
+
+    def blocks_of(start, stop):
+        if (start, stop) not in shared:
+            shared.clear()
+            les = None if lesion is None else np.asarray(lesion[start:stop])
+            shared[start, stop] = _label_blocks(anatomy.labels[start:stop], les, config)
+        return shared[start, stop]
 
     def add(source, method, layer, cls, start, stop, maps2d, cell_px):
-        f = map_features(
-            maps2d,
-            np.asarray(anatomy.labels[start:stop]),
-            lesion=None if lesion is None else np.asarray(lesion[start:stop]),
-            side=side[start:stop],
-            config=config,
-            on_empty_brain="nan",
+        a = _check(
+            maps2d, anatomy.labels[start:stop], None if lesion is None else lesion[start:stop]
         )
+        f = _map_features(a, blocks_of(start, stop), side[start:stop], config, "nan")
         head = ids.iloc[start:stop].reset_index(drop=True).copy()
         head["map_source"] = source
         head["method"] = method
@@ -618,20 +661,32 @@ def features_for_store(
         raw_shape = _raw_spatial(cs)
         in_shape = tuple(cs.input_shape[:-1]) if len(cs.input_shape) > 2 else cs.input_shape
         cell_px = float(np.mean(np.asarray(in_shape, float) / np.asarray(raw_shape, float)))
-        for method in cs.methods:
-            source = forced or (method if method.startswith("control_") else "cam")
-            label = method
-            it = cs.iter_chunks(method, resized=True)
-            for start, stop, maps in tqdm(
-                it, total=cs.n_chunks, desc=f"features {method}", disable=not progress
-            ):
+        # Chunk by chunk, every method's maps of it (the slices' label blocks computed
+        # once); the rows keep their order: method, then chunk, then class.
+        by_method = {method: [] for method in cs.methods}
+        its = [cs.iter_chunks(method, resized=True) for method in cs.methods]
+        for group in tqdm(zip(*its), total=cs.n_chunks, disable=not progress,
+                          desc=f"features {', '.join(cs.methods)}"):  # fmt: skip
+            for method, (start, stop, maps) in zip(cs.methods, group):
+                source = forced or (method if method.startswith("control_") else "cam")
                 maps = np.asarray(maps)
                 for j, cls in enumerate(cs.classes):
-                    add(source, label, cs.layer, cls, start, stop, maps[:, j], cell_px)
-    for kind in controls:
-        for s in range(0, n, 256):
-            e = min(n, s + 256)
-            add(kind, "control", "image", -1, s, e, control_maps(store.images[s:e], kind), None)
+                    add(source, method, cs.layer, cls, start, stop, maps[:, j], cell_px)
+                    by_method[method].append(frames.pop())
+        for method in cs.methods:
+            frames.extend(by_method[method])
+    if controls and control_cache is not None and Path(control_cache).is_file():
+        frames.append(pd.read_parquet(control_cache))
+    elif controls:
+        first = len(frames)
+        for kind in controls:
+            for s in range(0, n, 256):
+                e = min(n, s + 256)
+                add(kind, "control", "image", -1, s, e, control_maps(store.images[s:e], kind),
+                    None)  # fmt: skip
+        if control_cache is not None:
+            Path(control_cache).parent.mkdir(parents=True, exist_ok=True)
+            write_table_atomic(Path(control_cache), pd.concat(frames[first:], ignore_index=True))
     if not frames:
         raise ValueError("no maps to featurise: pass cams and/or controls")
     feats = pd.concat(frames, ignore_index=True)

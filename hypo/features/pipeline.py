@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from hypo._util import stable_hash, write_json_atomic, write_table_atomic
+from hypo._util import file_hash, stable_hash, write_json_atomic, write_table_atomic
 from hypo.features.join import JoinResult
 
 __all__ = ["DEFAULT_CONTROLS", "DEFAULT_METHODS", "run_features"]
@@ -151,6 +151,7 @@ def run_features(
         the ``layer``).
     """
     import hypo.cohort as hc
+    from hypo.features import maps as features_maps
     from hypo.features.aggregate import aggregate_patients, write_patient_tables
     from hypo.features.anatomy import AnatomyConfig, anatomy_for_store
     from hypo.features.anatomy_qc import anatomy_qc, check_anatomy_qc
@@ -223,8 +224,14 @@ def run_features(
         sf = pd.read_parquet(feat_file)
     else:
         stage("slice features")
+        # The image-made controls do not depend on the model: one file beside the anatomy
+        # serves every model of the store (keyed by everything they depend on, and the
+        # code that computes them).
+        ckey = {"anatomy": acfg.key(), "features": asdict(fcfg), "controls": list(controls),
+                "code": file_hash(features_maps.__file__)}  # fmt: skip
+        ccache = Path(anatomy.path) / "control_features" / f"{stable_hash(ckey)}.parquet"
         sf = features_for_store(store, anatomy, cams, controls=controls, config=fcfg,
-                                progress=progress)  # fmt: skip
+                                progress=progress, control_cache=ccache)  # fmt: skip
         write_table_atomic(feat_file, sf)
         write_json_atomic(key_file, key)
 

@@ -389,14 +389,16 @@ def run_study(cfg: StudyConfig) -> StudyResult:
         if not reg.hypotheses:
             raise StudyError(f"every registered hypothesis needs the {missing} model's maps, but "
                              "no such model is configured (--outcome-model DIR)")  # fmt: skip
+    t = time.perf_counter()
     cohort = resolve_cohort(cfg, stage)
+    cohort_s = round(time.perf_counter() - t, 1)  # generating a missing synthetic cohort
     stage(f"cohort {cohort.cohort_id} ({len(cohort.participants)} patients)")
     warnings = run_warnings(cfg, cohort, cards, reg)
     if untested:
         warnings.append(f"registered hypotheses {', '.join(untested)} were not tested: they "
                         f"need the {', '.join(missing)} model's maps, which this run leaves "
                         "out (--no-outcome-model or a config without it)")  # fmt: skip
-    timings = {}
+    timings = {"cohort_s": cohort_s}
     layers = {k: cfg.layer or cards[k].get("cam_layer") for k in model_dirs}
     if "outcome" in layers:
         layers["outcome"] = outcome_layer(cfg, cards["outcome"], reg)
