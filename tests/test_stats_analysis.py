@@ -234,6 +234,20 @@ def test_partial_spearman_equals_partial_correlation_of_ranks():
     assert out["n"] == 80 and out["ci_low"] < out["r"] < out["ci_high"]
 
 
+def test_partial_spearman_refuses_too_few_patients_and_collinear_covariates():
+    import warnings
+
+    df = simulated_cohort(n=80)
+    df["age_copy"] = 2 * df["age"] + 1
+    df["other"] = np.random.default_rng(1).normal(size=len(df))
+    with pytest.raises(ValueError, match="5 patients with every value, fewer than the 6"):
+        partial_spearman(df.head(5), "lesion_volume_ml", "mrs_3months", ["age", "other"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the refusal is the message, not a library warning
+        with pytest.raises(ValueError, match="collinear"):
+            partial_spearman(df, "lesion_volume_ml", "mrs_3months", ["age", "age_copy"])
+
+
 def test_compare_outcome_groups_matches_scipy_and_bh():
     df = simulated_cohort(n=90)
     df["noise"] = np.random.default_rng(0).normal(size=90)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pingouin as pg
@@ -34,7 +36,19 @@ def partial_spearman(data: pd.DataFrame, x: str, y: str, covar: str | list[str])
     covar = [covar] if isinstance(covar, str) else list(covar)
     _need(data, [x, y, *covar], "partial_spearman")
     sub = data[[x, y, *covar]].dropna()
-    res = pg.partial_corr(data=sub, x=x, y=y, covar=covar, method="spearman")
+    need = len(covar) + 4  # pingouin's t-based p and Fisher-z CI need n - k - 3 > 0
+    if len(sub) < need:
+        raise ValueError(f"partial_spearman: {len(sub)} patients with every value, fewer "
+                         f"than the {need} a partial correlation adjusted for {len(covar)} "
+                         "covariate(s) needs")  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = pg.partial_corr(data=sub, x=x, y=y, covar=covar, method="spearman")
+    if any("rank-deficient" in str(w.message) for w in caught):
+        raise ValueError(f"partial_spearman: the covariates {covar} are collinear in these "
+                         f"{len(sub)} patients (rank-deficient); no partial correlation")  # fmt: skip
+    for w in caught:  # anything else stays a warning, raised from here
+        warnings.warn(str(w.message), w.category, stacklevel=2)
     ci = np.asarray(res["CI95"].iloc[0] if "CI95" in res else res["CI95%"].iloc[0], dtype=float)
     return pd.DataFrame(
         {
