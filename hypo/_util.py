@@ -102,6 +102,27 @@ def file_hash(path: str | os.PathLike, length: int = 16) -> str:
     return h.hexdigest()[:length]
 
 
+#: Most worker processes hypo starts by default (each imports numpy, pandas and scipy).
+MAX_DEFAULT_WORKERS = 4
+
+
+def env_workers() -> int:
+    """Worker processes for hypo's process pools (anatomy per patient, the secondary
+    battery per hypothesis): ``HYPO_WORKERS`` when set (``HYPO_WORKERS=1`` keeps everything
+    in the calling process), else this machine's cores, at most
+    :data:`MAX_DEFAULT_WORKERS`. Results never depend on it."""
+    raw = os.environ.get("HYPO_WORKERS", "").strip()
+    if raw:
+        try:
+            n = int(raw)
+        except ValueError:
+            raise ValueError(f"HYPO_WORKERS={raw!r}: expected a whole number >= 1") from None
+        if n < 1:
+            raise ValueError(f"HYPO_WORKERS={raw!r}: expected a whole number >= 1")
+        return n
+    return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_WORKERS))
+
+
 def rng_for(seed: int, *keys: int | str) -> np.random.Generator:
     """An independent random stream for ``(seed, *keys)``.
 

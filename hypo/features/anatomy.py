@@ -1047,12 +1047,12 @@ def anatomy_for_store(
     labels are written into a memory map in a private folder that is published by rename,
     so a half-finished run leaves no cache behind and a rerun starts afresh.
 
-    ``workers``: processes for the volume method (default: the environment variable
-    ``HYPO_WORKERS`` for stores of at least :data:`PARALLEL_MIN_PATIENTS` patients, else
-    1 = in this process; on a 2-core machine shared with other jobs, two workers were
-    slower than one, so parallelism is opt-in). Each patient's anatomy depends on that
-    patient alone, and results are collected in store order, so the cache is
-    byte-identical whatever the number of workers.
+    ``workers``: processes for the volume method (default: :func:`hypo._util.env_workers`,
+    i.e. ``HYPO_WORKERS`` or the machine's cores, for stores of at least
+    :data:`PARALLEL_MIN_PATIENTS` patients, else 1 = in this process; ``HYPO_WORKERS=1``
+    on a machine busy with other jobs, where a second process gains nothing). Each
+    patient's anatomy depends on that patient alone, and results are collected in store
+    order, so the cache is byte-identical whatever the number of workers.
     """
     from tqdm.auto import tqdm
 
@@ -1138,7 +1138,9 @@ def _anatomy_workers(workers: int | None, n_parts: int) -> int:
     if workers is None:
         if n_parts < PARALLEL_MIN_PATIENTS:
             return 1
-        workers = int(os.environ.get("HYPO_WORKERS", 0) or 1)
+        from hypo._util import env_workers
+
+        workers = env_workers()
     return max(1, min(int(workers), n_parts))
 
 

@@ -8,8 +8,6 @@ Every function returns one row per hypothesis and keeps a failure in its ``error
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
@@ -214,11 +212,13 @@ def _hypothesis_rows_star(args):
 
 
 def secondary_workers(n_tasks: int, workers: int | None = None) -> int:
-    """Processes for the battery: ``workers``, else ``HYPO_WORKERS``, else 1; at most the
-    tasks. Opt-in: on a 2-core machine shared with other jobs two workers were slower
-    than one (the workers' start, and no idle core to gain)."""
+    """Processes for the battery: ``workers``, else :func:`hypo._util.env_workers`
+    (``HYPO_WORKERS`` or the machine's cores); at most the tasks. ``HYPO_WORKERS=1`` on a
+    machine busy with other jobs, where a second process gains nothing."""
     if workers is None:
-        workers = int(os.environ.get("HYPO_WORKERS", 0) or 1)
+        from hypo._util import env_workers
+
+        workers = env_workers()
     return max(1, min(int(workers), n_tasks))
 
 
@@ -228,7 +228,7 @@ def secondary_analyses(data: pd.DataFrame, reg, config, workers: int | None = No
     ``config`` supplies ``n_boot``, ``seed``, ``cv_splits``, ``mice_m`` and ``progress``
     (a :class:`hypo.study.config.StudyConfig`). Hypotheses are independent (each draws
     from ``config.seed`` alone), so with ``workers`` > 1 (default
-    :func:`secondary_workers`, opt-in through ``HYPO_WORKERS``) they run in worker
+    :func:`secondary_workers`: ``HYPO_WORKERS`` or the machine's cores) they run in worker
     processes and are collected in hypothesis order: the tables are the same as in one
     process.
     """
