@@ -75,6 +75,15 @@ def fuses(layers, methods) -> bool:
     return "layercam" in methods and len(layers) > 1
 
 
+def candidates(layers, methods) -> list[tuple[str, str]]:
+    """(layer, method) of every map of a map set: each layer x method, then the LayerCAM
+    fusion (layer ``fusion``) where :func:`fuses`."""
+    from hypo.cam.fusion import FUSION_LAYER
+
+    pairs = [(la, me) for la in layers for me in methods]
+    return pairs + [(FUSION_LAYER, "layercam")] if fuses(layers, methods) else pairs
+
+
 def map_column(feature: str, method: str, layer: str) -> str:
     """Column of a map-set table: ``outcome__<feature>__<method>@<layer>``."""
     return f"outcome__{feature}__{method}@{layer}"
@@ -368,7 +377,6 @@ def refit_head(inp: MapInputs, dev_mrs=None) -> OrdinalHead:
 
 
 def _map_set(inp: MapInputs, head: OrdinalHead, layers, methods, root: Path, log):
-    from hypo.cam.fusion import FUSION_LAYER
     from hypo.features.aggregate import aggregate_patients
     from hypo.features.anatomy import AnatomyConfig
     from hypo.features.maps import FeatureConfig, features_for_store
@@ -409,10 +417,7 @@ def _map_set(inp: MapInputs, head: OrdinalHead, layers, methods, root: Path, log
     pt = aggregate_patients(sf, cohort_id=inp.cohort_id)
     pt["participant_id"] = pt["participant_id"].astype(str)
     cam = pt[(pt["map_source"] == "cam") & (pt["class_index"] == 0)]
-    pairs = [(la, me) for la in layers for me in methods]
-    if fuse:
-        pairs.append((FUSION_LAYER, "layercam"))
-    for layer, method in pairs:
+    for layer, method in candidates(layers, methods):
         sel = cam[(cam["method"] == method) & (cam["layer"] == layer)]
         sel = sel.set_index("participant_id")
         for f in OUTCOME_FEATURES:

@@ -928,6 +928,7 @@ def outcome_map_sets(settings: PowerSettings, per_condition: int, say=lambda m: 
         CANDIDATE_METHODS,
         DEFAULT_LAYERS,
         OUTCOME_FEATURES,
+        candidates,
         dev_outcome_covariates,  # fmt: skip
         fuses,
         map_column,
@@ -950,10 +951,7 @@ def outcome_map_sets(settings: PowerSettings, per_condition: int, say=lambda m: 
         return f
 
     hyps = {}
-    pairs = [(layer, m) for layer in layers for m in methods]
-    if fuses(layers, methods):
-        pairs.append((FUSION_LAYER, "layercam"))
-    for layer, m in pairs:
+    for layer, m in candidates(layers, methods):
         for i, feat in enumerate(OUTCOME_FEATURES, 1):
             hyps[candidate_name(i, m, layer)] = (map_column(feat, m, layer),
                                                  f"outcome_maps[{m}@{layer}]")  # fmt: skip
@@ -1009,21 +1007,40 @@ def read_shipped(registry_version: str, folder: Path | None = None) -> pd.DataFr
     return pd.read_csv(path) if path.is_file() else None
 
 
+def power_figures(table: pd.DataFrame | None, hypothesis: str) -> dict | None:
+    """One registered test's power at the largest planted effect of the shipped table:
+    ``power``, ``effect_or``, ``n_replicates`` and ``mde_or`` (the smallest smaller effect
+    with power >= 0.8, else None); None without a table or a row."""
+    if table is None:
+        return None
+    d = table[(table["hypothesis"] == hypothesis) & (table["effect_or"] > 1)]
+    if d.empty:
+        return None
+    d = d.sort_values("effect_or")
+    top = d.iloc[-1]
+    hit = d[d["power"] >= MDE_POWER]
+    mde = hit.iloc[0]["effect_or"] if len(hit) else None
+    return {"power": float(top["power"]), "effect_or": float(top["effect_or"]),
+            "n_replicates": int(top["n_replicates"]),
+            "mde_or": float(mde) if mde is not None and mde < top["effect_or"] else None}  # fmt: skip
+
+
+def power_condition(fig: dict) -> str:
+    """``at OR Y per SD of swelling (N replicates)`` of :func:`power_figures`."""
+    return f"at OR {fig['effect_or']:g} per SD of swelling ({fig['n_replicates']} replicates)"
+
+
 def power_note(table: pd.DataFrame | None, hypothesis: str, alpha: float = 0.05) -> str:
     """ "a null here had power X at OR Y" for one registered test (the largest planted effect
     and the smallest with power >= 0.8), or "power unknown" without a table or a row."""
     if table is None:
         return "power unknown (no power table for this registry version)"
-    d = table[(table["hypothesis"] == hypothesis) & (table["effect_or"] > 1)]
-    if d.empty:
+    fig = power_figures(table, hypothesis)
+    if fig is None:
         return "power unknown (no row for this test)"
-    d = d.sort_values("effect_or")
-    top = d.iloc[-1]
-    s = (f"a null here had power {top['power']:.2f} at OR {top['effect_or']:g} per SD of "
-         f"swelling ({int(top['n_replicates'])} replicates)")  # fmt: skip
-    hit = d[d["power"] >= MDE_POWER]
-    if len(hit) and hit.iloc[0]["effect_or"] < top["effect_or"]:
-        s += f"; >= {MDE_POWER} from OR {hit.iloc[0]['effect_or']:g}"
+    s = f"a null here had power {fig['power']:.2f} {power_condition(fig)}"
+    if fig["mde_or"] is not None:
+        s += f"; >= {MDE_POWER} from OR {fig['mde_or']:g}"
     return s
 
 

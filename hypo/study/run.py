@@ -14,7 +14,6 @@ runs on the table before any fit.
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -597,7 +596,7 @@ def power_paragraph(results: pd.DataFrame, version: str | None, alpha: float = 0
     """Beside every null primary CAM result, the power that test had against the planted
     swelling effect (``analyses/power/<version>.csv``, :mod:`hypo.study.power`), or "power
     unknown"; also writes the sentence into ``results["power_note"]``."""
-    from .power import power_note, read_shipped
+    from .power import power_condition, power_figures, power_note, read_shipped
 
     table = read_shipped(version) if version else None
     prim = (results["map_source"] == "cam") & (results["analysis"] == "primary")
@@ -620,11 +619,11 @@ def power_paragraph(results: pd.DataFrame, version: str | None, alpha: float = 0
     tail = (". A null result is evidence of absence only for effects at or above the test's "
             "detectable size.")  # fmt: skip
     # Notes that differ only in the power figure read as one list of numbers.
-    pat = re.compile(r"a null here had power (\S+) (at OR .+ replicates\))$")
-    parsed = [(h, pat.match(n)) for h, n in notes]
-    if all(m is not None for _, m in parsed) and len({m.group(2) for _, m in parsed}) == 1:
-        return (head + f"a null here had power, {parsed[0][1].group(2)}: "
-                + ", ".join(f"{h} {m.group(1)}" for h, m in parsed) + tail)  # fmt: skip
+    figs = [(h, power_figures(table, h)) for h, _ in notes]
+    conds = {power_condition(f) if f and f["mde_or"] is None else None for _, f in figs}
+    if len(conds) == 1 and None not in conds:
+        return (head + f"a null here had power, {conds.pop()}: "
+                + ", ".join(f"{h} {f['power']:.2f}" for h, f in figs) + tail)  # fmt: skip
     return head + "; ".join(f"{h}: {n}" for h, n in notes) + tail
 
 
