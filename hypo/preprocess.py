@@ -392,17 +392,71 @@ def _attach_labels(table: pd.DataFrame, labels: pd.DataFrame | None) -> pd.DataF
     return out
 
 
+#: Cohorts with fewer patients are preprocessed in the calling process (a worker's start
+#: costs about as much as a few patients).
+PARALLEL_MIN_PATIENTS = 24
+
+
+def _preprocess_patient(cohort, pid: str, config: PreprocessConfig, parts: Path, j: int):
+    """Preprocess one patient into ``parts/{j}_*.npy``; return its mask names, slice count
+    and slice-table rows."""
+    clinical = cohort.participants
+    vol = cohort.dwi(pid)
+    sl = axial_slices(vol.data)
+    masks = _patient_masks(cohort, pid, config)
+    imgs, mk, kept, transforms = preprocess_volume(sl, config, masks)
+    np.save(parts / f"{j}_images.npy", imgs)
+    for name, m in mk.items():
+        np.save(parts / f"{j}_{name}.npy", m)
+    vx, vy, vz = (float(z) for z in vol.zooms)
+    group = clinical.at[pid, "group"] if "group" in clinical.columns else None
+    mrs = clinical.at[pid, "mrs_3months"] if "mrs_3months" in clinical.columns else np.nan
+    rows = [
+        {
+            "participant_id": pid,
+            "slice": k,
+            "group": group,
+            "mrs_3months": float(mrs) if pd.notna(mrs) else np.nan,
+            "crop_r0": t.crop_r0,
+            "crop_r1": t.crop_r1,
+            "crop_c0": t.crop_c0,
+            "crop_c1": t.crop_c1,
+            "native_rows": t.native_rows,
+            "native_cols": t.native_cols,
+            "out_rows": t.out_rows,
+            "out_cols": t.out_cols,
+            # Rows of a radiological axial slice run along y, columns along x.
+            "pixel_mm_row": vy * t.scale[0],
+            "pixel_mm_col": vx * t.scale[1],
+            "voxel_mm_x": vx,
+            "voxel_mm_y": vy,
+            "slice_thickness_mm": vz,
+        }
+        for k, t in zip(kept, transforms)
+    ]
+    return sorted(masks), len(kept), rows
+
+
+def _preprocess_patient_star(args):
+    return _preprocess_patient(*args)
+
+
 def _build_into(tmp: Path, cohort, config: PreprocessConfig, pids: list[str], progress: bool):
+    from hypo._util import env_workers, process_pool
 
     parts = tmp / "parts"
     parts.mkdir()
-    clinical = cohort.participants
+    args = [(cohort, pid, config, parts, j) for j, pid in enumerate(pids)]
+    # Patients are independent and collected in order: the store is the same to the last
+    # byte in one process or in the shared workers.
+    n_workers = min(env_workers(), len(pids)) if len(pids) >= PARALLEL_MIN_PATIENTS else 1
+    if n_workers > 1:
+        results = process_pool(n_workers).map(_preprocess_patient_star, args, chunksize=4)
+    else:
+        results = map(_preprocess_patient_star, args)
     rows, mask_names, counts = [], None, []
-    for j, pid in enumerate(tqdm(pids, desc="preprocess", unit="patient", disable=not progress)):
-        vol = cohort.dwi(pid)
-        sl = axial_slices(vol.data)
-        masks = _patient_masks(cohort, pid, config)
-        names = sorted(masks)
+    bar = tqdm(total=len(pids), desc="preprocess", unit="patient", disable=not progress)
+    for pid, (names, count, prow) in zip(pids, results):
         if mask_names is None:
             mask_names = names
         elif names != mask_names:
@@ -410,37 +464,10 @@ def _build_into(tmp: Path, cohort, config: PreprocessConfig, pids: list[str], pr
                 f"{pid}: has masks {names}, but earlier patients have {mask_names}; "
                 "a cohort's patients must all carry the same masks"
             )
-        imgs, mk, kept, transforms = preprocess_volume(sl, config, masks)
-        np.save(parts / f"{j}_images.npy", imgs)
-        for name, m in mk.items():
-            np.save(parts / f"{j}_{name}.npy", m)
-        counts.append(len(kept))
-        vx, vy, vz = (float(z) for z in vol.zooms)
-        group = clinical.at[pid, "group"] if "group" in clinical.columns else None
-        mrs = clinical.at[pid, "mrs_3months"] if "mrs_3months" in clinical.columns else np.nan
-        for k, t in zip(kept, transforms):
-            rows.append(
-                {
-                    "participant_id": pid,
-                    "slice": k,
-                    "group": group,
-                    "mrs_3months": float(mrs) if pd.notna(mrs) else np.nan,
-                    "crop_r0": t.crop_r0,
-                    "crop_r1": t.crop_r1,
-                    "crop_c0": t.crop_c0,
-                    "crop_c1": t.crop_c1,
-                    "native_rows": t.native_rows,
-                    "native_cols": t.native_cols,
-                    "out_rows": t.out_rows,
-                    "out_cols": t.out_cols,
-                    # Rows of a radiological axial slice run along y, columns along x.
-                    "pixel_mm_row": vy * t.scale[0],
-                    "pixel_mm_col": vx * t.scale[1],
-                    "voxel_mm_x": vx,
-                    "voxel_mm_y": vy,
-                    "slice_thickness_mm": vz,
-                }
-            )
+        counts.append(count)
+        rows += prow
+        bar.update(1)
+    bar.close()
     n = int(sum(counts))
     size = int(config.size)
     images = np.lib.format.open_memmap(

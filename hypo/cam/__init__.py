@@ -9,47 +9,22 @@ The entry point is :func:`compute`::
     res.raw["gradcam"].shape              # (n_images, n_classes, 12, 12)
 """
 
-from .engine import (
-    METHODS,
-    SCORE,
-    CamConfig,
-    compute,
-    compute_with_config,
-    default_cam_layer,
-    model_hash,
-    predict_scores,
-    spatial_layers,
-)
-from .export import export_patient, maps_to_nifti
-from .faithfulness import FaithfulnessCurves, deletion_insertion, faithfulness_table, road
-from .metrics import localisation_table
-from .result import CamResult
-from .sanity import cascading_randomisation, negative_controls, precision_effect
-from .stream import CamStore, compute_store
-from .sweep import layer_sweep
+from hypo._util import lazy_exports
 
-__all__ = [
-    "METHODS",
-    "SCORE",
-    "CamConfig",
-    "CamResult",
-    "CamStore",
-    "FaithfulnessCurves",
-    "cascading_randomisation",
-    "compute_store",
-    "deletion_insertion",
-    "faithfulness_table",
-    "precision_effect",
-    "predict_scores",
-    "road",
-    "export_patient",
-    "layer_sweep",
-    "localisation_table",
-    "maps_to_nifti",
-    "negative_controls",
-    "compute",
-    "compute_with_config",
-    "default_cam_layer",
-    "model_hash",
-    "spatial_layers",
-]
+# Names load on first use: reading a CAM cache (``hypo.cam.stream.CamStore``, e.g. in the
+# feature workers) must not import TensorFlow, which takes seconds and hundreds of MB.
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "engine": ("METHODS", "SCORE", "CamConfig", "compute", "compute_with_config",
+                   "default_cam_layer", "model_hash", "predict_scores", "spatial_layers"),
+        "export": ("export_patient", "maps_to_nifti"),
+        "faithfulness": ("FaithfulnessCurves", "deletion_insertion", "faithfulness_table",
+                         "road"),
+        "metrics": ("localisation_table",),
+        "result": ("CamResult",),
+        "sanity": ("cascading_randomisation", "negative_controls", "precision_effect"),
+        "stream": ("CamStore", "compute_store"),
+        "sweep": ("layer_sweep",),
+    },
+)  # fmt: skip

@@ -29,14 +29,6 @@ import numpy as np
 import pandas as pd
 
 from .._util import atomic_path, stable_hash, write_json_atomic, write_table_atomic
-from .engine import (
-    CamConfig,
-    _check_classes,
-    _check_methods,
-    compute_with_config,
-    default_cam_layer,
-    model_hash,
-)
 from .resize import canonical_interpolation, resize_maps
 from .result import CamResult
 
@@ -139,6 +131,17 @@ def compute_store(
     CamStore
     """
     out_dir = Path(out_dir)
+    # The engine (TensorFlow) loads here: reading a cache (CamStore) must not need it,
+    # e.g. in the feature workers.
+    from .engine import (
+        CamConfig,
+        _check_classes,
+        _check_methods,
+        compute_with_config,
+        default_cam_layer,
+        model_hash,
+    )
+
     methods = _check_methods(methods)
     classes = _check_classes(model, classes)
     canonical_interpolation(interpolation)
@@ -335,11 +338,17 @@ class CamStore:
     ) -> Iterator[tuple[int, int, np.ndarray]]:
         """Yield ``(start, stop, maps)`` chunk by chunk (memory-mapped raw maps, or resized
         maps computed/read per chunk)."""
-        self._check_method(method)
         for i in range(self.n_chunks):
-            start = i * self.chunk_size
-            stop = min(self.n_slices, start + self.chunk_size)
-            yield start, stop, self._chunk_maps(i, method, resized)
+            yield self.chunk(i, method, resized)
+
+    def chunk(self, i: int, method: str, resized: bool = False) -> tuple[int, int, np.ndarray]:
+        """``(start, stop, maps)`` of chunk ``i`` (store rows ``start:stop``)."""
+        self._check_method(method)
+        if not 0 <= i < self.n_chunks:
+            raise IndexError(f"{self.path}: chunk {i} out of 0..{self.n_chunks - 1}")
+        start = i * self.chunk_size
+        stop = min(self.n_slices, start + self.chunk_size)
+        return start, stop, self._chunk_maps(i, method, resized)
 
     def _chunk_maps(self, i: int, method: str, resized: bool) -> np.ndarray:
         if not resized:

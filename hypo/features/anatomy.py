@@ -1159,39 +1159,20 @@ def _store_part_anatomy(store, cohort, config: AnatomyConfig, a: int, b: int, ba
     return res.labels, res.table, rec
 
 
-_WORKER: dict = {}
-
-
-def _worker_init(store_path: str, cohort, config: AnatomyConfig) -> None:
+def _worker_part(args):
+    store_path, cohort, config, a, b = args
     from hypo.preprocess import SliceStore
 
-    # One thread per worker: the workers are the parallelism (as many as cores).
-    cv2.setNumThreads(1)
-    _WORKER.update(store=SliceStore.open(store_path), cohort=cohort, config=config)
-
-
-def _worker_part(ab: tuple[int, int]):
-    w = _WORKER
-    return _store_part_anatomy(w["store"], w["cohort"], w["config"], ab[0], ab[1])
+    return _store_part_anatomy(SliceStore.open(store_path), cohort, config, a, b)
 
 
 def _parallel_volume_anatomy(store, cohort, config: AnatomyConfig, bounds, n_workers: int):
-    """``_store_part_anatomy`` of each of ``bounds`` in worker processes, in order.
+    """``_store_part_anatomy`` of each of ``bounds`` in the shared worker processes
+    (:func:`hypo._util.process_pool`), in order."""
+    from hypo._util import process_pool
 
-    Fresh (spawned) workers: the caller may hold TensorFlow's and OpenCV's thread pools,
-    which a forked child must not inherit.
-    """
-    import concurrent.futures as cf
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn")
-    with cf.ProcessPoolExecutor(
-        n_workers,
-        mp_context=ctx,
-        initializer=_worker_init,
-        initargs=(str(store.path), cohort, config),
-    ) as pool:
-        yield from pool.map(_worker_part, [(int(a), int(b)) for a, b in bounds], chunksize=4)
+    args = [(str(store.path), cohort, config, int(a), int(b)) for a, b in bounds]
+    yield from process_pool(n_workers).map(_worker_part, args, chunksize=4)
 
 
 def _store_cohort(store, cohort):

@@ -555,6 +555,7 @@ def features_for_store(
     config: FeatureConfig | None = None,
     progress: bool = True,
     control_cache=None,
+    workers: int | None = None,
 ) -> pd.DataFrame:
     """Per-slice features of every map of a store, with negative controls side by side.
 
@@ -577,6 +578,10 @@ def features_for_store(
         The controls depend on the store, its anatomy, ``controls``, ``config`` and the
         patients' sides only, not on a model, so the models of one study featurise them
         once (:func:`hypo.features.pipeline.run_features` keys the file by all of those).
+    workers : int, optional
+        Processes (default :func:`hypo._util.env_workers` for stores of at least
+        :data:`PARALLEL_MIN_SLICES` slices, else 1 = this process). The table is the same
+        whatever the number.
 
     Returns
     -------
@@ -584,6 +589,8 @@ def features_for_store(
     then map features, then the slice's image covariates.
     """
     from tqdm.auto import tqdm
+
+    from hypo.cam.stream import CamStore
 
     config = config or FeatureConfig()
     table = store.table
@@ -632,67 +639,198 @@ def features_for_store(
     side = ids["participant_id"].map(patient_side).fillna("none").to_numpy(object)
     pix = pmm.mean(axis=1)
 
-    frames = []
-    shared = {}  # the label blocks of the slices last featurised, for every map of them
-
-    def blocks_of(start, stop):
-        if (start, stop) not in shared:
-            shared.clear()
-            les = None if lesion is None else np.asarray(lesion[start:stop])
-            shared[start, stop] = _label_blocks(anatomy.labels[start:stop], les, config)
-        return shared[start, stop]
-
-    def add(source, method, layer, cls, start, stop, maps2d, cell_px):
-        a = _check(
-            maps2d, anatomy.labels[start:stop], None if lesion is None else lesion[start:stop]
-        )
-        f = _map_features(a, blocks_of(start, stop), side[start:stop], config, "nan")
-        head = ids.iloc[start:stop].reset_index(drop=True).copy()
-        head["map_source"] = source
-        head["method"] = method
-        head["layer"] = layer
-        head["class_index"] = int(cls)
-        head["cell_mm"] = cell_px * pix[start:stop] if cell_px is not None else np.nan
-        frames.append(pd.concat([head, f], axis=1))
-
     items = [] if cams is None else (cams if isinstance(cams, list) else [cams])
-    for item in items:
-        forced, cs = item if isinstance(item, tuple) else (None, item)
+    items = [item if isinstance(item, tuple) else (None, item) for item in items]
+    cells = []
+    for _, cs in items:
         raw_shape = _raw_spatial(cs)
         in_shape = tuple(cs.input_shape[:-1]) if len(cs.input_shape) > 2 else cs.input_shape
-        cell_px = float(np.mean(np.asarray(in_shape, float) / np.asarray(raw_shape, float)))
-        # Chunk by chunk, every method's maps of it (the slices' label blocks computed
-        # once); the rows keep their order: method, then chunk, then class.
-        by_method = {method: [] for method in cs.methods}
-        its = [cs.iter_chunks(method, resized=True) for method in cs.methods]
-        for group in tqdm(zip(*its), total=cs.n_chunks, disable=not progress,
-                          desc=f"features {', '.join(cs.methods)}"):  # fmt: skip
-            for method, (start, stop, maps) in zip(cs.methods, group):
-                source = forced or (method if method.startswith("control_") else "cam")
-                maps = np.asarray(maps)
-                for j, cls in enumerate(cs.classes):
-                    add(source, method, cs.layer, cls, start, stop, maps[:, j], cell_px)
-                    by_method[method].append(frames.pop())
-        for method in cs.methods:
-            frames.extend(by_method[method])
-    if controls and control_cache is not None and Path(control_cache).is_file():
+        cells.append(float(np.mean(np.asarray(in_shape, float) / np.asarray(raw_shape, float))))
+    cached_controls = bool(controls) and control_cache is not None and Path(control_cache).is_file()
+    controls = tuple(controls) if controls and not cached_controls else ()
+    n_chunks = max((cs.n_chunks for _, cs in items), default=0)
+    n_units = n_chunks + len(controls) * -(-n // 256)
+    # Work units: chunk i of every map cache (the slices' label blocks computed once for
+    # all their maps), then the image-made controls in blocks of 256 slices. Each unit's
+    # rows depend on its slices alone and units are collected in order, so the table is
+    # the same to the last bit in one process or in the shared workers. Workers read the
+    # caches from disk; maps of other sources (views, stand-ins) are read here.
+    n_workers = _feature_workers(workers, n_units, n)
+    if n_workers > 1 and not all(isinstance(cs, CamStore) for _, cs in items):
+        n_workers = 1
+    store_ref, anatomy_ref = _StoreRef.of(store), _StoreRef.of(anatomy)
+    if n_workers > 1 and (store_ref is store or anatomy_ref is anatomy):
+        n_workers = 1
+    units = _feature_units(items, cells, n_chunks, controls, n, ids, side, pix,
+                           read_maps=n_workers == 1)  # fmt: skip
+    if n_workers > 1:
+        from hypo._util import process_pool
+
+        args = ((store_ref, anatomy_ref, unit, config) for unit in units)
+        results = process_pool(n_workers).map(_feature_unit_star, args)
+    else:
+        results = (_feature_unit(store, anatomy, unit, config) for unit in units)
+    bar = tqdm(total=n_units, disable=not progress,
+               desc=f"features ({len(items)} map cache(s){', controls' if controls else ''})")  # fmt: skip
+    # Rows keep their order: per CAM cache, method, then chunk, then class; then the
+    # controls, kind by kind.
+    by_item = [{method: [] for method in cs.methods} for _, cs in items]
+    frames, control_frames = [], []
+    for res in results:
+        if isinstance(res, list):
+            for j, per_method in enumerate(res):
+                for method, fr in (per_method or {}).items():
+                    by_item[j][method] += fr
+        else:
+            control_frames.append(res)
+        bar.update(1)
+    bar.close()
+    for per_method in by_item:
+        for fr in per_method.values():
+            frames.extend(fr)
+    if cached_controls:
         frames.append(pd.read_parquet(control_cache))
-    elif controls:
-        first = len(frames)
-        for kind in controls:
-            for s in range(0, n, 256):
-                e = min(n, s + 256)
-                add(kind, "control", "image", -1, s, e, control_maps(store.images[s:e], kind),
-                    None)  # fmt: skip
+    elif control_frames:
+        frames.extend(control_frames)
         if control_cache is not None:
             Path(control_cache).parent.mkdir(parents=True, exist_ok=True)
-            write_table_atomic(Path(control_cache), pd.concat(frames[first:], ignore_index=True))
+            write_table_atomic(Path(control_cache), pd.concat(control_frames, ignore_index=True))
     if not frames:
         raise ValueError("no maps to featurise: pass cams and/or controls")
     feats = pd.concat(frames, ignore_index=True)
     cov_cols = cov.copy()
     cov_cols.insert(0, "store_index", np.arange(n))
     return feats.merge(cov_cols, on="store_index", how="left", validate="m:1")
+
+
+#: Stores with fewer slices are featurised in the calling process (a worker's start, once
+#: per run, costs about as much as a thousand slices' features).
+PARALLEL_MIN_SLICES = 1024
+
+
+def _feature_workers(workers: int | None, n_units: int, n_slices: int) -> int:
+    if workers is None:
+        if n_slices < PARALLEL_MIN_SLICES:
+            return 1
+        from hypo._util import env_workers
+
+        workers = env_workers()
+    return max(1, min(int(workers), n_units))
+
+
+@dataclass(frozen=True)
+class _StoreRef:
+    """A slice store or anatomy cache sent to a worker by its folder (its arrays are
+    memory maps, opened again there rather than pickled)."""
+
+    kind: str
+    path: str
+
+    @classmethod
+    def of(cls, obj) -> _StoreRef | object:
+        from hypo.features.anatomy import Anatomy
+        from hypo.preprocess import SliceStore
+
+        for kind, klass in (("store", SliceStore), ("anatomy", Anatomy)):
+            if isinstance(obj, klass) and getattr(obj, "path", None) is not None:
+                return cls(kind, str(obj.path))
+        return obj  # anything else (a test's stand-in) travels as it is
+
+    def open(self):
+        if self.kind == "store":
+            from hypo.preprocess import SliceStore
+
+            return SliceStore.open(self.path)
+        from hypo.features.anatomy import Anatomy
+
+        return Anatomy.open(self.path)
+
+
+def _feature_unit_star(args):
+    store, anatomy, unit, config = args
+    store = store.open() if isinstance(store, _StoreRef) else store
+    anatomy = anatomy.open() if isinstance(anatomy, _StoreRef) else anatomy
+    return _feature_unit(store, anatomy, unit, config)
+
+
+def _feature_units(items, cells, n_chunks, controls, n, ids, side, pix, read_maps: bool):
+    """The work units of :func:`features_for_store`, in order (a generator: with
+    ``read_maps`` each CAM unit carries its chunk's maps, read here chunk by chunk, else
+    the worker reads chunk ``i`` of each cache itself)."""
+    its = [
+        zip(*(cs.iter_chunks(method, resized=True) for method in cs.methods)) if read_maps else None
+        for _, cs in items
+    ]
+    for i in range(n_chunks):
+        entries, lo, hi = [], n, 0
+        for (forced, cs), cell_px, it in zip(items, cells, its):
+            if i >= cs.n_chunks:
+                entries.append(None)
+                continue
+            if it is None:
+                start = i * cs.chunk_size
+                stop = min(cs.n_slices, start + cs.chunk_size)
+                maps = None
+            else:
+                group = next(it)
+                start, stop = group[0][:2]
+                maps = [g[2] for g in group]
+            entries.append((forced, cs, cell_px, int(start), int(stop), maps))
+            lo, hi = min(lo, start), max(hi, stop)
+        yield ("cams", i, entries, ids.iloc[lo:hi], lo, side[lo:hi], pix[lo:hi])
+    for kind in controls:
+        for s in range(0, n, 256):
+            e = min(n, s + 256)
+            yield ("control", kind, None, ids.iloc[s:e], s, side[s:e], None)
+
+
+def _feature_unit(store, anatomy, unit, config: FeatureConfig):
+    """The feature rows of one work unit of :func:`features_for_store`: chunk ``i`` of
+    every map cache (a ``{method: [frame per class]}`` per cache, None where the cache has
+    no such chunk), or one block of an image-made control (a frame)."""
+    what, key, entries, ids, lo, side, pix = unit
+    lesion = store.masks.get("lesion") if hasattr(store, "masks") else None
+    shared = {}  # the label blocks of the slices last featurised, for every map of them
+
+    def frame(source, method, layer, cls, start, stop, maps2d, cell_px):
+        les = None if lesion is None else np.asarray(lesion[start:stop])
+        labels = anatomy.labels[start:stop]
+        a = _check(maps2d, labels, les)
+        if (start, stop) not in shared:
+            shared.clear()
+            shared[start, stop] = _label_blocks(labels, les, config)
+        r0, r1 = start - lo, stop - lo
+        f = _map_features(a, shared[start, stop], side[r0:r1], config, "nan")
+        head = ids.iloc[r0:r1].reset_index(drop=True).copy()
+        head["map_source"] = source
+        head["method"] = method
+        head["layer"] = layer
+        head["class_index"] = int(cls)
+        head["cell_mm"] = cell_px * pix[r0:r1] if cell_px is not None else np.nan
+        return pd.concat([head, f], axis=1)
+
+    if what == "control":
+        stop = lo + len(ids)
+        return frame(key, "control", "image", -1, lo, stop,
+                     control_maps(store.images[lo:stop], key), None)  # fmt: skip
+    out = []
+    for entry in entries:
+        if entry is None:
+            out.append(None)
+            continue
+        forced, cs, cell_px, start, stop, maps = entry
+        if maps is None:
+            maps = [cs.chunk(key, method, resized=True)[2] for method in cs.methods]
+        per_method = {}
+        for method, m in zip(cs.methods, maps):
+            source = forced or (method if method.startswith("control_") else "cam")
+            m = np.asarray(m)
+            per_method[method] = [
+                frame(source, method, cs.layer, cls, start, stop, m[:, j], cell_px)
+                for j, cls in enumerate(cs.classes)
+            ]
+        out.append(per_method)
+    return out
 
 
 def _raw_spatial(cs) -> tuple[int, ...]:

@@ -157,6 +157,7 @@ def run_features(
     from hypo.features.anatomy_qc import anatomy_qc, check_anatomy_qc
     from hypo.features.join import join_participants, require_held_out
     from hypo.features.maps import FeatureConfig, features_for_store
+    from hypo.features.swelling import __file__ as swelling_file
     from hypo.features.swelling import swelling_for_store
     from hypo.nets.cards import read_card
     from hypo.preprocess import PreprocessConfig, build_slice_store
@@ -240,7 +241,16 @@ def run_features(
     if "lesion" in store.masks and "lesion_side" in pt.columns:
         stage("image signs of swelling (sulcal effacement, ventricle compression)")
         sides = dict(zip(pt["participant_id"].astype(str), pt["lesion_side"].astype(str)))
-        sw = swelling_for_store(store, anatomy, sides).drop(columns="swelling_note")
+        # Like the controls, the signs depend on the store, its anatomy and the sides only:
+        # one file beside the anatomy serves every model of the store.
+        skey = {"anatomy": acfg.key(), "sides": sides, "code": file_hash(swelling_file)}
+        scache = Path(anatomy.path) / "swelling" / f"{stable_hash(skey)}.parquet"
+        if scache.is_file():
+            sw = pd.read_parquet(scache)
+        else:
+            sw = swelling_for_store(store, anatomy, sides).drop(columns="swelling_note")
+            scache.parent.mkdir(parents=True, exist_ok=True)
+            write_table_atomic(scache, sw)
         pt = pt.merge(sw, on="participant_id", how="left")
     write_patient_tables(pt, out_dir)
     stage("join with participants.tsv")

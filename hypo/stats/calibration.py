@@ -567,7 +567,13 @@ def _executor(engine: str, workers: int) -> tuple[Executor, Callable[[], None]]:
     cluster named by ``DASK_SCHEDULER_ADDRESS`` is only disconnected from)."""
     check_engine(engine)
     if engine == "process":
-        ex = ProcessPoolExecutor(max_workers=workers)
+        from hypo._util import shutdown_process_pool, single_thread_worker
+
+        # Forked workers: the shared spawned pool's threads must not be running at a fork.
+        shutdown_process_pool()
+        ex = ProcessPoolExecutor(
+            max_workers=workers, initializer=single_thread_worker, initargs=(False,)
+        )
         return ex, ex.shutdown
     from distributed import Client
 

@@ -241,24 +241,18 @@ def secondary_analyses(data: pd.DataFrame, reg, config, workers: int | None = No
     # A quick run's battery takes less than a worker's start.
     n_workers = secondary_workers(len(hyps), 1 if getattr(config, "quick", False) else workers)
     if n_workers > 1:
-        import concurrent.futures as cf
-        import multiprocessing as mp
+        from hypo._util import process_pool
 
-        # Spawned, not forked: the caller holds TensorFlow's thread pools.
-        pool = cf.ProcessPoolExecutor(n_workers, mp_context=mp.get_context("spawn"))
-        results = pool.map(_hypothesis_rows_star, args)
+        # The run's shared spawned workers (the caller holds TensorFlow's thread pools).
+        results = process_pool(n_workers).map(_hypothesis_rows_star, args)
     else:
-        pool, results = None, map(_hypothesis_rows_star, args)
-    try:
-        for hyp_rows, part in results:
-            for name, r in hyp_rows.items():
-                rows[name] += r
-            if part is not None:
-                partial_po.append(part)  # terms failing PO, cut by cut
-            bar.update(1)
-    finally:
-        if pool is not None:
-            pool.shutdown()
+        results = map(_hypothesis_rows_star, args)
+    for hyp_rows, part in results:
+        for name, r in hyp_rows.items():
+            rows[name] += r
+        if part is not None:
+            partial_po.append(part)  # terms failing PO, cut by cut
+        bar.update(1)
     bar.close()
     out = {name: _frame(rows[name], cols) for name, cols in COLUMNS.items()}
     sp = out["spearman"]

@@ -480,7 +480,16 @@ def _run_jobs(jobs: list, p: SynthParams, workers, progress: bool) -> dict[int, 
     else:
         methods = mp.get_all_start_methods()
         ctx = mp.get_context("fork" if "fork" in methods else "spawn")
-        with cf.ProcessPoolExecutor(n_workers, mp_context=ctx) as pool:
+        if ctx.get_start_method() == "fork":
+            # A child forked while the shared workers' feeder threads hold their locks can
+            # hang for good (seen in the test suite): stop them first (restarted on demand).
+            _util.shutdown_process_pool()
+        with cf.ProcessPoolExecutor(
+            n_workers,
+            mp_context=ctx,
+            initializer=_util.single_thread_worker,
+            initargs=(ctx.get_start_method() != "fork",),
+        ) as pool:
             futures = {pool.submit(_work, job): job[1] for job in jobs}
             for fut in cf.as_completed(futures):
                 records[futures[fut]] = fut.result()
