@@ -163,12 +163,50 @@ def process_pool(n_workers: int):
     return pool
 
 
+def pool_map(fn, args, n_workers: int, chunksize: int = 1) -> Iterator:
+    """``map(fn, args)``, in the shared worker processes when ``n_workers`` > 1, results in
+    the order of ``args`` (a generator).
+
+    When the workers cannot start at all, the work is done in this process with a warning,
+    and later calls of the run stay in it: a script run as ``python my_script.py`` that
+    calls hypo at its top level, without ``if __name__ == "__main__":``, is executed again
+    by each spawned worker, which then cannot start workers of its own.
+    """
+    import concurrent.futures.process as cfp
+    import warnings
+
+    args = list(args)
+    if n_workers <= 1 or len(args) <= 1 or _POOL.get("unusable"):
+        yield from map(fn, args)
+        return
+    results = process_pool(n_workers).map(fn, args, chunksize=chunksize)
+    try:
+        first = next(results)
+    except StopIteration:
+        return
+    except cfp.BrokenProcessPool:
+        _POOL["unusable"] = True
+        shutdown_process_pool()
+        warnings.warn(
+            "hypo: the worker processes could not start, so this run continues in one "
+            "process. A script that calls hypo at its top level needs "
+            '`if __name__ == "__main__":` around that code (each worker imports the script '
+            "again); HYPO_WORKERS=1 skips the attempt.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        yield from map(fn, args)
+        return
+    yield first
+    yield from results
+
+
 def shutdown_process_pool() -> None:
     """Stop the shared worker processes (they are started again when next needed)."""
     pool = _POOL.pop("pool", None)
     _POOL.pop("key", None)
     if pool is not None:
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=not getattr(pool, "_broken", False), cancel_futures=True)
 
 
 def single_thread_worker(opencv: bool = True) -> None:

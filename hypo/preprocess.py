@@ -442,7 +442,7 @@ def _preprocess_patient_star(args):
 
 
 def _build_into(tmp: Path, cohort, config: PreprocessConfig, pids: list[str], progress: bool):
-    from hypo._util import env_workers, process_pool
+    from hypo._util import env_workers, pool_map
 
     parts = tmp / "parts"
     parts.mkdir()
@@ -450,10 +450,7 @@ def _build_into(tmp: Path, cohort, config: PreprocessConfig, pids: list[str], pr
     # Patients are independent and collected in order: the store is the same to the last
     # byte in one process or in the shared workers.
     n_workers = min(env_workers(), len(pids)) if len(pids) >= PARALLEL_MIN_PATIENTS else 1
-    if n_workers > 1:
-        results = process_pool(n_workers).map(_preprocess_patient_star, args, chunksize=4)
-    else:
-        results = map(_preprocess_patient_star, args)
+    results = pool_map(_preprocess_patient_star, args, n_workers, chunksize=4)
     rows, mask_names, counts = [], None, []
     bar = tqdm(total=len(pids), desc="preprocess", unit="patient", disable=not progress)
     for pid, (names, count, prow) in zip(pids, results):

@@ -117,3 +117,22 @@ def test_parallel_slice_features_are_the_serial_ones(cohort, tmp_path, monkeypat
     first = one[one["map_source"] == "cam"]
     assert list(dict.fromkeys(first["method"])) == ["gradcam", "gradcampp"]
     shutdown_process_pool()
+
+
+def test_a_script_without_a_main_guard_runs_in_one_process_with_a_warning(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "my_analysis.py"
+    script.write_text(
+        "from hypo._util import pool_map\n"
+        "print(list(pool_map(abs, [-1, -2, -3], 2)))\n"
+        "print(list(pool_map(abs, [-4, -5], 2)))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "HYPO_WORKERS"}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         env=env, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines()[-2:] == ["[1, 2, 3]", "[4, 5]"]
+    assert out.stderr.count("worker processes could not start") == 1  # then stays in-process
+    assert 'if __name__ == "__main__":' in out.stderr

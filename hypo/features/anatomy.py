@@ -1169,10 +1169,12 @@ def _worker_part(args):
 def _parallel_volume_anatomy(store, cohort, config: AnatomyConfig, bounds, n_workers: int):
     """``_store_part_anatomy`` of each of ``bounds`` in the shared worker processes
     (:func:`hypo._util.process_pool`), in order."""
-    from hypo._util import process_pool
+    from hypo._util import pool_map
 
     args = [(str(store.path), cohort, config, int(a), int(b)) for a, b in bounds]
-    yield from process_pool(n_workers).map(_worker_part, args, chunksize=4)
+    # Up to 4 patients per task, fewer when the patients are few (every worker busy).
+    chunk = max(1, min(4, len(args) // (4 * n_workers)))
+    yield from pool_map(_worker_part, args, n_workers, chunksize=chunk)
 
 
 def _store_cohort(store, cohort):

@@ -664,10 +664,10 @@ def features_for_store(
     units = _feature_units(items, cells, n_chunks, controls, n, ids, side, pix,
                            read_maps=n_workers == 1)  # fmt: skip
     if n_workers > 1:
-        from hypo._util import process_pool
+        from hypo._util import pool_map
 
         args = ((store_ref, anatomy_ref, unit, config) for unit in units)
-        results = process_pool(n_workers).map(_feature_unit_star, args)
+        results = pool_map(_feature_unit_star, args, n_workers)
     else:
         results = (_feature_unit(store, anatomy, unit, config) for unit in units)
     bar = tqdm(total=n_units, disable=not progress,

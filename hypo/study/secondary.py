@@ -240,13 +240,10 @@ def secondary_analyses(data: pd.DataFrame, reg, config, workers: int | None = No
                unit="hypothesis")  # fmt: skip
     # A quick run's battery takes less than a worker's start.
     n_workers = secondary_workers(len(hyps), 1 if getattr(config, "quick", False) else workers)
-    if n_workers > 1:
-        from hypo._util import process_pool
+    from hypo._util import pool_map
 
-        # The run's shared spawned workers (the caller holds TensorFlow's thread pools).
-        results = process_pool(n_workers).map(_hypothesis_rows_star, args)
-    else:
-        results = map(_hypothesis_rows_star, args)
+    # The run's shared spawned workers (the caller holds TensorFlow's thread pools).
+    results = pool_map(_hypothesis_rows_star, args, n_workers)
     for hyp_rows, part in results:
         for name, r in hyp_rows.items():
             rows[name] += r
