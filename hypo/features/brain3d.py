@@ -41,11 +41,13 @@ from scipy import optimize
 from hypo.cohort.orientation import axial_slices
 
 __all__ = [
+    "MaskAgreement",
     "MidsagittalPlane",
     "detect_csf_polarity",
     "brain_mask_3d",
     "deshear_affine",
     "fit_midsagittal_plane",
+    "mask_agreement",
     "project_patient",
     "slice_shear_deg",
     "voxel_sizes",
@@ -572,3 +574,53 @@ def detect_csf_polarity(
     dark = float(np.mean((v < 0.4 * tissue) & (vm < 0.4 * tissue)))
     bright = float(np.mean((v > 1.5 * tissue) & (vm > 1.5 * tissue)))
     return "bright" if bright > dark else "dark"
+
+
+@dataclass
+class MaskAgreement:
+    """A 3D brain mask against a reference mask of the same volume (e.g. nilearn's
+    ``compute_epi_mask``), on the slices where the reference finds a brain.
+
+    Attributes
+    ----------
+    volume_ratio : float
+        Our brain voxels on those slices over the reference's (target: within 10 %).
+    slice_dice : dict int -> float
+        Dice per axial slice holding at least ``min_share`` of the reference's largest
+        slice (target >= 0.85 on each).
+    brain_on_every_slice : bool
+        Our mask has brain on every slice of the volume, including those the reference
+        leaves empty.
+    """
+
+    volume_ratio: float
+    slice_dice: dict
+    brain_on_every_slice: bool
+
+    @property
+    def min_slice_dice(self) -> float:
+        return min(self.slice_dice.values()) if self.slice_dice else float("nan")
+
+    def meets(self, volume_tolerance: float = 0.10, min_dice: float = 0.85) -> bool:
+        """Issue 18's real-volume targets."""
+        return (
+            abs(self.volume_ratio - 1) <= volume_tolerance
+            and bool(self.slice_dice)
+            and self.min_slice_dice >= min_dice
+        )
+
+
+def mask_agreement(ours: np.ndarray, reference: np.ndarray, min_share: float = 0.25):
+    """:class:`MaskAgreement` of two 3D masks (x, y, z; z = axial slices)."""
+    ours, ref = np.asarray(ours, bool), np.asarray(reference, bool)
+    if ours.shape != ref.shape:
+        raise ValueError(f"mask shapes differ: {ours.shape} and {ref.shape}")
+    covered = ref.any(axis=(0, 1))
+    n_ref = int(ref.sum())
+    ratio = float(ours[..., covered].sum() / n_ref) if n_ref else float("nan")
+    area = ref.sum(axis=(0, 1))
+    dice = {}
+    for k in np.flatnonzero(area >= min_share * area.max()) if n_ref else []:
+        a, b = ours[..., k], ref[..., k]
+        dice[int(k)] = float(2 * (a & b).sum() / (a.sum() + b.sum()))
+    return MaskAgreement(ratio, dice, bool(ours.any(axis=(0, 1)).all()))
