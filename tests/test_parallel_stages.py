@@ -49,15 +49,19 @@ def cohort(tmp_path_factory):
 
 
 def test_parallel_slice_store_is_the_serial_one(cohort, tmp_path, monkeypatch):
+    import hypo._util
     import hypo.preprocess as pp
 
     monkeypatch.setattr(pp, "PARALLEL_MIN_PATIENTS", 1)
+    used, real = [], hypo._util.pool_map
+    monkeypatch.setattr(hypo._util, "pool_map", lambda *a, **k: used.append(a[2]) or real(*a, **k))
     stores = {}
     for w in ("1", "2"):
         monkeypatch.setenv("HYPO_WORKERS", w)
         stores[w] = pp.build_slice_store(
             cohort, pp.PreprocessConfig(size=64), cache_root=tmp_path / w, progress=False
         )
+    assert used == [1, 2]
     one, two = stores["1"], stores["2"]
     assert np.array_equal(np.asarray(one.images), np.asarray(two.images))
     assert sorted(one.masks) == sorted(two.masks) and one.masks
@@ -107,9 +111,29 @@ def test_parallel_slice_features_are_the_serial_ones(cohort, tmp_path, monkeypat
     assert cs.n_chunks > 2 and cs2.n_chunks != cs.n_chunks
     cams = [cs, ("control_random_model", cs2)]
     kw = {"controls": ("control_uniform", "control_intensity"), "progress": False}
+    import hypo._util
+
+    used = []
+    real = hypo._util.pool_map
+
+    def spy(fn, args, n_workers, chunksize=1):
+        used.append(n_workers)
+        return real(fn, args, n_workers, chunksize)
+
+    monkeypatch.setattr(hypo._util, "pool_map", spy)
     one = features_for_store(store, anatomy, cams, workers=1, **kw)
+    assert used == []
     two = features_for_store(store, anatomy, cams, workers=2, **kw)
+    assert used == [2]  # the workers did it
     pd.testing.assert_frame_equal(one, two, check_exact=True)
+    # A store restricted to some rows in memory keeps its folder's path: never sent by path.
+    from hypo.study.outcome_maps import _rows
+
+    rows = np.arange(10, 60)
+    sub, sub_an = _rows(store, anatomy, rows)
+    part = features_for_store(sub, sub_an, controls=kw["controls"], progress=False, workers=2)
+    assert used == [2]
+    assert len(part) == 2 * len(rows)
     assert len(one) == len(store.table) * (2 * 3 + 1 + 2)
     assert set(one["map_source"]) == {"cam", "control_random_model", "control_uniform",
                                       "control_intensity"}  # fmt: skip

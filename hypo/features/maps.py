@@ -731,10 +731,19 @@ class _StoreRef:
         from hypo.features.anatomy import Anatomy
         from hypo.preprocess import SliceStore
 
-        for kind, klass in (("store", SliceStore), ("anatomy", Anatomy)):
-            if isinstance(obj, klass) and getattr(obj, "path", None) is not None:
+        # Only caches opened from their folder (memory maps): a store or anatomy restricted
+        # to some rows in memory keeps its folder's path but not its rows.
+        for kind, klass, arrays in (
+            ("store", SliceStore, "images"),
+            ("anatomy", Anatomy, "labels"),
+        ):
+            if (
+                isinstance(obj, klass)
+                and getattr(obj, "path", None) is not None
+                and isinstance(getattr(obj, arrays, None), np.memmap)
+            ):
                 return cls(kind, str(obj.path))
-        return obj  # anything else (a test's stand-in) travels as it is
+        return obj  # anything else (a subset, a test's stand-in) stays in this process
 
     def open(self):
         if self.kind == "store":
