@@ -442,14 +442,14 @@ def _preprocess_patient_star(args):
 
 
 def _build_into(tmp: Path, cohort, config: PreprocessConfig, pids: list[str], progress: bool):
-    from hypo._util import env_workers, pool_map
+    from hypo._util import pool_map, pool_workers
 
     parts = tmp / "parts"
     parts.mkdir()
     args = [(cohort, pid, config, parts, j) for j, pid in enumerate(pids)]
     # Patients are independent and collected in order: the store is the same to the last
     # byte in one process or in the shared workers.
-    n_workers = min(env_workers(), len(pids)) if len(pids) >= PARALLEL_MIN_PATIENTS else 1
+    n_workers = pool_workers(len(pids), worth_it=len(pids) >= PARALLEL_MIN_PATIENTS)
     results = pool_map(_preprocess_patient_star, args, n_workers, chunksize=4)
     rows, mask_names, counts = [], None, []
     bar = tqdm(total=len(pids), desc="preprocess", unit="patient", disable=not progress)

@@ -1135,13 +1135,9 @@ PARALLEL_MIN_PATIENTS = 24
 
 
 def _anatomy_workers(workers: int | None, n_parts: int) -> int:
-    if workers is None:
-        if n_parts < PARALLEL_MIN_PATIENTS:
-            return 1
-        from hypo._util import env_workers
+    from hypo._util import pool_workers
 
-        workers = env_workers()
-    return max(1, min(int(workers), n_parts))
+    return pool_workers(n_parts, workers, worth_it=n_parts >= PARALLEL_MIN_PATIENTS)
 
 
 def _store_part_anatomy(store, cohort, config: AnatomyConfig, a: int, b: int, batch_size=256):

@@ -655,7 +655,9 @@ def features_for_store(
     # rows depend on its slices alone and units are collected in order, so the table is
     # the same to the last bit in one process or in the shared workers. Workers read the
     # caches from disk; maps of other sources (views, stand-ins) are read here.
-    n_workers = _feature_workers(workers, n_units, n)
+    from hypo._util import pool_workers
+
+    n_workers = pool_workers(n_units, workers, worth_it=n >= PARALLEL_MIN_SLICES)
     if n_workers > 1 and not all(isinstance(cs, CamStore) for _, cs in items):
         n_workers = 1
     store_ref, anatomy_ref = _StoreRef.of(store), _StoreRef.of(anatomy)
@@ -706,16 +708,6 @@ def features_for_store(
 #: Stores with fewer slices are featurised in the calling process (a worker's start, once
 #: per run, costs about as much as a thousand slices' features).
 PARALLEL_MIN_SLICES = 1024
-
-
-def _feature_workers(workers: int | None, n_units: int, n_slices: int) -> int:
-    if workers is None:
-        if n_slices < PARALLEL_MIN_SLICES:
-            return 1
-        from hypo._util import env_workers
-
-        workers = env_workers()
-    return max(1, min(int(workers), n_units))
 
 
 @dataclass(frozen=True)

@@ -152,13 +152,12 @@ def run_features(
     """
     import hypo.cohort as hc
     from hypo.features import maps as features_maps
+    from hypo.features import swelling as features_swelling
     from hypo.features.aggregate import aggregate_patients, write_patient_tables
     from hypo.features.anatomy import AnatomyConfig, anatomy_for_store
     from hypo.features.anatomy_qc import anatomy_qc, check_anatomy_qc
     from hypo.features.join import join_participants, require_held_out
     from hypo.features.maps import FeatureConfig, features_for_store
-    from hypo.features.swelling import __file__ as swelling_file
-    from hypo.features.swelling import swelling_for_store
     from hypo.nets.cards import read_card
     from hypo.preprocess import PreprocessConfig, build_slice_store
 
@@ -243,12 +242,17 @@ def run_features(
         sides = dict(zip(pt["participant_id"].astype(str), pt["lesion_side"].astype(str)))
         # Like the controls, the signs depend on the store, its anatomy and the sides only:
         # one file beside the anatomy serves every model of the store.
-        skey = {"anatomy": acfg.key(), "sides": sides, "code": file_hash(swelling_file)}
+        skey = {
+            "anatomy": acfg.key(),
+            "sides": sides,
+            "code": file_hash(features_swelling.__file__),
+        }
         scache = Path(anatomy.path) / "swelling" / f"{stable_hash(skey)}.parquet"
         if scache.is_file():
             sw = pd.read_parquet(scache)
         else:
-            sw = swelling_for_store(store, anatomy, sides).drop(columns="swelling_note")
+            sw = features_swelling.swelling_for_store(store, anatomy, sides)
+            sw = sw.drop(columns="swelling_note")
             scache.parent.mkdir(parents=True, exist_ok=True)
             write_table_atomic(scache, sw)
         pt = pt.merge(sw, on="participant_id", how="left")

@@ -215,11 +215,9 @@ def secondary_workers(n_tasks: int, workers: int | None = None) -> int:
     """Processes for the battery: ``workers``, else :func:`hypo._util.env_workers`
     (``HYPO_WORKERS`` or the machine's cores); at most the tasks. ``HYPO_WORKERS=1`` on a
     machine busy with other jobs, where a second process gains nothing."""
-    if workers is None:
-        from hypo._util import env_workers
+    from hypo._util import pool_workers
 
-        workers = env_workers()
-    return max(1, min(int(workers), n_tasks))
+    return pool_workers(n_tasks, workers)
 
 
 def secondary_analyses(data: pd.DataFrame, reg, config, workers: int | None = None) -> dict:

@@ -481,8 +481,9 @@ def _run_jobs(jobs: list, p: SynthParams, workers, progress: bool) -> dict[int, 
         methods = mp.get_all_start_methods()
         ctx = mp.get_context("fork" if "fork" in methods else "spawn")
         if ctx.get_start_method() == "fork":
-            # A child forked while the shared workers' feeder threads hold their locks can
-            # hang for good (seen in the test suite): stop them first (restarted on demand).
+            # A forked child gets only the forking thread: a lock held by one of the shared
+            # workers' feeder threads would stay held in it for good. Stop them first
+            # (restarted on demand).
             _util.shutdown_process_pool()
         with cf.ProcessPoolExecutor(
             n_workers,
