@@ -244,6 +244,19 @@ def single_thread_worker(opencv: bool = True) -> None:
     threadpool_limits(limits=1)
 
 
+def blas_one_thread():
+    """Context: the BLAS under numpy and scipy on one thread (threadpoolctl), for work
+    made of many small array operations in this process. BLAS threads gain nothing on a
+    3 x 4000 product or a 30,000-value dot product, and after each call they spin on the
+    cores, waiting for the next: the anatomy's CPU time in one process was 1.9x its wall
+    time with them and about 1.1x without (``python -m analyses.benchmark_features``,
+    ``OPENBLAS_NUM_THREADS=1``: 184 against 111 slices per CPU second, the same 210 slices
+    per wall second). The results are the same."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def rng_for(seed: int, *keys: int | str) -> np.random.Generator:
     """An independent random stream for ``(seed, *keys)``.
 

@@ -305,3 +305,21 @@ def test_cache_key_names_the_method_version(monkeypatch):
     assert AnatomyConfig(lesion_z=3.5).key() != key
     monkeypatch.setattr(anatomy, "ANATOMY_VERSION", anatomy.ANATOMY_VERSION + 1)
     assert AnatomyConfig().key() != key
+
+
+def test_fissure_point_is_the_middle_of_a_flat_valley_bottom():
+    # Bright CSF clipped to one level (b0, T2, ADC) gives the fissure a flat bottom two
+    # pixels wide, columns 60 and 61: its middle is 60.5, not its first column.
+    from hypo.features.anatomy import _fissure_line
+
+    r = np.ones((120, 120), np.float32)
+    brain = np.zeros((120, 120), bool)
+    brain[10:110, 20:100] = True
+    r[~brain] = 0.0
+    r[15:105, 60:62] = 0.0
+    p0, p1 = _fissure_line(r, brain, (58.0, 0.0), (58.0, 119.0), 1.0, 1.0, AnatomyConfig())
+    assert p0[0] == pytest.approx(60.5) and p1[0] == pytest.approx(60.5)
+    # A one-pixel valley is found at its column.
+    r[15:105, 61] = 1.0
+    p0, p1 = _fissure_line(r, brain, (58.0, 0.0), (58.0, 119.0), 1.0, 1.0, AnatomyConfig())
+    assert p0[0] == pytest.approx(60.0) and p1[0] == pytest.approx(60.0)

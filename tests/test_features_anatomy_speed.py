@@ -58,3 +58,26 @@ def test_parallel_store_anatomy_is_the_serial_one(tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(
         pd.read_parquet(anatomy_path(store) / "patients.parquet"), patients
     )
+
+
+def test_fill_slice_holes_matches_labelling():
+    # The flood fill from each slice's frame against labelling the background per slice.
+    from hypo.features.brain3d import _fill_slice_holes
+
+    rng = np.random.default_rng(3)
+    n_holes = 0
+    for shape in [(40, 50, 6), (17, 9, 3), (1, 5, 2)]:
+        m = ndimage.gaussian_filter(rng.random(shape), (2, 2, 0)) > 0.5
+        m[:, :, 0] = True  # a slice with no background
+        within = np.zeros((3, 3, 3), bool)
+        within[:, :, 1] = ndimage.generate_binary_structure(2, 1)
+        lab, n = ndimage.label(~m, within)
+        edge = np.zeros(n + 1, bool)
+        for face in (lab[0], lab[-1], lab[:, 0], lab[:, -1]):
+            edge[np.unique(face)] = True
+        edge[0] = True
+        want = m | ~edge[lab]
+        got = _fill_slice_holes(m)
+        assert got.dtype == bool and np.array_equal(got, want)
+        n_holes += int((got & ~m).sum())
+    assert n_holes > 0  # the blobs did enclose background

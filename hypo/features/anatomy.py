@@ -70,6 +70,7 @@ from hypo.features.brain3d import (
     deshear_affine,
     detect_csf_polarity,
     fast_median,
+    fill_holes_2d,
     fit_midsagittal_plane,
     otsu3_index,
     project_patient,
@@ -81,7 +82,7 @@ from hypo.preprocess import SliceTransform
 BRAIN, LEFT, RIGHT, VENTRICLE, EDGE, LESION = 1, 2, 4, 8, 16, 32
 #: Hemisphere codes, as in the synthetic truth masks.
 HEMI_LEFT, HEMI_RIGHT = 1, 2
-ANATOMY_VERSION = 8
+ANATOMY_VERSION = 9
 
 
 @dataclass(frozen=True)
@@ -511,21 +512,24 @@ def _septum_shift(vent_rows, vent_cols, p0, d, pr, pc) -> float:
     s = (x_mm * dy - y_mm * dx) / norm
     along = (x_mm * dx + y_mm * dy) / norm
     bins = np.round(along / max(pr, 1e-6)).astype(int)
-    # Sorted by bin, then by distance: each bin's sorted distances are one run.
+    # Sorted by bin, then by distance: each bin's sorted distances are one run, and the
+    # widest gap within each run is found for all bins at once (the gaps that would cross
+    # from one bin to the next are -inf).
     order = np.lexsort((s, bins))
     bs, ss = bins[order], s[order]
-    starts = np.flatnonzero(np.r_[True, bs[1:] != bs[:-1]])
-    mids = []
-    for a, e in zip(starts, np.r_[starts[1:], bs.size]):
-        if e - a < 2:
-            continue
-        sv = ss[a:e]
-        gaps = np.diff(sv)
-        j = int(np.argmax(gaps))
-        # A real septum gap separates pixels on both sides of it by more than a pixel.
-        if gaps[j] > 1.5 * max(pr, pc):
-            mids.append(0.5 * (sv[j] + sv[j + 1]))
-    return float(np.median(mids)) if mids else np.nan
+    new_bin = np.r_[True, bs[1:] != bs[:-1]]
+    starts = np.flatnonzero(new_bin)
+    gaps = np.r_[np.where(new_bin[1:], -np.inf, np.diff(ss)), -np.inf]
+    widest = np.maximum.reduceat(gaps, starts)
+    # The first position of each bin's widest gap (np.argmax's choice).
+    bin_of = np.cumsum(new_bin) - 1
+    at_max = np.flatnonzero(gaps == widest[bin_of])
+    first = at_max[np.r_[True, bin_of[at_max[1:]] != bin_of[at_max[:-1]]]]
+    # A real septum gap separates pixels on both sides of it by more than a pixel.
+    j = first[gaps[first] > 1.5 * max(pr, pc)]
+    if not j.size:
+        return np.nan
+    return float(np.median(0.5 * (ss[j] + ss[j + 1])))
 
 
 # --------------------------------------------------------------------------- main entry
@@ -730,8 +734,8 @@ def compute_anatomy(
                     side = -side
                 if mirror is not None:
                     m = np.isfinite(mirror) & b
-                    if m.sum() > 16 and r[m].std() > 0 and mirror[m].std() > 0:
-                        score = float(np.corrcoef(r[m], mirror[m])[0, 1])
+                    if m.sum() > 16:
+                        score = _correlation(r[m], mirror[m])
             lab[b & (side > 0)] |= LEFT
             lab[b & (side <= 0)] |= RIGHT
             yc = (H - 1) / 2.0
@@ -841,20 +845,37 @@ def _fissure_line(r, brain, p0, p1, pr, pc, config: AnatomyConfig):
     line_x = x0 + (rows - y0) * slope
     w = max(int(round(config.fissure_search_mm / pc)), 2)
     m = 3
-    offs = np.arange(-w - m, w + m + 1, dtype=float)
+    offs = np.arange(-w - m, w + m + 1)
     xs = line_x[:, None] + offs[None, :]
-    prof = ndimage.map_coordinates(
-        r, [np.broadcast_to(rows[:, None], xs.shape), xs], order=1, mode="constant", cval=0.0
-    )
-    inside = ndimage.map_coordinates(
-        brain.astype(np.float32), [np.broadcast_to(rows[:, None], xs.shape), xs], order=0
-    )
+    # The profiles lie along rows at whole-column steps, so one interpolation weight per
+    # row: linear interpolation between columns c and c + 1 (0 beyond the image), and the
+    # brain mask at the nearer of the two.
+    c0 = np.floor(line_x)
+    frac = (line_x - c0).astype(np.float32)[:, None]
+    cols = c0.astype(np.int64)[:, None] + offs[None, :]
+    k_rows = np.arange(H)[:, None]
+
+    def at(img, c):
+        ok = (c >= 0) & (c < W)
+        return np.where(ok, img[k_rows, np.clip(c, 0, W - 1)], 0)
+
+    prof = (1.0 - frac) * at(r, cols) + frac * at(r, cols + 1)
+    inside = at(brain, np.where(frac < 0.5, cols, cols + 1))
     core = prof[:, m:-m]
     j = np.argmin(core, axis=1) + m
     k = np.arange(H)
     v = prof[k, j]
+    # A flat-bottomed valley (bright CSF clipped to one level on b0, T2 or ADC) has its
+    # first minimum at its left edge: its point is the middle of its bottom, and its sides
+    # are judged beyond the bottom (taking the first minimum moved the b0 fissure half a
+    # pixel to the patient's right on every such row).
+    n_col = prof.shape[1]
+    col = np.arange(n_col)
+    off_bottom = (col >= j[:, None]) & (prof != v[:, None])
+    end = np.where(off_bottom, col, n_col).min(axis=1) - 1
+    end = np.minimum(end, n_col - 1 - m)
     left = np.max(np.stack([prof[k, j - q] for q in range(1, m + 1)]), axis=0)
-    right = np.max(np.stack([prof[k, j + q] for q in range(1, m + 1)]), axis=0)
+    right = np.max(np.stack([prof[k, end + q] for q in range(1, m + 1)]), axis=0)
     ok = (
         (np.minimum(left, right) - v >= config.fissure_contrast)
         & (inside[k, j] > 0)
@@ -862,24 +883,47 @@ def _fissure_line(r, brain, p0, p1, pr, pc, config: AnatomyConfig):
     )
     if ok.sum() < config.fissure_min_rows:
         return p0, p1
-    yy, xx = rows[ok], xs[k, j][ok]
+    yy, xx = rows[ok], (xs[k, j] + 0.5 * (end - j))[ok]
     keep = np.ones(yy.size, bool)
     for _ in range(3):
         if keep.sum() < config.fissure_min_rows:
             return p0, p1
-        coef = np.polyfit(yy[keep], xx[keep], 1)
+        coef = _line_fit(yy[keep], xx[keep])
         res = np.abs(np.polyval(coef, yy) - xx)
         keep = res <= max(1.5, 2.5 * float(np.median(res[keep])))
     span = (yy[keep].max() - yy[keep].min()) if keep.any() else 0.0
     rr = np.flatnonzero(brain.any(axis=1))
     if keep.sum() < config.fissure_min_rows or span < 0.3 * (rr.max() - rr.min() + 1):
         return p0, p1
-    coef = np.polyfit(yy[keep], xx[keep], 1)
+    coef = _line_fit(yy[keep], xx[keep])
     turn = math.degrees(abs(math.atan(coef[0] * pc / pr) - math.atan(slope * pc / pr)))
     if turn > config.fissure_max_turn_deg:
         return p0, p1
     ya, yb = 0.0, float(H - 1)
     return (float(np.polyval(coef, ya)), ya), (float(np.polyval(coef, yb)), yb)
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson's r of two samples (``np.corrcoef(a, b)[0, 1]`` from centred dot products,
+    a quarter of its cost); NaN when either is constant."""
+    a = a.astype(np.float64)
+    b = b.astype(np.float64)
+    a -= a.mean()
+    b -= b.mean()
+    va, vb = float(a @ a), float(b @ b)
+    if va <= 0.0 or vb <= 0.0:
+        return float("nan")
+    return float(a @ b) / math.sqrt(va * vb)
+
+
+def _line_fit(y: np.ndarray, x: np.ndarray) -> tuple[float, float]:
+    """Least-squares line ``x = slope * y + intercept`` (``np.polyfit(y, x, 1)``'s
+    coefficients, from the centred sums: a twentieth of its cost on a few hundred points)."""
+    ym, xm = float(y.mean()), float(x.mean())
+    dy = y - ym
+    ss = float(dy @ dy)
+    slope = float(dy @ (x - xm)) / ss if ss > 0 else 0.0
+    return slope, xm - slope * ym
 
 
 def _robust(v: np.ndarray) -> tuple[float, float]:
@@ -922,7 +966,7 @@ def _lesion(r, brain, mirror, pr, pc, config: AnatomyConfig) -> np.ndarray:
         base = float(np.median(rv[ring])) if ring.sum() >= 8 else med
         peak = float(np.percentile(rv[comp], 90))
         cut = comp & (rv >= base + config.lesion_half_max * (peak - base))
-        cut = ndimage.binary_fill_holes(cut)
+        cut = fill_holes_2d(cut)
         out[sl] |= cut
     return _keep_components(out.astype(np.uint8), min_px)
 
@@ -948,7 +992,7 @@ def _ventricles(r, brain, outside, pr, pc, config: AnatomyConfig, csf_bright=Fal
     if n <= 1:
         return np.zeros(r.shape, bool)
     open_to_outside = np.zeros(n, bool)
-    open_to_outside[np.unique(lab[~brain])] = True
+    open_to_outside[lab[outside]] = True
     enclosed = dark & ~open_to_outside[lab]
     if not enclosed.any():
         return enclosed
@@ -1056,7 +1100,7 @@ def anatomy_for_store(
     """
     from tqdm.auto import tqdm
 
-    from hypo._util import atomic_path
+    from hypo._util import atomic_path, blas_one_thread
 
     config = config or AnatomyConfig()
     path = anatomy_path(store, config)
@@ -1091,12 +1135,15 @@ def anatomy_for_store(
             results = (
                 _store_part_anatomy(store, cohort, config, a, b, batch_size) for a, b in bounds
             )
-        for (a, b), (lab_ab, tab_ab, rec) in zip(bounds, results):
-            labels[a:b] = lab_ab
-            parts.append(tab_ab)
-            if rec is not None:
-                patients.append(rec)
-            bar.update(1)
+        # In this process, BLAS on one thread (the workers run so already): the anatomy's
+        # products are small and BLAS threads would only spin.
+        with blas_one_thread():
+            for (a, b), (lab_ab, tab_ab, rec) in zip(bounds, results):
+                labels[a:b] = lab_ab
+                parts.append(tab_ab)
+                if rec is not None:
+                    patients.append(rec)
+                bar.update(1)
         bar.close()
         labels.flush()
         del labels

@@ -86,33 +86,80 @@ def deshear_affine(affine: np.ndarray, tolerance_deg: float = 1.0) -> np.ndarray
     return A
 
 
+def _order_stats(v: np.ndarray, k1: int, k2: int):
+    """The ``k1``-th and ``k2``-th smallest values (0-based, ``k2 - k1`` small) of a 1D
+    float array without NaN, or None when the bracket misses them.
+
+    A sorted 1-in-8 subsample brackets them (+-2.5 sqrt(m) sample ranks about their
+    place in the sample, five standard errors of a sample quantile's rank at the median,
+    more in the tails), and only the values within the bracket are partitioned.
+    """
+    n = v.size
+    s = np.sort(v[::8])
+    m = s.size
+    j = int(round(k1 / max(n - 1, 1) * (m - 1)))
+    w = max(int(2.5 * math.sqrt(m)), 8)
+    lo, hi = s[max(j - w, 0)], s[min(j + w, m - 1)]
+    below = int(np.count_nonzero(v < lo))
+    cand = v[(v >= lo) & (v <= hi)]
+    if below > k1 or below + cand.size <= k2:
+        return None
+    part = np.partition(cand, [k1 - below, k2 - below])
+    return part[k1 - below], part[k2 - below]
+
+
 def fast_median(v: np.ndarray) -> float:
     """``float(np.median(v))`` of a 1D array, the same value, at a fraction of the cost.
 
-    ``np.median`` partitions the whole array; here a sorted 1-in-64 subsample brackets the
-    middle order statistics, only the values within the bracket are partitioned, and the
-    result is formed as ``np.median`` forms it (the middle value, or the mean of the two in
-    the array's dtype). Falls back to ``np.median`` for small arrays, NaN, or a bracket
-    that misses the middle.
+    ``np.median`` partitions the whole array; here the middle order statistics come from
+    :func:`_order_stats` and the result is formed as ``np.median`` forms it (the middle
+    value, or the mean of the two in the array's dtype). Falls back to ``np.median`` for
+    small arrays, NaN, or a bracket that misses the middle (about once in two million
+    calls; the fallback gives the same value). On 30,000 float32 values 40 us against
+    np.median's 190 us (a 1-in-64 sample with a twice wider bracket left a third of the
+    values to partition and saved nothing).
     """
     v = np.asarray(v).ravel()
     n = v.size
     if n < 4096 or v.dtype.kind != "f" or np.isnan(v).any():
         return float(np.median(v))
     k1, k2 = (n - 1) // 2, n // 2
-    s = np.sort(v[::64])
-    m = s.size
-    j, w = m // 2, max(4 * int(math.sqrt(m)), 8)
-    lo, hi = s[max(j - w, 0)], s[min(j + w, m - 1)]
-    below = int(np.count_nonzero(v < lo))
-    cand = v[(v >= lo) & (v <= hi)]
-    if below > k1 or below + cand.size <= k2:
+    ab = _order_stats(v, k1, k2)
+    if ab is None:
         return float(np.median(v))
-    part = np.partition(cand, [k1 - below, k2 - below])
-    a, b = part[k1 - below], part[k2 - below]
+    a, b = ab
     if k1 == k2:
         return float(a)
     return float(np.mean(np.array([a, b], dtype=v.dtype)))
+
+
+def fast_percentile(v: np.ndarray, q: float, n_top: int | None = None) -> float:
+    """``float(np.percentile(v, q))`` of a 1D array (the default, linear method), the same
+    value at a fraction of the cost: the two order statistics around the virtual index
+    ``q / 100 * (n - 1)`` come from :func:`_order_stats` and NumPy interpolates between
+    them (``np.quantile`` of the pair at the index's fraction: the same interpolation on
+    the same values). Falls back to ``np.percentile`` like :func:`fast_median`.
+
+    With ``n_top``, the percentile of ``v``'s ``n_top`` largest values (e.g. of the
+    positive voxels, when ``n_top`` of them are positive), without extracting them: their
+    order statistics are ``v``'s, shifted by the ``n - n_top`` values below them.
+    """
+    v = np.asarray(v).ravel()
+    n = v.size
+    n_top = n if n_top is None else int(n_top)
+    if not 0 < n_top <= n:
+        raise ValueError(f"n_top={n_top}: expected 1..{n}")
+    if n < 4096 or v.dtype.kind != "f" or np.isnan(v).any():
+        top = v if n_top == n else np.sort(v)[n - n_top :]
+        return float(np.percentile(top, q))
+    vi = (q / 100.0) * (n_top - 1)
+    k1 = int(math.floor(vi))
+    k2 = min(k1 + 1, n_top - 1)
+    ab = _order_stats(v, n - n_top + k1, n - n_top + k2)
+    if ab is None:
+        top = v if n_top == n else np.partition(v, n - n_top)[n - n_top :]
+        return float(np.percentile(top, q))
+    return float(np.quantile(np.array(ab, dtype=v.dtype), vi - k1))
 
 
 def _morph2d(mask: np.ndarray, zooms, radius_mm: float, op: int) -> np.ndarray:
@@ -207,14 +254,17 @@ def brain_mask_3d(
     at the edge of a partial coverage a ventricle opens onto the slab's face and a 3D
     fill would leave it out.
     """
-    x = np.nan_to_num(np.asarray(data, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    x = np.asarray(data, dtype=np.float32)
+    if not np.isfinite(x).all():
+        x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
     if x.ndim != 3:
         raise ValueError(f"volume has shape {x.shape}; expected 3D (x, y, z)")
     zooms = voxel_sizes(affine)
-    pos = x[x > 0]
-    if pos.size < 64:
+    positive = x > 0
+    n_pos = int(np.count_nonzero(positive))
+    if n_pos < 64:
         return np.zeros(x.shape, bool)
-    hi = float(np.percentile(pos, 99.5))
+    hi = fast_percentile(x, 99.5, n_top=n_pos)  # of the positive voxels
     if hi <= 0:
         return np.zeros(x.shape, bool)
     floor = hi * 1e-3
@@ -224,8 +274,8 @@ def brain_mask_3d(
     # voxels stay out of the histogram and the lowest of three classes of the rest is the
     # faint halo and scalp around the brain (two classes would split the tissue from a
     # large bright infarct, or from bright CSF). A subsample is enough for the histogram.
-    zeroed = float(np.mean(x <= 0)) >= 0.2
-    sample = (logx[x > 0] if zeroed else logx).ravel()
+    zeroed = (x.size - n_pos) / x.size >= 0.2
+    sample = (logx[positive] if zeroed else logx).ravel()
     if sample.size > 200_000:
         sample = sample[:: sample.size // 200_000 + 1]
     if zeroed:
@@ -241,7 +291,7 @@ def brain_mask_3d(
     fg = logx > t
     # Opening and closing in the slice plane, with an ellipse of ``opening_mm`` in mm.
     fg = _morph2d(fg, zooms, opening_mm, cv2.MORPH_OPEN)
-    lab, n = ndi.label(fg)
+    lab, n = ndi.label(fg, output=np.intp)  # intp: bincount counts it without a copy
     if n == 0:
         return np.zeros(x.shape, bool)
     sizes = np.bincount(lab.ravel())
@@ -250,20 +300,32 @@ def brain_mask_3d(
     if brain.sum() * float(np.prod(zooms)) / 1000.0 < min_volume_ml:
         return np.zeros(x.shape, bool)
     brain = _morph2d(brain, zooms, opening_mm, cv2.MORPH_CLOSE) | brain
-    # Per-slice holes in one labelling: background components connected within a slice
-    # only (no z neighbours) that do not reach the slice's border are holes. This also
-    # fills every 3D hole (a 6-connected background component off the volume's faces is
-    # a union of such in-slice components), so no separate ``binary_fill_holes`` pass.
-    within_slice = np.zeros((3, 3, 3), bool)
-    within_slice[:, :, 1] = ndi.generate_binary_structure(2, 1)
-    lab, n = ndi.label(~brain, within_slice)
-    if n:
-        edge = np.zeros(n + 1, bool)
-        for face in (lab[0], lab[-1], lab[:, 0], lab[:, -1]):
-            edge[np.unique(face)] = True
-        edge[0] = True
-        brain |= ~edge[lab]
-    return brain
+    # Per-slice holes: background components (4-connected within the slice, no z
+    # neighbours) that do not reach the slice's border. This also fills every 3D hole (a
+    # 6-connected background component off the volume's faces is a union of such in-slice
+    # components), so no separate ``binary_fill_holes`` pass.
+    return _fill_slice_holes(brain)
+
+
+def fill_holes_2d(mask: np.ndarray) -> np.ndarray:
+    """A 2D mask with its holes filled: ``scipy.ndimage.binary_fill_holes``'s pixels
+    (background 4-connected to the border stays), by OpenCV's flood fill from a one-pixel
+    frame of background, several times faster."""
+    h, w = mask.shape
+    canvas = np.zeros((h + 2, w + 2), np.uint8)
+    canvas[1:-1, 1:-1] = mask
+    cv2.floodFill(canvas, None, (0, 0), 2, flags=4)
+    return canvas[1:-1, 1:-1] != 2
+
+
+def _fill_slice_holes(mask: np.ndarray) -> np.ndarray:
+    """``mask`` (x, y, z) with each axial slice's holes filled (4-connected background):
+    the same pixels as labelling the background per slice and keeping the components off
+    the border, in a tenth of the time of ``scipy.ndimage.label`` over the volume."""
+    out = np.empty(mask.shape, bool)
+    for k in range(mask.shape[2]):
+        out[:, :, k] = fill_holes_2d(mask[:, :, k])
+    return out
 
 
 # --------------------------------------------------------------------------- the plane
@@ -359,28 +421,47 @@ def fit_midsagittal_plane(
     brain's median + 2 MAD (a bright infarct counts as tissue; dark CSF, the fissure's
     included, keeps its contrast, and the L1 loss out-votes a dark ADC infarct) and set
     to 0 outside the brain, so the brain's outline takes part; mirror points outside the covered slab
-    (partial coverage) are left out of the mean.
+    (partial coverage) are left out of the mean. A mirror point within half a slice of the
+    slab's first or last slice takes that slice's value (nearest-edge interpolation): with
+    a constant 0 beyond the last slice's centre, a brain that reaches the slab's face made
+    the objective jump at zero tilt, and the search shrank onto the jump for hundreds of
+    evaluations (1 patient in 6 of the benchmark cohort) instead of converging.
     """
     brain = np.asarray(brain, bool)
     if not brain.any():
         return None
     A = np.asarray(affine, float)
     zooms = voxel_sizes(A)
-    x = np.nan_to_num(np.asarray(data, np.float32))
+    sigma = [smooth_mm / z for z in zooms]
+    # In-plane, only the brain's bounding box and the smoothing's reach around it matter
+    # (the image is 0 outside the brain before smoothing, and the Gaussian is cut at 4
+    # sigma): the box is cut out and its corner moved into the affine. All slices are
+    # kept, so the covered slab stays the volume's.
+    box = []
+    for ax in (0, 1):
+        hit = np.flatnonzero(brain.any(axis=(1 - ax, 2)))
+        reach = int(math.ceil(4.0 * sigma[ax])) + 2
+        box.append(slice(max(int(hit[0]) - reach, 0), min(int(hit[-1]) + 1 + reach,
+                                                           brain.shape[ax])))  # fmt: skip
+    brain = brain[box[0], box[1]]
+    A = A.copy()
+    A[:3, 3] += A[:3, :2] @ np.array([box[0].start, box[1].start], float)
+    x = np.nan_to_num(np.asarray(data[box[0], box[1]], np.float32))
     vals = x[brain]
     med = fast_median(vals)
     mad = fast_median(np.abs(vals - med)) * 1.4826 + 1e-6
-    lo = float(np.percentile(vals, 1))
+    lo = fast_percentile(vals, 1)
     f = np.clip(x, lo, med + 2.0 * mad) - lo
     f[~brain] = 0.0
-    f = ndi.gaussian_filter(f, [smooth_mm / z for z in zooms], mode="constant")
+    f = ndi.gaussian_filter(f, sigma, mode="constant")
     scale = max(fast_median(f[brain]), 1e-6)
     f = (f / scale).astype(np.float32)
 
-    idx = np.argwhere(brain)
+    flat = np.flatnonzero(brain)  # argwhere's order, without its (n, 3) index table
     rng = np.random.default_rng(seed)
-    if len(idx) > n_points:
-        idx = idx[np.sort(rng.choice(len(idx), n_points, replace=False))]
+    if len(flat) > n_points:
+        flat = flat[np.sort(rng.choice(len(flat), n_points, replace=False))]
+    idx = np.stack(np.unravel_index(flat, brain.shape), axis=1)
     pts = idx @ A[:3, :3].T + A[:3, 3]
     fp = f[tuple(idx.T)]
     inv = np.linalg.inv(A)
@@ -407,6 +488,7 @@ def fit_midsagittal_plane(
 
     def loss(theta, coarse=False):
         a, b, d = theta
+        d = d * OFFSET_UNIT_MM
         if abs(a) > lim or abs(b) > lim:
             return 10.0 + abs(a) + abs(b)
         n = _normal_from_angles(base, u, v, a, b)
@@ -420,7 +502,7 @@ def fit_midsagittal_plane(
             return 10.0
         if n_in < p.shape[1]:
             vox, fv = vox[:, inside], fv[inside]
-        fq = ndi.map_coordinates(f, vox, order=1, mode="constant", cval=0.0)
+        fq = ndi.map_coordinates(f, vox, order=1, mode="nearest")
         return float(np.mean(np.abs(fv - fq)))
 
     # Yaw first, on a coarse grid (the head's in-plane rotation is the largest unknown and
@@ -436,12 +518,12 @@ def fit_midsagittal_plane(
     )  # fmt: skip
     a, b, d = best.x
     n = _normal_from_angles(base, u, v, a, b)
-    offset = float(centroid @ n + d)
+    offset = float(centroid @ n + d * OFFSET_UNIT_MM)
     plane = MidsagittalPlane(n, offset, 0.0, float(best.fun), 0.0, int(len(pts)))
     q = plane.reflect(pts)
     vox = q @ inv[:3, :3].T + inv[:3, 3]
     inside = (vox[:, 2] > -0.5) & (vox[:, 2] < nz - 0.5)
-    fq = ndi.map_coordinates(f, vox[inside].T, order=1, mode="constant", cval=0.0)
+    fq = ndi.map_coordinates(f, vox[inside].T, order=1, mode="nearest")
     sym = float("nan")
     if inside.sum() > 20:
         # Trimmed: the 15 % of points that differ most from their mirror image are left
@@ -456,7 +538,14 @@ def fit_midsagittal_plane(
 
 def _simplex(a0: float) -> np.ndarray:
     step = math.radians(4.0)
-    return np.array([[a0, 0.0, 0.0], [a0 + step, 0.0, 0.0], [a0, step, 0.0], [a0, 0.0, 4.0]])
+    d = 4.0 / OFFSET_UNIT_MM
+    return np.array([[a0, 0.0, 0.0], [a0 + step, 0.0, 0.0], [a0, step, 0.0], [a0, 0.0, d]])
+
+
+# The search's offset is in cm: Nelder-Mead's ``xatol`` (2e-3) then asks for 0.02 mm, the
+# same order as the 0.1-degree it asks of the angles (0.2 mm at 10 cm from the centre); in
+# mm it asked for 0.002 mm and spent a third of its evaluations on digits no slice sees.
+OFFSET_UNIT_MM = 10.0
 
 
 # --------------------------------------------------------------------------- projection
