@@ -81,3 +81,15 @@ def test_fill_slice_holes_matches_labelling():
         assert got.dtype == bool and np.array_equal(got, want)
         n_holes += int((got & ~m).sum())
     assert n_holes > 0  # the blobs did enclose background
+
+
+def test_smooth3d_is_scipys_gaussian():
+    from hypo.features.brain3d import _smooth3d
+
+    rng = np.random.default_rng(4)
+    for shape, sigma in [((40, 50, 7), (0.75, 0.6, 0.3)), ((30, 30, 10), (2.0, 1.0, 1.2))]:
+        f = rng.random(shape).astype(np.float32)
+        want = ndimage.gaussian_filter(f, sigma, mode="constant")
+        got = _smooth3d(f, sigma)
+        assert got.shape == f.shape and got.dtype == np.float32
+        np.testing.assert_allclose(got, want, atol=1e-6)

@@ -453,7 +453,7 @@ def fit_midsagittal_plane(
     lo = fast_percentile(vals, 1)
     f = np.clip(x, lo, med + 2.0 * mad) - lo
     f[~brain] = 0.0
-    f = ndi.gaussian_filter(f, sigma, mode="constant")
+    f = _smooth3d(f, sigma)
     scale = max(fast_median(f[brain]), 1e-6)
     f = (f / scale).astype(np.float32)
 
@@ -534,6 +534,20 @@ def fit_midsagittal_plane(
             sym = float(np.corrcoef(a[keep], m[keep])[0, 1])
     tilt = math.degrees(math.acos(min(1.0, abs(float(n @ base)))))
     return MidsagittalPlane(n, offset, sym, float(best.fun), tilt, int(len(pts)))
+
+
+def _smooth3d(f: np.ndarray, sigma) -> np.ndarray:
+    """``scipy.ndimage.gaussian_filter(f, sigma, mode="constant")`` of a float32 volume
+    (x, y, z), the same kernels (cut at 4 sigma) to float32 rounding, the in-plane passes
+    by OpenCV slice by slice at half scipy's cost."""
+    r = [int(4.0 * s + 0.5) for s in sigma]
+    t = np.ascontiguousarray(np.moveaxis(f, 2, 0))
+    for k in range(t.shape[0]):
+        t[k] = cv2.GaussianBlur(t[k], (2 * r[1] + 1, 2 * r[0] + 1), sigmaX=sigma[1],
+                                sigmaY=sigma[0], borderType=cv2.BORDER_CONSTANT)  # fmt: skip
+    if sigma[2] > 0:
+        t = ndi.gaussian_filter1d(t, sigma[2], axis=0, mode="constant")
+    return np.moveaxis(t, 0, 2)
 
 
 def _simplex(a0: float) -> np.ndarray:
