@@ -93,3 +93,42 @@ def test_smooth3d_is_scipys_gaussian():
         got = _smooth3d(f, sigma)
         assert got.shape == f.shape and got.dtype == np.float32
         np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_fast_percentile_is_np_percentile():
+    from hypo.features.brain3d import fast_percentile
+
+    rng = np.random.default_rng(5)
+    for k in range(300):
+        n = int(rng.integers(1, 60000))
+        v = [
+            rng.normal(size=n).astype(np.float32),
+            rng.integers(0, 30, n).astype(np.float32),  # ties
+            np.abs(rng.standard_cauchy(n)),  # float64, heavy tail
+        ][k % 3]
+        q = float(rng.choice([0.0, 1.0, 50.0, 99.5, 100.0, rng.uniform(0, 100)]))
+        assert fast_percentile(v, q) == float(np.percentile(v, q))
+        # Of the positive values, without extracting them.
+        v[rng.random(n) < 0.4] = 0
+        n_pos = int((v > 0).sum())
+        if n_pos:
+            assert fast_percentile(v, q, n_top=n_pos) == float(np.percentile(v[v > 0], q))
+    with pytest.raises(ValueError, match="n_top"):
+        fast_percentile(np.ones(10), 50, n_top=0)
+
+
+def test_small_helpers_match_numpy():
+    from hypo.features.anatomy import _correlation, _line_fit, _small_median
+
+    rng = np.random.default_rng(6)
+    for n in (1, 2, 7, 150):
+        v = rng.normal(size=n)
+        assert _small_median(v) == float(np.median(v))
+    assert np.isnan(_small_median(np.array([])))
+    y = np.arange(40, dtype=float)
+    x = 3.0 + 0.2 * y + rng.normal(0, 0.5, 40)
+    np.testing.assert_allclose(_line_fit(y, x), np.polyfit(y, x, 1), rtol=1e-10)
+    a, b = rng.normal(size=500).astype(np.float32), rng.normal(size=500).astype(np.float32)
+    b += a
+    assert _correlation(a, b) == pytest.approx(np.corrcoef(a, b)[0, 1], abs=1e-12)
+    assert np.isnan(_correlation(a, np.ones(500, np.float32)))
