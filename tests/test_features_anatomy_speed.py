@@ -23,15 +23,20 @@ def test_near_is_the_distance_transform_thresholded(pr, pc, radius, strict):
         assert np.array_equal(_near(~blob, radius, pr, pc, strict=strict), want)
 
 
+def _sample(rng, n: int, k: int) -> np.ndarray:
+    """The k-th kind (cyclic) of test vector: float32 normal, float32 with ties, or a
+    sorted heavy-tailed float64."""
+    if k % 3 == 0:
+        return rng.normal(size=n).astype(np.float32)
+    if k % 3 == 1:
+        return rng.integers(0, 30, n).astype(np.float32)
+    return np.sort(np.abs(rng.standard_cauchy(n)))
+
+
 def test_fast_median_is_np_median():
     rng = np.random.default_rng(1)
     for k in range(200):
-        n = int(rng.integers(1, 40000))
-        v = [
-            rng.normal(size=n).astype(np.float32),
-            rng.integers(0, 30, n).astype(np.float32),  # ties
-            np.sort(np.abs(rng.standard_cauchy(n))),  # sorted, float64, heavy tail
-        ][k % 3]
+        v = _sample(rng, int(rng.integers(1, 40000)), k)
         assert fast_median(v) == float(np.median(v))
     v = rng.normal(size=10000)
     v[17] = np.nan
@@ -100,16 +105,13 @@ def test_fast_percentile_is_np_percentile():
 
     rng = np.random.default_rng(5)
     for k in range(300):
-        n = int(rng.integers(1, 60000))
-        v = [
-            rng.normal(size=n).astype(np.float32),
-            rng.integers(0, 30, n).astype(np.float32),  # ties
-            np.abs(rng.standard_cauchy(n)),  # float64, heavy tail
-        ][k % 3]
+        v = _sample(rng, int(rng.integers(1, 60000)), k)
+        if k % 3 == 2:
+            rng.shuffle(v)  # unsorted too
         q = float(rng.choice([0.0, 1.0, 50.0, 99.5, 100.0, rng.uniform(0, 100)]))
         assert fast_percentile(v, q) == float(np.percentile(v, q))
         # Of the positive values, without extracting them.
-        v[rng.random(n) < 0.4] = 0
+        v[rng.random(v.size) < 0.4] = 0
         n_pos = int((v > 0).sum())
         if n_pos:
             assert fast_percentile(v, q, n_top=n_pos) == float(np.percentile(v[v > 0], q))
